@@ -1,0 +1,1 @@
+"""Shared library of the adapters: DICOMweb client, auth, DIMSE helpers, statuses."""

@@ -1,0 +1,1 @@
+"""The ``dicom-adapter`` command line."""

@@ -1,0 +1,1 @@
+"""DICOM encoding helpers: Part 10 assembly and dataset scanning."""

@@ -1,0 +1,151 @@
+"""DICOM Part 10 files assembled from a file meta header and dataset bytes kept on disk.
+
+A received C-STORE dataset is spooled to a file as it arrives; we never load it. To forward it
+we pair freshly built file meta (PS3.10 7.1, from the command set and the negotiated transfer
+syntax) with the byte range of the spooled dataset, and stream the concatenation. The dataset
+bytes stay exactly as the SCU sent them.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom.dataset import FileMetaDataset
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import UID
+
+from common.errors import MalformedDatasetError
+
+#: This product's Implementation Class UID (a UUID-derived 2.25 UID) and version name.
+IMPLEMENTATION_CLASS_UID = UID("2.25.304361583492442832814601423797810114360")
+IMPLEMENTATION_VERSION_NAME = "DICOMADAPTER_01"
+
+PREAMBLE = b"\x00" * 128 + b"DICM"
+_CHUNK = 1 << 20
+
+
+def build_file_meta(
+    *,
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    transfer_syntax_uid: str,
+    source_aet: str = "",
+) -> bytes:
+    """Encode the preamble, ``DICM`` prefix and File Meta Information group for an instance."""
+    meta = FileMetaDataset()
+    meta.FileMetaInformationVersion = b"\x00\x01"
+    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
+    meta.TransferSyntaxUID = UID(transfer_syntax_uid)
+    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    if source_aet:
+        meta.SourceApplicationEntityTitle = source_aet.strip()
+    buffer = io.BytesIO()
+    buffer.write(PREAMBLE)
+    write_file_meta_info(buffer, meta, enforce_standard=True)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def dataset_offset(path: Path) -> int:
+    """Offset of the dataset in a Part 10 file, read from its File Meta group length.
+
+    Raises:
+        MalformedDatasetError: the file does not start with a preamble and a group length.
+    """
+    with path.open("rb") as fp:
+        head = fp.read(132 + 12)
+    if len(head) < 144 or head[128:132] != b"DICM":
+        raise MalformedDatasetError("not a DICOM Part 10 file")
+    tag, vr, length = struct.unpack("<I2sH", head[132:140])
+    if tag != 0x00000002 or vr != b"UL" or length != 4:
+        raise MalformedDatasetError("file meta has no group length")
+    (group_length,) = struct.unpack("<I", head[140:144])
+    return 144 + int(group_length)
+
+
+@dataclass(frozen=True)
+class Part10Instance:
+    """A Part 10 file made of in-memory file meta followed by a byte range of a file on disk.
+
+    Attributes:
+        sop_class_uid / sop_instance_uid / transfer_syntax_uid: the instance's identity.
+        meta: preamble, ``DICM`` and encoded file meta.
+        dataset_path: the file that holds the dataset bytes.
+        dataset_offset: where the dataset starts in that file.
+        dataset_length: how many bytes the dataset has.
+    """
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    meta: bytes
+    dataset_path: Path
+    dataset_offset: int
+    dataset_length: int
+
+    @classmethod
+    def from_spooled(
+        cls,
+        path: Path,
+        *,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax_uid: str,
+        source_aet: str = "",
+        offset: int | None = None,
+    ) -> Part10Instance:
+        """Describe the dataset held in ``path`` (from ``offset``) with freshly built meta."""
+        start = dataset_offset(path) if offset is None else offset
+        length = os.path.getsize(path) - start
+        if length < 0:
+            raise MalformedDatasetError("spooled dataset is shorter than its header")
+        return cls(
+            sop_class_uid=sop_class_uid,
+            sop_instance_uid=sop_instance_uid,
+            transfer_syntax_uid=transfer_syntax_uid,
+            meta=build_file_meta(
+                sop_class_uid=sop_class_uid,
+                sop_instance_uid=sop_instance_uid,
+                transfer_syntax_uid=transfer_syntax_uid,
+                source_aet=source_aet,
+            ),
+            dataset_path=path,
+            dataset_offset=start,
+            dataset_length=length,
+        )
+
+    @property
+    def size(self) -> int:
+        """Size of the whole Part 10 file in bytes."""
+        return len(self.meta) + self.dataset_length
+
+    def iter_chunks(self, chunk_size: int = _CHUNK) -> Iterator[bytes]:
+        """Yield the Part 10 bytes in chunks of at most ``chunk_size`` (after the meta)."""
+        yield self.meta
+        remaining = self.dataset_length
+        with self.dataset_path.open("rb") as fp:
+            fp.seek(self.dataset_offset)
+            while remaining > 0:
+                chunk = fp.read(min(chunk_size, remaining))
+                if not chunk:
+                    raise MalformedDatasetError("spooled dataset shrank while being read")
+                remaining -= len(chunk)
+                yield chunk
+
+    def read_dataset_bytes(self) -> bytes:
+        """The dataset bytes (for small instances only: this loads them)."""
+        with self.dataset_path.open("rb") as fp:
+            fp.seek(self.dataset_offset)
+            return fp.read(self.dataset_length)
+
+    def write_to(self, path: Path) -> None:
+        """Write the complete Part 10 file to ``path``."""
+        with path.open("wb") as out:
+            for chunk in self.iter_chunks():
+                out.write(chunk)

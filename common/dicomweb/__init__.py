@@ -1,0 +1,1 @@
+"""DICOMweb (PS3.18): addresses, multipart bodies, STOW/QIDO/WADO client."""

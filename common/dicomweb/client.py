@@ -1,0 +1,232 @@
+"""The DICOMweb client: STOW-RS, QIDO-RS (paged), WADO-RS (streamed), DELETE.
+
+The client is defined by the :class:`DicomwebApi` protocol; :class:`DicomwebClient` implements
+it over a shared :class:`~common.http.HttpTransport` and an :class:`~common.auth.Authenticator`,
+both passed in. It retries transient failures by its :class:`~common.retry.RetryPolicy` and
+re-authenticates once after a 401.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Protocol, TypeVar
+
+from common.auth import Authenticator
+from common.dicom.part10 import Part10Instance
+from common.dicomweb.address import DicomwebAddress, Query
+from common.dicomweb.multipart import Part, boundary_of, iter_parts, stow_body
+from common.dicomweb.stow import stow_status
+from common.errors import DicomwebError, DicomwebHttpError, DicomwebResponseError
+from common.http import Body, HttpTransport, Response, translate_stream_errors
+from common.retry import RetryPolicy, call_with_retry
+from common.status import DimseStatus
+
+LOG = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DICOM_JSON = "application/dicom+json"
+#: Accept header for a WADO-RS retrieve of instances in any transfer syntax (no transcoding).
+ACCEPT_ANY_SYNTAX = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+_STREAM_CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True)
+class StowResult:
+    """The outcome of storing one instance: its C-STORE status and the HTTP status."""
+
+    status: DimseStatus
+    http_status: int
+
+
+class DicomwebApi(Protocol):
+    """What the adapters need from a DICOMweb server."""
+
+    def store(self, instance: Part10Instance) -> StowResult:
+        """STOW-RS one instance."""
+        ...
+
+    def search(
+        self, resource: Sequence[str], query: Query, *, page_size: int = ...
+    ) -> Iterator[dict[str, Any]]:
+        """QIDO-RS, yielding DICOM JSON results across all pages."""
+        ...
+
+    def retrieve(self, resource: Sequence[str], *, accept: str = ...) -> Iterator[Part]:
+        """WADO-RS, yielding the parts of a multipart response as they arrive."""
+        ...
+
+    def delete(self, resource: Sequence[str]) -> None:
+        """DELETE a study, series or instance."""
+        ...
+
+
+class DicomwebClient:
+    """A DICOMweb client over a shared HTTP transport (thread-safe)."""
+
+    def __init__(
+        self,
+        address: DicomwebAddress,
+        transport: HttpTransport,
+        auth: Authenticator,
+        retry: RetryPolicy,
+        *,
+        stop: threading.Event | None = None,
+        on_retry: Callable[[DicomwebError], None] | None = None,
+    ) -> None:
+        self.address = address
+        self._transport = transport
+        self._auth = auth
+        self._retry = retry
+        self._stop = stop
+        self._on_retry = on_retry
+
+    def __repr__(self) -> str:
+        return f"DicomwebClient({self.address})"
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body_factory: Callable[[], Body] | None = None,
+        *,
+        stream: bool = False,
+    ) -> Response:
+        """One request with auth, re-authenticating once after a 401."""
+        for attempt in (1, 2):
+            body = body_factory() if body_factory else None  # may set Content-* headers
+            request_headers = {**headers, **self._auth.headers()}
+            try:
+                return self._transport.request(
+                    method, url, headers=request_headers, body=body, stream=stream
+                )
+            except DicomwebHttpError as exc:
+                if exc.status == 401 and attempt == 1:
+                    LOG.info("DICOMweb server answered 401; refreshing credentials")
+                    self._auth.invalidate()
+                    continue
+                raise
+            finally:
+                close = getattr(body, "close", None)
+                if callable(close):
+                    close()
+        raise AssertionError("unreachable")
+
+    def _with_retry(self, operation: Callable[[], T], describe: str) -> T:
+        return call_with_retry(
+            operation, self._retry, describe=describe, stop=self._stop, on_retry=self._on_retry
+        )
+
+    # -- STOW-RS ------------------------------------------------------------------------------
+
+    def store(self, instance: Part10Instance) -> StowResult:
+        """STOW-RS one instance to ``{root}/studies``, streaming it from disk.
+
+        Raises:
+            DicomwebError: the request failed (after retries, for transient failures).
+        """
+        url = self.address.url("studies")
+
+        def attempt() -> StowResult:
+            headers = {"Accept": DICOM_JSON}
+
+            def body() -> Body:
+                # A fresh body per request: a streamed body can be read only once.
+                data, content_type = stow_body(instance)
+                headers["Content-Type"] = content_type
+                headers["Content-Length"] = str(len(data))
+                return data
+
+            response = self._send("POST", url, headers, body)
+            status = stow_status(
+                response.read(),
+                response.headers.get("Content-Type", ""),
+                instance.sop_instance_uid,
+            )
+            return StowResult(status, response.status)
+
+        return self._with_retry(attempt, f"STOW-RS of {instance.sop_instance_uid}")
+
+    # -- QIDO-RS ------------------------------------------------------------------------------
+
+    def search(
+        self, resource: Sequence[str], query: Query, *, page_size: int = 1000
+    ) -> Iterator[dict[str, Any]]:
+        """QIDO-RS ``{root}/{resource}?query``, paging with ``limit``/``offset`` until done.
+
+        Results are yielded as each page arrives. A server that ignores ``limit`` (returns more
+        than asked) is taken to have returned everything.
+        """
+        offset = 0
+        while True:
+            page_query = [*query, ("limit", str(page_size)), ("offset", str(offset))]
+            url = self.address.url(*resource, query=page_query)
+            page = self._with_retry(partial(self._get_json, url), f"QIDO-RS {resource}")
+            yield from page
+            if len(page) != page_size:
+                return
+            offset += len(page)
+
+    def _get_json(self, url: str) -> list[dict[str, Any]]:
+        response = self._send("GET", url, {"Accept": DICOM_JSON})
+        if response.status == 204:
+            return []
+        raw = response.read()
+        if not raw.strip():
+            return []
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DicomwebResponseError(f"QIDO-RS response is not JSON: {exc}") from exc
+        if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+            raise DicomwebResponseError("QIDO-RS response is not a JSON array of datasets")
+        return data
+
+    # -- WADO-RS ------------------------------------------------------------------------------
+
+    def retrieve(
+        self, resource: Sequence[str], *, accept: str = ACCEPT_ANY_SYNTAX
+    ) -> Iterator[Part]:
+        """WADO-RS ``{root}/{resource}``, yielding parts as they stream in.
+
+        Each part must be consumed before the next is requested. Connection errors before the
+        first byte are retried; a failure mid-stream raises :class:`DicomwebError`.
+        """
+        url = self.address.url(*resource)
+        response = self._with_retry(
+            lambda: self._send("GET", url, {"Accept": accept}, stream=True),
+            f"WADO-RS {resource}",
+        )
+        complete = False
+        try:
+            boundary = boundary_of(response.headers.get("Content-Type", ""))
+            yield from iter_parts(_chunks(response), boundary)
+            complete = True
+        finally:
+            if complete:
+                response.release_conn()
+            else:
+                # Abandoned mid-body: the connection cannot be reused, close it.
+                response.close()
+
+    # -- DELETE -------------------------------------------------------------------------------
+
+    def delete(self, resource: Sequence[str]) -> None:
+        """DELETE ``{root}/{resource}`` (a study, series or instance)."""
+        url = self.address.url(*resource)
+        self._with_retry(
+            lambda: self._send("DELETE", url, {"Accept": DICOM_JSON}).read(),
+            f"DELETE {resource}",
+        )
+
+
+def _chunks(response: Response) -> Iterator[bytes]:
+    with translate_stream_errors(response.url or ""):
+        yield from response.stream(_STREAM_CHUNK)

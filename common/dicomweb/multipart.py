@@ -1,0 +1,231 @@
+"""multipart/related bodies (RFC 2387) for STOW-RS requests and WADO-RS responses, streamed.
+
+Building: :class:`MultipartBody` is a readable file object over [head, file bytes, tail] with a
+known length, so a request streams from disk with a Content-Length and constant memory.
+
+Parsing: :func:`iter_parts` consumes an iterator of byte chunks and yields one :class:`Part` at a
+time; each part's body is itself an iterator that must be consumed (or ``drain``ed) before the
+next part. Memory is bounded by the chunk size plus the boundary length.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.message import Message
+
+from common.dicom.part10 import Part10Instance
+from common.errors import DicomwebResponseError
+
+#: Instances up to this size are sent from memory (one write), larger ones streamed from disk.
+INLINE_LIMIT = 1 << 20
+
+
+def new_boundary() -> str:
+    """A boundary that cannot occur by chance in the body."""
+    return "dicomadapter-" + secrets.token_hex(16)
+
+
+class MultipartBody(io.RawIOBase):
+    """A one-part ``multipart/related; type="application/dicom"`` body over a Part 10 instance.
+
+    Readable once; create a new one for each attempt of a request.
+    """
+
+    def __init__(self, instance: Part10Instance, boundary: str) -> None:
+        super().__init__()
+        self.head = (
+            f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode("ascii")
+            + instance.meta
+        )
+        self.tail = f"\r\n--{boundary}--\r\n".encode("ascii")
+        self._instance = instance
+        self._length = len(self.head) + instance.dataset_length + len(self.tail)
+        self._stage = 0
+        self._buffer = memoryview(self.head)
+        self._file: io.BufferedReader | None = None
+        self._file_left = instance.dataset_length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def readable(self) -> bool:
+        """Always readable."""
+        return True
+
+    def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
+        """Fill ``target`` from the head, then the dataset file, then the tail."""
+        view = memoryview(target)
+        while True:
+            if self._stage in (0, 2):
+                count = min(len(view), len(self._buffer))
+                if count:
+                    view[:count] = self._buffer[:count]
+                    self._buffer = self._buffer[count:]
+                    return count
+                if self._stage == 2:
+                    return 0
+                self._stage = 1
+                self._file = open(self._instance.dataset_path, "rb")  # noqa: SIM115
+                self._file.seek(self._instance.dataset_offset)
+            if self._stage == 1:
+                assert self._file is not None
+                want = min(len(view), self._file_left)
+                count = self._file.readinto(view[:want]) if want else 0
+                if count:
+                    self._file_left -= count
+                    return count
+                if self._file_left:
+                    raise DicomwebResponseError("spooled dataset shrank during upload")
+                self._file.close()
+                self._file = None
+                self._stage = 2
+                self._buffer = memoryview(self.tail)
+
+    def close(self) -> None:
+        """Close the dataset file if it is open."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        super().close()
+
+
+def stow_body(instance: Part10Instance) -> tuple[bytes | MultipartBody, str]:
+    """A STOW-RS request body for one instance and its Content-Type header value.
+
+    Small instances are read into one buffer (one syscall, one send); large ones stream.
+    """
+    boundary = new_boundary()
+    content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    body = MultipartBody(instance, boundary)
+    if len(body) <= INLINE_LIMIT:
+        return b"".join((body.head, instance.read_dataset_bytes(), body.tail)), content_type
+    return body, content_type
+
+
+def boundary_of(content_type: str) -> str:
+    """The boundary parameter of a multipart Content-Type header."""
+    message = Message()
+    message["Content-Type"] = content_type
+    if message.get_content_maintype() != "multipart":
+        raise DicomwebResponseError(f"expected a multipart response, got {content_type!r}")
+    boundary = message.get_param("boundary")
+    if not isinstance(boundary, str) or not boundary:
+        raise DicomwebResponseError("multipart response without a boundary")
+    return boundary
+
+
+@dataclass
+class Part:
+    """One body part: its headers (lower-case names) and its body as a chunk iterator."""
+
+    headers: dict[str, str]
+    body: Iterator[bytes] = field(repr=False)
+
+    @property
+    def content_type(self) -> str:
+        """The part's Content-Type ('' when absent)."""
+        return self.headers.get("content-type", "")
+
+    def drain(self) -> None:
+        """Skip the rest of the body."""
+        for _ in self.body:
+            pass
+
+    def write_to(self, path: str | os.PathLike[str]) -> int:
+        """Write the body to a file and return its size."""
+        size = 0
+        with open(path, "wb") as out:
+            for chunk in self.body:
+                out.write(chunk)
+                size += len(chunk)
+        return size
+
+
+_MAX_HEADER_BLOCK = 16 * 1024
+
+
+class _Stream:
+    """A pull buffer over a chunk iterator."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self.buffer = bytearray()
+        self.eof = False
+
+    def fill(self) -> bool:
+        """Append the next chunk; False at the end of the input."""
+        for chunk in self._chunks:
+            if chunk:
+                self.buffer += chunk
+                return True
+        self.eof = True
+        return False
+
+
+def iter_parts(chunks: Iterator[bytes], boundary: str) -> Iterator[Part]:
+    """Parse a multipart body incrementally.
+
+    Raises:
+        DicomwebResponseError: the body is not well-formed multipart (e.g. truncated).
+    """
+    stream = _Stream(chunks)
+    dash_boundary = b"--" + boundary.encode("ascii")
+    delimiter = b"\r\n" + dash_boundary
+    # The first boundary may come without the leading CRLF (RFC 2046 5.1.1).
+    while True:
+        index = stream.buffer.find(dash_boundary)
+        if index >= 0:
+            del stream.buffer[: index + len(dash_boundary)]
+            break
+        if not stream.fill():
+            raise DicomwebResponseError("multipart body has no boundary")
+    while True:
+        while len(stream.buffer) < 2:
+            if not stream.fill():
+                raise DicomwebResponseError("multipart body truncated after a boundary")
+        if stream.buffer[:2] == b"--":
+            return
+        headers = _read_headers(stream)
+        part_body = _iter_body(stream, delimiter)
+        part = Part(headers, part_body)
+        yield part
+        part.drain()
+
+
+def _read_headers(stream: _Stream) -> dict[str, str]:
+    while True:
+        end = stream.buffer.find(b"\r\n\r\n")
+        if end >= 0:
+            break
+        if len(stream.buffer) > _MAX_HEADER_BLOCK or not stream.fill():
+            raise DicomwebResponseError("multipart part headers are truncated or too long")
+    block = bytes(stream.buffer[:end]).decode("latin-1")
+    del stream.buffer[: end + 4]
+    headers: dict[str, str] = {}
+    # The first line is the rest of the boundary line (transport padding, then CRLF).
+    for line in block.split("\r\n")[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    return headers
+
+
+def _iter_body(stream: _Stream, delimiter: bytes) -> Iterator[bytes]:
+    keep = len(delimiter) - 1
+    while True:
+        index = stream.buffer.find(delimiter)
+        if index >= 0:
+            if index:
+                yield bytes(stream.buffer[:index])
+            del stream.buffer[: index + len(delimiter)]
+            return
+        if len(stream.buffer) > keep:
+            cut = len(stream.buffer) - keep
+            yield bytes(stream.buffer[:cut])
+            del stream.buffer[:cut]
+        if not stream.fill():
+            raise DicomwebResponseError("multipart body truncated inside a part")

@@ -1,0 +1,1 @@
+"""DIMSE helpers shared by the adapters (AE titles, socket options)."""

@@ -1,0 +1,117 @@
+"""The adapter's own exception tree.
+
+Foreign exceptions (urllib3, google-auth, pydicom, pynetdicom, OS errors) are translated at the
+boundary where they arise, with ``raise Ours(...) from exc``, so callers only ever see these::
+
+    AdapterError
+    ├── ConfigError                 bad flag, bad address, bad JSON config (a usage error)
+    ├── AuthError                   credentials could not be obtained or refreshed
+    ├── DatasetError                a received dataset we cannot forward
+    │   ├── MalformedDatasetError   truncated / unparsable encoding
+    │   └── UidMismatchError        command set and dataset disagree on a UID
+    ├── DicomwebError               anything that went wrong talking to a DICOMweb server
+    │   ├── DicomwebConnectionError connection refused, reset, DNS failure, TLS failure
+    │   ├── DicomwebTimeoutError    connect or read timeout
+    │   ├── DicomwebHttpError       the server answered with an HTTP error status
+    │   └── DicomwebResponseError   the server answered 2xx with a body we cannot understand
+    └── ShuttingDownError           the service is draining and takes no new work
+
+``DicomwebError.transient`` says whether trying again later may succeed; the retry policy and
+the DIMSE status table (``common.status``) both read it, so there is one notion of "transient".
+"""
+
+from __future__ import annotations
+
+
+class AdapterError(Exception):
+    """Base class of every error the adapter raises on purpose."""
+
+
+class ConfigError(AdapterError):
+    """A configuration value is invalid; the message says which and why."""
+
+
+class AuthError(AdapterError):
+    """Credentials could not be obtained or refreshed."""
+
+
+class ShuttingDownError(AdapterError):
+    """The service is shutting down and accepts no new work."""
+
+
+class DatasetError(AdapterError):
+    """A received dataset cannot be forwarded as it is."""
+
+
+class MalformedDatasetError(DatasetError):
+    """The dataset's encoding is truncated or cannot be parsed."""
+
+
+class UidMismatchError(DatasetError):
+    """The command set and the dataset disagree on the SOP Class or SOP Instance UID."""
+
+    def __init__(self, message: str, *, sop_class: bool) -> None:
+        super().__init__(message)
+        #: True when the SOP Class UIDs differ (else the SOP Instance UIDs differ).
+        self.sop_class = sop_class
+
+
+class DicomwebError(AdapterError):
+    """A DICOMweb request failed.
+
+    Attributes:
+        url: the request URL without query credentials (safe to log).
+        transient: whether the same request may succeed if tried again later.
+    """
+
+    transient: bool = False
+
+    def __init__(self, message: str, *, url: str = "") -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class DicomwebConnectionError(DicomwebError):
+    """The server could not be reached (refused, reset, name resolution, TLS handshake)."""
+
+    transient = True
+
+
+class DicomwebTimeoutError(DicomwebError):
+    """The server did not answer in time."""
+
+    transient = True
+
+
+#: HTTP statuses after which the same request may succeed later.
+TRANSIENT_HTTP_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+class DicomwebHttpError(DicomwebError):
+    """The server answered with an HTTP error status (>= 400).
+
+    Attributes:
+        status: the HTTP status code.
+        body_excerpt: the start of the response body, for logs and error comments.
+        retry_after: seconds from a ``Retry-After`` header, if the server sent one.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        *,
+        url: str = "",
+        reason: str = "",
+        body_excerpt: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        detail = f": {body_excerpt}" if body_excerpt else ""
+        super().__init__(f"HTTP {status} {reason}{detail}".strip(), url=url)
+        self.status = status
+        self.body_excerpt = body_excerpt
+        self.retry_after = retry_after
+        self.transient = status in TRANSIENT_HTTP_STATUSES
+
+
+class DicomwebResponseError(DicomwebError):
+    """The server answered with success but a body that does not follow PS3.18."""

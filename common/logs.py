@@ -1,0 +1,61 @@
+"""Logging set-up: one line per event, human-readable text or JSON for Cloud Logging.
+
+Log records carry identifiers (AE titles, UIDs, message ids, durations) and never patient data.
+pynetdicom's own loggers are capped at WARNING because at INFO/DEBUG they dump identifiers and
+datasets, which may hold PHI.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+_SEVERITY = {
+    logging.DEBUG: "DEBUG",
+    logging.INFO: "INFO",
+    logging.WARNING: "WARNING",
+    logging.ERROR: "ERROR",
+    logging.CRITICAL: "CRITICAL",
+}
+#: Library loggers that may log dataset contents; never below WARNING.
+_QUIET_LOGGERS = ("pynetdicom", "pydicom", "urllib3", "google", "grpc")
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats records as one JSON object per line, with fields Cloud Logging understands."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as JSON (``severity``, ``message``, ``time``, ``logger`` and extras)."""
+        payload: dict[str, Any] = {
+            "severity": _SEVERITY.get(record.levelno, record.levelname),
+            "message": record.getMessage(),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "logger": record.name,
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            payload.update(fields)
+        if record.exc_info:
+            payload["exception"] = self.formatException(record.exc_info)
+        return json.dumps(payload, default=str)
+
+
+def configure_logging(*, verbose: bool = False, json_format: bool = False) -> None:
+    """Configure the root logger once for a service process."""
+    handler = logging.StreamHandler(sys.stderr)
+    if json_format:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+        )
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,0 +1,89 @@
+"""Capped exponential backoff within a bounded time, for transient DICOMweb failures."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from common.errors import DicomwebError, DicomwebHttpError
+
+LOG = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How transient failures are retried.
+
+    Attributes:
+        initial_delay: seconds before the first retry.
+        max_delay: the cap on one delay.
+        budget: total seconds after the first attempt during which retries may start; when the
+            next delay would end past it, the last error is raised.
+        multiplier: growth factor between delays.
+    """
+
+    initial_delay: float = 0.25
+    max_delay: float = 5.0
+    budget: float = 30.0
+    multiplier: float = 2.0
+
+    def delays(self) -> list[float]:
+        """The nominal delay schedule within the budget (without jitter)."""
+        out: list[float] = []
+        delay, total = self.initial_delay, 0.0
+        while total + delay <= self.budget:
+            out.append(delay)
+            total += delay
+            delay = min(self.max_delay, delay * self.multiplier)
+        return out
+
+
+NO_RETRY = RetryPolicy(budget=0.0)
+
+
+def call_with_retry(
+    operation: Callable[[], T],
+    policy: RetryPolicy,
+    *,
+    describe: str,
+    stop: threading.Event | None = None,
+    on_retry: Callable[[DicomwebError], None] | None = None,
+) -> T:
+    """Run ``operation``, retrying transient :class:`DicomwebError` within the policy's budget.
+
+    A ``Retry-After`` from the server lengthens the delay (never past the budget). ``stop``, when
+    set, ends the waiting early and raises the last error.
+    """
+    start = time.monotonic()
+    delay = policy.initial_delay
+    attempt = 1
+    while True:
+        try:
+            return operation()
+        except DicomwebError as exc:
+            if not exc.transient:
+                raise
+            wait = delay * random.uniform(0.8, 1.2)
+            if isinstance(exc, DicomwebHttpError) and exc.retry_after is not None:
+                wait = max(wait, exc.retry_after)
+            elapsed = time.monotonic() - start
+            if elapsed + wait > policy.budget:
+                raise
+            LOG.warning(
+                "%s failed (attempt %d: %s); retrying in %.2f s", describe, attempt, exc, wait
+            )
+            if on_retry is not None:
+                on_retry(exc)
+            if stop is not None:
+                if stop.wait(wait):
+                    raise
+            else:
+                time.sleep(wait)
+            delay = min(policy.max_delay, delay * policy.multiplier)
+            attempt += 1

@@ -1,0 +1,202 @@
+"""DIMSE status codes and the one table that maps errors and DICOMweb outcomes to them.
+
+Every handler that answers a DIMSE request with a failure gets its status from here, so the
+same fault gives the same status everywhere (PS3.4 Annex B/C, PS3.7 Annex C). The table of HTTP
+outcomes is data (:data:`HTTP_RULES`), rendered into the README by :func:`http_rules_markdown`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import IntEnum
+
+from pydicom.dataset import Dataset
+
+from common.errors import (
+    AuthError,
+    DicomwebConnectionError,
+    DicomwebError,
+    DicomwebHttpError,
+    DicomwebTimeoutError,
+    MalformedDatasetError,
+    ShuttingDownError,
+    UidMismatchError,
+)
+
+
+class Status(IntEnum):
+    """Named DIMSE status codes used by this adapter."""
+
+    SUCCESS = 0x0000
+    PENDING = 0xFF00
+    PENDING_WITH_WARNINGS = 0xFF01
+    CANCEL = 0xFE00
+    # General statuses (PS3.7 Annex C)
+    PROCESSING_FAILURE = 0x0110
+    DUPLICATE_SOP_INSTANCE = 0x0111
+    NO_SUCH_OBJECT_INSTANCE = 0x0112
+    NO_SUCH_SOP_CLASS = 0x0118
+    CLASS_INSTANCE_CONFLICT = 0x0119
+    SOP_CLASS_NOT_SUPPORTED = 0x0122
+    NOT_AUTHORIZED = 0x0124
+    # Storage service (PS3.4 B.2.3)
+    OUT_OF_RESOURCES = 0xA700
+    DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+    CANNOT_UNDERSTAND = 0xC000
+    COERCION_OF_DATA_ELEMENTS = 0xB000
+    ELEMENTS_DISCARDED = 0xB006
+    DATASET_DOES_NOT_MATCH_SOP_CLASS_WARNING = 0xB007
+    # Query/Retrieve service (PS3.4 C.4)
+    OUT_OF_RESOURCES_MATCHES = 0xA701
+    OUT_OF_RESOURCES_SUB_OPERATIONS = 0xA702
+    MOVE_DESTINATION_UNKNOWN = 0xA801
+    IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+    UNABLE_TO_PROCESS = 0xC000
+    SUB_OPERATIONS_COMPLETE_WITH_FAILURES = 0xB000
+
+
+#: The longest Error Comment (LO) a status dataset may carry.
+_MAX_COMMENT = 64
+
+
+@dataclass(frozen=True)
+class DimseStatus:
+    """A DIMSE status with an optional human-readable Error Comment (0000,0902)."""
+
+    code: int
+    comment: str = ""
+
+    @property
+    def is_success(self) -> bool:
+        """True for Success (0x0000)."""
+        return self.code == Status.SUCCESS
+
+    @property
+    def is_warning(self) -> bool:
+        """True for a warning status (0x0001, 0x0107, 0x0116, 0xBxxx)."""
+        return self.code in (0x0001, 0x0107, 0x0116) or (self.code & 0xF000) == 0xB000
+
+    @property
+    def is_failure(self) -> bool:
+        """True for anything that is neither success, warning, pending nor cancel."""
+        return not (
+            self.is_success
+            or self.is_warning
+            or self.code in (Status.PENDING, Status.PENDING_WITH_WARNINGS, Status.CANCEL)
+        )
+
+    def as_dataset(self) -> Dataset:
+        """The status as a pynetdicom status dataset (Status plus Error Comment)."""
+        ds = Dataset()
+        ds.Status = self.code
+        if self.comment:
+            # LO allows 64 characters and no backslash; keep logs-safe ASCII.
+            text = self.comment.replace("\\", "/").encode("ascii", "replace").decode()
+            ds.ErrorComment = text[:_MAX_COMMENT]
+        return ds
+
+    def __str__(self) -> str:
+        label = f"0x{self.code:04X}"
+        return f"{label} ({self.comment})" if self.comment else label
+
+
+SUCCESS = DimseStatus(Status.SUCCESS)
+
+
+@dataclass(frozen=True)
+class HttpRule:
+    """One row of the HTTP outcome -> C-STORE status table."""
+
+    outcome: str
+    status: Status
+    retried: bool
+
+
+#: HTTP outcomes of a STOW-RS request and the C-STORE status they produce. Retried outcomes are
+#: tried again with capped exponential backoff before the status is sent.
+HTTP_RULES: tuple[HttpRule, ...] = (
+    HttpRule("200/202, instance in ReferencedSOPSequence", Status.SUCCESS, False),
+    HttpRule(
+        "200/202, instance with WarningReason (e.g. coercion)", Status.COERCION_OF_DATA_ELEMENTS,
+        False,
+    ),
+    HttpRule("instance in FailedSOPSequence: its FailureReason", Status.PROCESSING_FAILURE, False),
+    HttpRule("401, 403", Status.NOT_AUTHORIZED, False),
+    HttpRule("409 Conflict", Status.DUPLICATE_SOP_INSTANCE, False),
+    HttpRule("413 Payload Too Large, 507", Status.OUT_OF_RESOURCES, False),
+    HttpRule("429 Too Many Requests, 503", Status.OUT_OF_RESOURCES, True),
+    HttpRule("408, 425, 500, 502, 504", Status.PROCESSING_FAILURE, True),
+    HttpRule("other 4xx", Status.CANNOT_UNDERSTAND, False),
+    HttpRule("other 5xx", Status.PROCESSING_FAILURE, False),
+    HttpRule("connection refused/reset, DNS, TLS", Status.PROCESSING_FAILURE, True),
+    HttpRule("timeout", Status.PROCESSING_FAILURE, True),
+    HttpRule("2xx with a body that is not a STOW response", Status.PROCESSING_FAILURE, False),
+    HttpRule("credentials cannot be obtained/refreshed", Status.NOT_AUTHORIZED, False),
+)
+
+_OUT_OF_RESOURCES_HTTP = frozenset({413, 429, 503, 507})
+
+
+def _http_status(error: DicomwebHttpError) -> Status:
+    if error.status in (401, 403):
+        return Status.NOT_AUTHORIZED
+    if error.status == 409:
+        return Status.DUPLICATE_SOP_INSTANCE
+    if error.status in _OUT_OF_RESOURCES_HTTP:
+        return Status.OUT_OF_RESOURCES
+    if 400 <= error.status < 500 and error.status not in (408, 425):
+        return Status.CANNOT_UNDERSTAND
+    return Status.PROCESSING_FAILURE
+
+
+def store_status_for_error(error: BaseException) -> DimseStatus:
+    """The C-STORE response status for an error raised while storing an instance."""
+    if isinstance(error, ShuttingDownError):
+        return DimseStatus(Status.OUT_OF_RESOURCES, "Adapter is shutting down")
+    if isinstance(error, UidMismatchError):
+        code = Status.DATASET_DOES_NOT_MATCH_SOP_CLASS if error.sop_class else (
+            Status.CANNOT_UNDERSTAND
+        )
+        return DimseStatus(code, str(error))
+    if isinstance(error, MalformedDatasetError):
+        return DimseStatus(Status.CANNOT_UNDERSTAND, str(error))
+    if isinstance(error, AuthError):
+        return DimseStatus(Status.NOT_AUTHORIZED, "DICOMweb credentials unavailable")
+    if isinstance(error, DicomwebHttpError):
+        return DimseStatus(_http_status(error), f"DICOMweb store: {error}")
+    if isinstance(error, DicomwebTimeoutError):
+        return DimseStatus(Status.PROCESSING_FAILURE, "DICOMweb store timed out")
+    if isinstance(error, DicomwebConnectionError):
+        return DimseStatus(Status.PROCESSING_FAILURE, "DICOMweb store unreachable")
+    if isinstance(error, DicomwebError):
+        return DimseStatus(Status.PROCESSING_FAILURE, f"DICOMweb store: {error}")
+    return DimseStatus(Status.PROCESSING_FAILURE, "Internal error in adapter")
+
+
+def is_storage_failure_reason(code: int) -> bool:
+    """Whether a STOW FailureReason is a storage failure code we can pass through unchanged."""
+    high = code & 0xFF00
+    return code in (0x0110, 0x0111, 0x0117, 0x0122, 0x0124, 0xC122) or high in (
+        0xA700,
+        0xA900,
+    ) or (code & 0xF000) == 0xC000
+
+
+def is_storage_warning_reason(code: int) -> bool:
+    """Whether a STOW WarningReason is a storage warning code (0xB000, 0xB006, 0xB007...)."""
+    return (code & 0xF000) == 0xB000 or code == 0x0001
+
+
+def http_rules_markdown(rules: Iterable[HttpRule] = HTTP_RULES) -> str:
+    """The HTTP -> DIMSE table as Markdown, as published in the README."""
+    lines = [
+        "| DICOMweb outcome | C-STORE status | retried first |",
+        "| --- | --- | --- |",
+    ]
+    for rule in rules:
+        retried = "yes" if rule.retried else "no"
+        lines.append(
+            f"| {rule.outcome} | `0x{rule.status.value:04X}` {rule.status.name} | {retried} |"
+        )
+    return "\n".join(lines)

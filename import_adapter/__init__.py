@@ -1,0 +1,1 @@
+"""The import adapter: a DIMSE SCP in front of a DICOMweb store."""

@@ -1,0 +1,61 @@
+"""The import adapter's configuration: built once from flags, then passed to constructors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.auth import AuthConfig
+from common.dicomweb.address import DicomwebAddress
+from common.http import HttpSettings
+from common.retry import RetryPolicy
+
+
+@dataclass(frozen=True)
+class DimseServerConfig:
+    """The DIMSE listener.
+
+    Attributes:
+        ae_title: our AE title; associations must call it.
+        port: the TCP port to listen on.
+        bind_address: the interface to listen on.
+        max_associations: associations served at once; more are rejected (transient).
+        max_pdu_size: the largest PDU we accept (0 = unlimited).
+        acse_timeout: seconds to wait for association messages.
+        dimse_timeout: seconds to wait for DIMSE messages.
+        network_timeout: seconds an association may stay idle before it is aborted.
+    """
+
+    ae_title: str = "IMPORTADAPTER"
+    port: int = 2575
+    bind_address: str = "0.0.0.0"
+    max_associations: int = 64
+    max_pdu_size: int = 1 << 20
+    acse_timeout: float = 30.0
+    dimse_timeout: float = 60.0
+    network_timeout: float = 120.0
+
+
+@dataclass(frozen=True)
+class ImportConfig:
+    """Everything the import adapter needs to run.
+
+    Attributes:
+        dimse: the DIMSE listener.
+        dicomweb: the DICOMweb store that receives instances.
+        auth: how to authenticate to it.
+        http: the HTTP transport settings.
+        retry: how transient STOW-RS failures are retried before a C-STORE fails.
+        spool_dir: where received datasets are written as they arrive (None: system temp).
+        shutdown_grace: seconds open associations get to finish after SIGTERM.
+        stow_http2: use HTTP/2 for STOW-RS (reference adapter flag).
+    """
+
+    dimse: DimseServerConfig
+    dicomweb: DicomwebAddress
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    spool_dir: Path | None = None
+    shutdown_grace: float = 30.0
+    stow_http2: bool = False

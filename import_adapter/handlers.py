@@ -1,0 +1,79 @@
+"""pynetdicom event handlers of the import adapter: unpack the event, call one service, return.
+
+Handlers run in the association's thread. They hold no logic of their own, so everything they
+call is testable without a network.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import evt
+
+from common.status import Status
+from import_adapter.store import StoreRequest, StoreService
+
+LOG = logging.getLogger(__name__)
+
+Handler = tuple[Any, Callable[..., Any]]
+
+
+def _peer(event: Any) -> str:
+    requestor = event.assoc.requestor
+    return f"{requestor.ae_title}@{requestor.address}:{requestor.port}"
+
+
+def store_handlers(service: StoreService) -> list[Handler]:
+    """The EVT_C_STORE handler bound to ``service``."""
+
+    def on_c_store(event: Any) -> Dataset:
+        request = event.request
+        store_request = StoreRequest(
+            calling_aet=event.assoc.requestor.ae_title,
+            called_aet=event.assoc.acceptor.ae_title,
+            message_id=int(request.MessageID),
+            sop_class_uid=str(request.AffectedSOPClassUID),
+            sop_instance_uid=str(request.AffectedSOPInstanceUID),
+            transfer_syntax_uid=str(event.context.transfer_syntax),
+            spool_path=Path(event.dataset_path),
+        )
+        return service.handle(store_request).as_dataset()
+
+    return [(evt.EVT_C_STORE, on_c_store)]
+
+
+def echo_handlers() -> list[Handler]:
+    """The EVT_C_ECHO handler (always Success while the process serves)."""
+
+    def on_c_echo(event: Any) -> int:
+        LOG.debug("C-ECHO from %s", _peer(event))
+        return int(Status.SUCCESS)
+
+    return [(evt.EVT_C_ECHO, on_c_echo)]
+
+
+def association_log_handlers() -> list[Handler]:
+    """Log association lifecycle events with AE titles and addresses."""
+
+    def on_established(event: Any) -> None:
+        LOG.info("association established: %s", _peer(event))
+
+    def on_rejected(event: Any) -> None:
+        LOG.warning("association rejected: %s", _peer(event))
+
+    def on_released(event: Any) -> None:
+        LOG.info("association released: %s", _peer(event))
+
+    def on_aborted(event: Any) -> None:
+        LOG.warning("association aborted: %s", _peer(event))
+
+    return [
+        (evt.EVT_ESTABLISHED, on_established),
+        (evt.EVT_REJECTED, on_rejected),
+        (evt.EVT_RELEASED, on_released),
+        (evt.EVT_ABORTED, on_aborted),
+    ]

@@ -1,0 +1,141 @@
+"""C-STORE: check a received, spooled dataset and hand it to a sink (STOW-RS today).
+
+Protocol-free: :class:`StoreService` takes a :class:`StoreRequest` (what the handler read off the
+pynetdicom event) and returns a :class:`~common.status.DimseStatus`. Every error becomes a status
+through :func:`common.status.store_status_for_error`; nothing escapes to pynetdicom.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from common.dicom.part10 import Part10Instance, dataset_offset
+from common.dicom.scan import scan_dataset
+from common.dicomweb.client import DicomwebApi
+from common.errors import AdapterError, MalformedDatasetError, UidMismatchError
+from common.lifecycle import Lifecycle
+from common.status import DimseStatus, store_status_for_error
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StoreRequest:
+    """One received C-STORE request whose dataset has been spooled to a file.
+
+    Attributes:
+        calling_aet / called_aet: the association's AE titles.
+        message_id: the request's Message ID.
+        sop_class_uid / sop_instance_uid: the Affected SOP Class/Instance UIDs of the command.
+        transfer_syntax_uid: the presentation context's transfer syntax.
+        spool_path: a Part 10 file holding the dataset exactly as received.
+    """
+
+    calling_aet: str
+    called_aet: str
+    message_id: int
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    spool_path: Path
+
+
+class InstanceSink(Protocol):
+    """Where checked instances go; returns the C-STORE status to answer with."""
+
+    def deliver(self, instance: Part10Instance, request: StoreRequest) -> DimseStatus:
+        """Store or forward one instance; raises :class:`~common.errors.AdapterError`."""
+        ...
+
+
+class StowSink:
+    """Stores each instance with STOW-RS and answers once the store has accepted it."""
+
+    def __init__(self, client: DicomwebApi) -> None:
+        self._client = client
+
+    def deliver(self, instance: Part10Instance, request: StoreRequest) -> DimseStatus:
+        """STOW-RS the instance and return the status the store's answer maps to."""
+        return self._client.store(instance).status
+
+
+def check_instance(request: StoreRequest) -> Part10Instance:
+    """Validate the spooled dataset against the command set and describe it as Part 10.
+
+    Raises:
+        MalformedDatasetError: the dataset is truncated or cannot be parsed.
+        UidMismatchError: the dataset's SOP Class/Instance UID differ from the command's.
+    """
+    offset = dataset_offset(request.spool_path)
+    length = os.path.getsize(request.spool_path) - offset
+    if length <= 0:
+        raise MalformedDatasetError("C-STORE request carried an empty dataset")
+    with request.spool_path.open("rb") as fp:
+        fp.seek(offset)
+        summary = scan_dataset(fp, length, request.transfer_syntax_uid)
+    if not summary.sop_instance_uid or not summary.sop_class_uid:
+        raise MalformedDatasetError("dataset has no SOP Class UID or SOP Instance UID")
+    if summary.sop_class_uid != request.sop_class_uid:
+        raise UidMismatchError(
+            "SOP Class UID in dataset differs from Affected SOP Class UID", sop_class=True
+        )
+    if summary.sop_instance_uid != request.sop_instance_uid:
+        raise UidMismatchError(
+            "SOP Instance UID in dataset differs from Affected SOP Instance UID",
+            sop_class=False,
+        )
+    return Part10Instance.from_spooled(
+        request.spool_path,
+        sop_class_uid=request.sop_class_uid,
+        sop_instance_uid=request.sop_instance_uid,
+        transfer_syntax_uid=request.transfer_syntax_uid,
+        source_aet=request.calling_aet,
+        offset=offset,
+    )
+
+
+class StoreService:
+    """The C-STORE SCP's logic, independent of pynetdicom."""
+
+    def __init__(self, sink: InstanceSink, lifecycle: Lifecycle) -> None:
+        self._sink = sink
+        self._lifecycle = lifecycle
+
+    def handle(self, request: StoreRequest) -> DimseStatus:
+        """Check and deliver one instance; always returns a status."""
+        started = time.perf_counter()
+        size = 0
+        try:
+            with self._lifecycle.operation():
+                instance = check_instance(request)
+                size = instance.size
+                status = self._sink.deliver(instance, request)
+        except Exception as exc:  # every failure must become a C-STORE status
+            status = store_status_for_error(exc)
+            level = logging.WARNING if status.code else logging.INFO
+            LOG.log(
+                level,
+                "C-STORE failed: calling=%s sop_instance=%s msg_id=%d status=0x%04X error=%s",
+                request.calling_aet,
+                request.sop_instance_uid,
+                request.message_id,
+                status.code,
+                exc,
+                exc_info=not isinstance(exc, AdapterError),  # a traceback only for our bugs
+            )
+            return status
+        LOG.info(
+            "C-STORE calling=%s sop_instance=%s msg_id=%d bytes=%d status=%s ms=%.1f",
+            request.calling_aet,
+            request.sop_instance_uid,
+            request.message_id,
+            size,
+            status,
+            (time.perf_counter() - started) * 1000,
+        )
+        return status
