@@ -9,6 +9,10 @@ boundary where they arise, with ``raise Ours(...) from exc``, so callers only ev
     ├── DatasetError                a received dataset we cannot forward
     │   ├── MalformedDatasetError   truncated / unparsable encoding
     │   └── UidMismatchError        command set and dataset disagree on a UID
+    │   └── TranscodeError          the dataset cannot be converted to the syntax needed
+    ├── DimseError                  an association we requested did not do what we asked
+    │   ├── PeerUnavailableError    cannot connect, association aborted or timed out (transient)
+    │   └── PeerRejectedError       association rejected, or no acceptable presentation context
     ├── DicomwebError               anything that went wrong talking to a DICOMweb server
     │   ├── DicomwebConnectionError connection refused, reset, DNS failure, TLS failure
     │   ├── DicomwebTimeoutError    connect or read timeout
@@ -54,6 +58,30 @@ class UidMismatchError(DatasetError):
         super().__init__(message)
         #: True when the SOP Class UIDs differ (else the SOP Instance UIDs differ).
         self.sop_class = sop_class
+
+
+class TranscodeError(DatasetError):
+    """The dataset cannot be converted to the transfer syntax needed."""
+
+
+class DimseError(AdapterError):
+    """An association we requested failed.
+
+    Attributes:
+        transient: whether the same request may succeed if tried again later.
+    """
+
+    transient: bool = False
+
+
+class PeerUnavailableError(DimseError):
+    """The peer cannot be reached, or the association was aborted or timed out."""
+
+    transient = True
+
+
+class PeerRejectedError(DimseError):
+    """The peer rejected the association, or accepted no context usable for an instance."""
 
 
 class DicomwebError(AdapterError):

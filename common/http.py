@@ -157,7 +157,9 @@ class HttpTransport:
         safe_url = redact_url(url)
         options: dict[str, Any] = {}
         if timeout is not None:  # urllib3 takes None as "no timeout at all", so omit it
-            options["timeout"] = urllib3.Timeout(connect=self.settings.connect_timeout, read=timeout)
+            options["timeout"] = urllib3.Timeout(
+                connect=self.settings.connect_timeout, read=timeout
+            )
         try:
             response = self._pool.request(
                 method,
