@@ -65,8 +65,13 @@ class Response(Protocol):
         """Response headers (case-insensitive)."""
         ...
 
+    @property
+    def data(self) -> bytes:
+        """The whole body of a response requested with ``stream=False``."""
+        ...
+
     def read(self, amt: int | None = None) -> bytes:
-        """Read body bytes."""
+        """Read body bytes of a streamed response."""
         ...
 
     def stream(self, amt: int) -> Iterator[bytes]:

@@ -7,83 +7,19 @@ files or the environment only, never from flags, so they do not show in ``ps``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from common.auth import DEFAULT_SCOPES, AuthConfig, AuthKind, env_secret
-from common.cli.params import AE_TITLE, DICOMWEB_ADDRESS, PORT, env_name, spellings
+from common.cli.options import auth_config, auth_options, option
+from common.cli.params import AE_TITLE, DICOMWEB_ADDRESS, PORT
 from common.dicomweb.address import DicomwebAddress, address_from_deprecated
 from common.errors import ConfigError
 from common.http import HttpSettings
 from common.logs import configure_logging
 from common.retry import RetryPolicy
 from import_adapter.config import DimseServerConfig, ImportConfig
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-BEARER_TOKEN_ENV = "DICOM_ADAPTER_BEARER_TOKEN"
-BASIC_PASSWORD_ENV = "DICOM_ADAPTER_BASIC_PASSWORD"
-
-
-def option(name: str, **kwargs: Any) -> Callable[[F], F]:
-    """A flag under its reference spelling and its dashed spelling, with an env variable."""
-    names = dict.fromkeys(spellings(name))  # one spelling when the name has no underscore
-    return click.option(*names, name, envvar=env_name(name), show_envvar=True, **kwargs)
-
-
-def auth_options(func: F) -> F:
-    """Options choosing how DICOMweb requests are authenticated (shared by both adapters)."""
-    decorators = [
-        option(
-            "oauth_scopes",
-            default=",".join(DEFAULT_SCOPES),
-            show_default=True,
-            help="Comma-separated OAuth scopes for Google credentials.",
-        ),
-        option(
-            "auth",
-            type=click.Choice([k.value for k in AuthKind]),
-            default=AuthKind.AUTO.value,
-            show_default=True,
-            help="DICOMweb authentication: auto = Google ADC for *.googleapis.com, else none.",
-        ),
-        option(
-            "bearer_token_file",
-            type=click.Path(dir_okay=False, path_type=Path),
-            help=f"File holding a bearer token, re-read when it changes (or ${BEARER_TOKEN_ENV}).",
-        ),
-        option("basic_auth_user", help="HTTP basic user name."),
-        option(
-            "basic_auth_password_file",
-            type=click.Path(dir_okay=False, path_type=Path),
-            help=f"File holding the HTTP basic password (or ${BASIC_PASSWORD_ENV}).",
-        ),
-        option(
-            "ca_bundle",
-            type=click.Path(exists=True, dir_okay=False),
-            help="PEM file of CA certificates to trust for HTTPS (default: system store).",
-        ),
-    ]
-    for decorator in reversed(decorators):
-        func = decorator(func)
-    return func
-
-
-def auth_config(params: dict[str, Any]) -> AuthConfig:
-    """The :class:`AuthConfig` from parsed auth options and the environment."""
-    scopes = tuple(s.strip() for s in params["oauth_scopes"].split(",") if s.strip())
-    return AuthConfig(
-        kind=AuthKind(params["auth"]),
-        scopes=scopes or DEFAULT_SCOPES,
-        bearer_token_file=params["bearer_token_file"],
-        bearer_token=env_secret(BEARER_TOKEN_ENV),
-        basic_user=params["basic_auth_user"],
-        basic_password_file=params["basic_auth_password_file"],
-        basic_password=env_secret(BASIC_PASSWORD_ENV),
-    )
 
 
 def resolve_address(

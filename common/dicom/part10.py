@@ -59,7 +59,15 @@ def dataset_offset(path: Path) -> int:
         MalformedDatasetError: the file does not start with a preamble and a group length.
     """
     with path.open("rb") as fp:
-        head = fp.read(132 + 12)
+        return meta_end(fp.read(144))
+
+
+def meta_end(head: bytes) -> int:
+    """Offset of the dataset in Part 10 bytes (at least the first 144 bytes are needed).
+
+    Raises:
+        MalformedDatasetError: no preamble, ``DICM`` prefix and group length.
+    """
     if len(head) < 144 or head[128:132] != b"DICM":
         raise MalformedDatasetError("not a DICOM Part 10 file")
     tag, vr, length = struct.unpack("<I2sH", head[132:140])

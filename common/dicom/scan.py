@@ -22,6 +22,7 @@ _UNDEFINED = 0xFFFFFFFF
 _ITEM = 0xFFFEE000
 _ITEM_END = 0xFFFEE00D
 _SEQUENCE_END = 0xFFFEE0DD
+_PIXEL_DATA = 0x7FE00010
 _LONG_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 )
@@ -138,7 +139,10 @@ class _Walker:
         self, tag: int, vr: bytes, length: int, limit: int, enc: _Encoding, depth: int
     ) -> None:
         # UN with undefined length holds a sequence in implicit VR little endian (PS3.5 6.2.2).
-        if vr == b"UN" and length == _UNDEFINED:
+        if tag == _PIXEL_DATA and length == _UNDEFINED:
+            # Encapsulated pixel data, whatever the VR encoding (even mislabelled implicit).
+            self._encapsulated(limit, enc, tag)
+        elif vr == b"UN" and length == _UNDEFINED:
             self._sequence(length, limit, _IMPLICIT_LE, depth)
         elif vr == b"SQ" or (enc.implicit and length == _UNDEFINED):
             self._sequence(length, limit, enc, depth)

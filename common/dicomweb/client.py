@@ -146,7 +146,7 @@ class DicomwebClient:
 
             response = self._send("POST", url, headers, body)
             status = stow_status(
-                response.read(),
+                response.data,
                 response.headers.get("Content-Type", ""),
                 instance.sop_instance_uid,
             )
@@ -178,7 +178,7 @@ class DicomwebClient:
         response = self._send("GET", url, {"Accept": DICOM_JSON})
         if response.status == 204:
             return []
-        raw = response.read()
+        raw = response.data
         if not raw.strip():
             return []
         try:
@@ -222,7 +222,7 @@ class DicomwebClient:
         """DELETE ``{root}/{resource}`` (a study, series or instance)."""
         url = self.address.url(*resource)
         self._with_retry(
-            lambda: self._send("DELETE", url, {"Accept": DICOM_JSON}).read(),
+            lambda: self._send("DELETE", url, {"Accept": DICOM_JSON}).data,
             f"DELETE {resource}",
         )
 

@@ -1,0 +1,88 @@
+"""Unit tests of multipart building and incremental parsing."""
+
+from __future__ import annotations
+
+import email.parser
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom.data import get_testdata_file
+
+from common.dicom.part10 import Part10Instance
+from common.dicomweb import multipart
+from common.dicomweb.multipart import MultipartBody, boundary_of, iter_parts, stow_body
+from common.errors import DicomwebResponseError
+
+
+def _instance() -> Part10Instance:
+    path = Path(get_testdata_file("CT_small.dcm"))
+    return Part10Instance.from_spooled(
+        path, sop_class_uid="1.2.3", sop_instance_uid="1.2.3.4",
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+    )
+
+
+def test_stow_body_is_valid_multipart_related() -> None:
+    instance = _instance()
+    body, content_type = stow_body(instance)
+    assert isinstance(body, bytes)
+    message = email.parser.BytesParser().parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + body
+    )
+    parts = message.get_payload()
+    assert isinstance(parts, list) and len(parts) == 1
+    assert parts[0].get_content_type() == "application/dicom"
+    assert parts[0].get_payload(decode=True) == b"".join(instance.iter_chunks())
+
+
+def test_large_bodies_stream_with_the_same_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    instance = _instance()
+    monkeypatch.setattr(multipart, "INLINE_LIMIT", 10)
+    body, _ = stow_body(instance)
+    assert isinstance(body, MultipartBody)
+    streamed = b""
+    while chunk := body.read(777):
+        streamed += chunk
+    assert len(streamed) == len(body)
+    inline = b"".join((body.head, instance.read_dataset_bytes(), body.tail))
+    assert streamed == inline
+
+
+def _chunked(data: bytes, size: int) -> Iterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+BODY = (
+    b"preamble\r\n--XYZ\r\nContent-Type: application/dicom\r\n\r\nfirst\r\n--XY payload"
+    b"\r\n--XYZ\r\nContent-Type: application/dicom\r\nContent-Length: 6\r\n\r\nsecond"
+    b"\r\n--XYZ--\r\nepilogue"
+)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 64, 10_000])
+def test_parts_parse_at_any_chunking(chunk: int) -> None:
+    parts = [(p.headers, b"".join(p.body)) for p in iter_parts(_chunked(BODY, chunk), "XYZ")]
+    assert [body for _, body in parts] == [b"first\r\n--XY payload", b"second"]
+    assert parts[1][0]["content-length"] == "6"
+
+
+def test_unconsumed_parts_are_skipped() -> None:
+    names = [p.content_type for p in iter_parts(_chunked(BODY, 5), "XYZ")]
+    assert names == ["application/dicom", "application/dicom"]
+
+
+@pytest.mark.parametrize("cut", [10, 40, len(BODY) - 20])
+def test_truncated_body_raises(cut: int) -> None:
+    with pytest.raises(DicomwebResponseError):
+        for part in iter_parts(_chunked(BODY[:cut], 4), "XYZ"):
+            part.drain()
+
+
+def test_boundary_of() -> None:
+    assert boundary_of('multipart/related; type="application/dicom"; boundary="a b"') == "a b"
+    with pytest.raises(DicomwebResponseError):
+        boundary_of("application/dicom+json")
+    with pytest.raises(DicomwebResponseError):
+        boundary_of("multipart/related")
