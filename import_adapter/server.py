@@ -159,7 +159,11 @@ class DimseServer:
         server.shutdown()
         LOG.info("stopped accepting associations; draining %d", len(server.active_associations))
         deadline = time.monotonic() + grace
-        while server.active_associations and time.monotonic() < deadline:
+        # Only established associations are waited for: a connection that has not even sent
+        # its A-ASSOCIATE-RQ (a port probe, a stalled peer) must not hold up the shutdown.
+        while time.monotonic() < deadline and any(
+            assoc.is_established for assoc in server.active_associations
+        ):
             time.sleep(0.05)
         self._lifecycle.start_draining()
         if not self._lifecycle.wait_idle(inflight_timeout):
