@@ -121,7 +121,9 @@ HTTP_RULES: tuple[HttpRule, ...] = (
         "200/202, instance with WarningReason (e.g. coercion)", Status.COERCION_OF_DATA_ELEMENTS,
         False,
     ),
-    HttpRule("instance in FailedSOPSequence: its FailureReason", Status.PROCESSING_FAILURE, False),
+    HttpRule(
+        "instance in FailedSOPSequence: its FailureReason, else", Status.PROCESSING_FAILURE, False
+    ),
     HttpRule("401, 403", Status.NOT_AUTHORIZED, False),
     HttpRule("409 Conflict", Status.DUPLICATE_SOP_INSTANCE, False),
     HttpRule("413 Payload Too Large, 507", Status.OUT_OF_RESOURCES, False),
@@ -131,7 +133,10 @@ HTTP_RULES: tuple[HttpRule, ...] = (
     HttpRule("other 5xx", Status.PROCESSING_FAILURE, False),
     HttpRule("connection refused/reset, DNS, TLS", Status.PROCESSING_FAILURE, True),
     HttpRule("timeout", Status.PROCESSING_FAILURE, True),
-    HttpRule("2xx with a body that is not a STOW response", Status.PROCESSING_FAILURE, False),
+    HttpRule(
+        "2xx not confirming the instance, or not a STOW response", Status.PROCESSING_FAILURE,
+        False,
+    ),
     HttpRule("credentials cannot be obtained/refreshed", Status.NOT_AUTHORIZED, False),
 )
 

@@ -169,6 +169,12 @@ class DimseServer:
         if not self._lifecycle.wait_idle(inflight_timeout):
             LOG.warning("%d operations still running at shutdown", self._lifecycle.inflight)
         for assoc in list(server.active_associations):
-            LOG.warning("aborting association with %s at shutdown", assoc.requestor.ae_title)
+            requestor = assoc.requestor
+            LOG.warning(
+                "aborting association from %s@%s:%s at shutdown",
+                requestor.ae_title or "-",
+                requestor.address,
+                requestor.port,
+            )
             assoc.abort()
         LOG.info("DIMSE listener stopped")

@@ -14,7 +14,13 @@ from common.errors import (
     ShuttingDownError,
     UidMismatchError,
 )
-from common.status import HTTP_RULES, DimseStatus, Status, http_rules_markdown, store_status_for_error
+from common.status import (
+    HTTP_RULES,
+    DimseStatus,
+    Status,
+    http_rules_markdown,
+    store_status_for_error,
+)
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom.uid import generate_uid
-from pynetdicom import AE, _config, build_context
+from pynetdicom import AE, _config
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from common.dicom.part10 import build_file_meta, meta_end
