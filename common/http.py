@@ -118,6 +118,41 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def error_from_status(
+    status: int, safe_url: str, reason: str | None, body: bytes, retry_after: str | None
+) -> DicomwebHttpError:
+    """The error for an HTTP error response (with a short, whitespace-folded body excerpt)."""
+    excerpt = " ".join(body[:_ERROR_EXCERPT].decode("utf-8", "replace").split())
+    return DicomwebHttpError(
+        status,
+        url=safe_url,
+        reason=reason or "",
+        body_excerpt=excerpt,
+        retry_after=retry_after_seconds(retry_after),
+    )
+
+
+class Transport(Protocol):
+    """Sends HTTP requests; :class:`HttpTransport` (HTTP/1.1) and ``Http2Transport``."""
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        body: Body = None,
+        stream: bool = False,
+        timeout: float | None = None,
+    ) -> Response:
+        """Send a request; raise :class:`DicomwebError` subclasses for failures."""
+        ...
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        ...
+
+
 class HttpTransport:
     """A pooled HTTP/1.1 client for DICOMweb requests (thread-safe)."""
 
@@ -201,13 +236,8 @@ class HttpTransport:
             if stream:
                 response.drain_conn()
                 response.release_conn()
-        excerpt = " ".join(raw[:_ERROR_EXCERPT].decode("utf-8", "replace").split())
-        return DicomwebHttpError(
-            response.status,
-            url=safe_url,
-            reason=response.reason or "",
-            body_excerpt=excerpt,
-            retry_after=retry_after_seconds(response.headers.get("Retry-After")),
+        return error_from_status(
+            response.status, safe_url, response.reason, raw, response.headers.get("Retry-After")
         )
 
     def close(self) -> None:

@@ -9,7 +9,8 @@ from types import FrameType
 
 from common.auth import build_authenticator
 from common.dicomweb.client import DicomwebClient
-from common.http import HttpTransport
+from common.http import HttpTransport, Transport
+from common.http2 import Http2Transport
 from common.lifecycle import Lifecycle
 from import_adapter.config import ImportConfig
 from import_adapter.handlers import store_handlers
@@ -26,12 +27,16 @@ class ImportAdapter:
         self.config = config
         self.lifecycle = Lifecycle()
         self.transport = HttpTransport(config.http)
+        self.stow_transport: Transport | None = (
+            Http2Transport(config.http) if config.stow_http2 else None
+        )
         auth = build_authenticator(config.auth, config.dicomweb.root)
         self.client = DicomwebClient(
             config.dicomweb,
             self.transport,
             auth,
             config.retry,
+            stow_transport=self.stow_transport,
             stop=self.lifecycle.stop_requested,
         )
         configure_receive_spool(config.spool_dir)
@@ -47,6 +52,8 @@ class ImportAdapter:
         """Drain and stop."""
         self.server.stop(self.config.shutdown_grace)
         self.transport.close()
+        if self.stow_transport is not None:
+            self.stow_transport.close()
 
 
 def run(config: ImportConfig) -> int:

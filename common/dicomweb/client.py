@@ -22,7 +22,7 @@ from common.dicomweb.address import DicomwebAddress, Query
 from common.dicomweb.multipart import Part, boundary_of, iter_parts, stow_body
 from common.dicomweb.stow import stow_status
 from common.errors import DicomwebError, DicomwebHttpError, DicomwebResponseError
-from common.http import Body, HttpTransport, Response, translate_stream_errors
+from common.http import Body, Response, Transport, translate_stream_errors
 from common.retry import RetryPolicy, call_with_retry
 from common.status import DimseStatus
 
@@ -71,15 +71,18 @@ class DicomwebClient:
     def __init__(
         self,
         address: DicomwebAddress,
-        transport: HttpTransport,
+        transport: Transport,
         auth: Authenticator,
         retry: RetryPolicy,
         *,
+        stow_transport: Transport | None = None,
         stop: threading.Event | None = None,
         on_retry: Callable[[DicomwebError], None] | None = None,
     ) -> None:
         self.address = address
         self._transport = transport
+        # STOW-RS may use its own transport (HTTP/2, the reference adapter's --stow_http2).
+        self._stow_transport = stow_transport or transport
         self._auth = auth
         self._retry = retry
         self._stop = stop
@@ -98,13 +101,15 @@ class DicomwebClient:
         body_factory: Callable[[], Body] | None = None,
         *,
         stream: bool = False,
+        transport: Transport | None = None,
     ) -> Response:
         """One request with auth, re-authenticating once after a 401."""
+        transport = transport or self._transport
         for attempt in (1, 2):
             body = body_factory() if body_factory else None  # may set Content-* headers
             request_headers = {**headers, **self._auth.headers()}
             try:
-                return self._transport.request(
+                return transport.request(
                     method, url, headers=request_headers, body=body, stream=stream
                 )
             except DicomwebHttpError as exc:
@@ -144,7 +149,7 @@ class DicomwebClient:
                 headers["Content-Length"] = str(len(data))
                 return data
 
-            response = self._send("POST", url, headers, body)
+            response = self._send("POST", url, headers, body, transport=self._stow_transport)
             status = stow_status(
                 response.data,
                 response.headers.get("Content-Type", ""),

@@ -31,6 +31,7 @@ __all__ = [
     "StoreSCP",
     "dcmdump",
     "dcmsend",
+    "dcmsend_summary",
     "dcmtk_env",
     "dcmtk_tool",
     "echoscu",
@@ -87,10 +88,14 @@ def echoscu(
     timeout: float = 30.0,
 ) -> subprocess.CompletedProcess[str]:
     """Send a C-ECHO."""
-    return _run("echoscu", ["-aec", called_aet, "-aet", calling_aet, *extra_args, host, str(port)], timeout)
+    return _run(
+        "echoscu", ["-aec", called_aet, "-aet", calling_aet, *extra_args, host, str(port)], timeout
+    )
 
 
-def per_file_syntax_profile(files: Iterable[PathLike], config_path: PathLike, profile: str = "PerFile") -> Path:
+def per_file_syntax_profile(
+    files: Iterable[PathLike], config_path: PathLike, profile: str = "PerFile"
+) -> Path:
     """Write a storescu association profile proposing each (SOP class, transfer syntax) alone.
 
     Reads SOPClassUID and TransferSyntaxUID of each file with pydicom and proposes one
@@ -105,7 +110,10 @@ def per_file_syntax_profile(files: Iterable[PathLike], config_path: PathLike, pr
         if pair not in pairs:
             pairs.append(pair)
     if len(pairs) > MAX_PRESENTATION_CONTEXTS:
-        raise ValueError(f"{len(pairs)} (SOP class, transfer syntax) pairs exceed {MAX_PRESENTATION_CONTEXTS} contexts")
+        raise ValueError(
+            f"{len(pairs)} (SOP class, transfer syntax) pairs: "
+            f"more than {MAX_PRESENTATION_CONTEXTS} presentation contexts"
+        )
     syntaxes = sorted({syntax for _, syntax in pairs})
     section = {syntax: f"TS{index}" for index, syntax in enumerate(syntaxes, start=1)}
     lines = ["[[TransferSyntaxes]]"]
@@ -133,10 +141,15 @@ def storescu(
 ) -> subprocess.CompletedProcess[str]:
     """Send files with DCMTK ``storescu`` on one association.
 
-    Without ``per_file_syntax``, storescu's defaults apply (all uncompressed syntaxes share one
-    presentation context, so e.g. implicit-VR files may be converted), plus ``-R`` (propose only
-    the SOP classes the files need, which also makes private SOP classes work). With
-    ``per_file_syntax``, a generated ``-xf`` profile proposes every needed syntax separately.
+    Without ``per_file_syntax``: storescu's defaults plus ``-R`` (propose only the SOP classes
+    the files need). Then only uncompressed syntaxes are proposed, in one context per SOP class:
+    a big endian file arrives as explicit VR little endian, a compressed file fails ("unable to
+    convert dataset"), and a file with a private SOP class is refused before connecting
+    ("unknown storage SOP class"). Fine for a corpus of explicit-VR-LE files.
+
+    With ``per_file_syntax``, a generated ``-xf`` profile (:func:`per_file_syntax_profile`)
+    proposes each (SOP class, transfer syntax) pair of the files in its own context, so every
+    file, private SOP classes included, is sent unchanged.
     """
     args = ["-aec", called_aet, "-aet", calling_aet]
     with tempfile.TemporaryDirectory(prefix="storescu-") as scratch:
@@ -160,15 +173,48 @@ def dcmsend(
     decompress: Literal["never", "lossless", "lossy"] = "never",
     timeout: float = 300.0,
 ) -> subprocess.CompletedProcess[str]:
-    """Send files with DCMTK ``dcmsend`` (negotiates one context per SOP class and syntax).
+    """Send files with DCMTK ``dcmsend`` (one presentation context per SOP class and syntax).
 
-    ``decompress="never"`` (``-dn``) keeps every file in its own transfer syntax: a file the
-    peer does not accept fails instead of being silently decompressed (dcmsend's default is
-    ``+dls``).
+    Compressed files keep their transfer syntax; uncompressed ones (implicit VR, big endian)
+    share a context that proposes explicit VR little endian first, so they are usually
+    converted: use :func:`storescu` with ``per_file_syntax=True`` to send them unchanged.
+    ``decompress="never"`` (``-dn``) makes a compressed file the peer refuses fail instead of
+    being silently decompressed (dcmsend's own default is ``+dls``).
+
+    dcmsend exits 0 even when files were not sent (no acceptable presentation context) or were
+    refused; this wrapper runs it with ``-v``, reads its status summary
+    (:func:`dcmsend_summary`) and sets ``returncode`` to 1 in that case.
     """
     flag = {"never": "-dn", "lossless": "+dls", "lossy": "+dly"}[decompress]
-    args = ["-aec", called_aet, "-aet", calling_aet, flag, *extra_args, host, str(port), *(str(path) for path in files)]
-    return _run("dcmsend", args, timeout)
+    args = ["-v", "-aec", called_aet, "-aet", calling_aet, flag, *extra_args, host, str(port)]
+    result = _run("dcmsend", [*args, *(str(path) for path in files)], timeout)
+    summary = dcmsend_summary(result)
+    failed = sum(summary.get(key, 0) for key in _DCMSEND_FAILURE_KEYS)
+    if result.returncode == 0 and failed:
+        result.returncode = 1
+    return result
+
+
+_DCMSEND_FAILURE_KEYS = (
+    "NOT sent to the peer",
+    "with status ERROR",
+    "with status REFUSED",
+    "with unknown status",
+)
+
+
+def dcmsend_summary(result: subprocess.CompletedProcess[str]) -> dict[str, int]:
+    """Parse the "Status Summary" of ``dcmsend -v``, e.g. ``{"with status SUCCESS": 4, ...}``."""
+    summary: dict[str, int] = {}
+    text = result.stdout + result.stderr
+    if "Status Summary" not in text:
+        return summary
+    for line in text.split("Status Summary", 1)[1].splitlines():
+        label, sep, value = line.partition(" : ")
+        label = label.removeprefix("I:").strip(" -*")
+        if sep and value.strip().isdigit():
+            summary[label] = int(value.strip())
+    return summary
 
 
 def findscu(
@@ -246,7 +292,9 @@ def getscu(
     return _run("getscu", [*args, *extra_args, host, str(port)], timeout)
 
 
-def dcmdump(path: PathLike, extra_args: Sequence[str] = (), *, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+def dcmdump(
+    path: PathLike, extra_args: Sequence[str] = (), *, timeout: float = 30.0
+) -> subprocess.CompletedProcess[str]:
     """Dump a DICOM file as text."""
     return _run("dcmdump", [*extra_args, str(path)], timeout)
 
@@ -304,7 +352,9 @@ class StoreSCP:
             str(self.port),
         ]  # fmt: skip
         self._log_file = self.log_path.open("ab")
-        self._process = subprocess.Popen(args, stdout=self._log_file, stderr=subprocess.STDOUT, env=dcmtk_env())
+        self._process = subprocess.Popen(
+            args, stdout=self._log_file, stderr=subprocess.STDOUT, env=dcmtk_env()
+        )
         try:
             wait_for_port(self.host, self.port, timeout=self.startup_timeout, process=self._process)
         except (TimeoutError, RuntimeError) as exc:
@@ -330,7 +380,12 @@ class StoreSCP:
         """Start storescp."""
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         """Stop storescp."""
         self.stop()
 
@@ -355,7 +410,9 @@ class StoreSCP:
             sizes.update(current)
             return stable
 
-        wait_until(complete, timeout=timeout, interval=0.05, message=f"{count} complete files in storescp")
+        wait_until(
+            complete, timeout=timeout, interval=0.05, message=f"{count} complete files in storescp"
+        )
         return self.received_files()
 
     def log_tail(self, lines: int = 40) -> str:

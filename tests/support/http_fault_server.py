@@ -24,6 +24,7 @@ The module also holds small multipart helpers (:func:`parse_multipart_related`,
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
@@ -31,7 +32,8 @@ import struct
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -46,8 +48,10 @@ __all__ = [
     "MultipartPart",
     "RecordedRequest",
     "dicom_file_meta_uids",
+    "encode_multipart_related",
     "multipart_boundary",
     "parse_multipart_related",
+    "stow_response",
 ]
 
 _CHUNK = 256 * 1024
@@ -65,7 +69,9 @@ _HOP_BY_HOP = frozenset(
         "expect",
     }
 )
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+_LONG_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
 
 
 # --------------------------------------------------------------------------- multipart helpers
@@ -93,7 +99,10 @@ def multipart_boundary(content_type: str) -> str | None:
 
 
 class _PartCollector:
-    """Split a multipart body fed in chunks, keeping at most ``limit`` bytes of each part."""
+    """Split a multipart body fed in chunks, keeping at most ``limit`` bytes of each part.
+
+    Used to read the DICOM file meta of each uploaded part in constant memory.
+    """
 
     def __init__(self, boundary: str, limit: int | None) -> None:
         self._delimiter = b"\r\n--" + boundary.encode("latin-1")
@@ -124,24 +133,12 @@ class _PartCollector:
         self._buffer.clear()
         self._close_part()
         parts: list[MultipartPart] = []
-        for raw in self._raw_parts:
-            if raw.startswith(b"--"):
+        for raw_part in self._raw_parts:
+            if raw_part.startswith(b"--"):
                 continue  # "--" after the delimiter: end of the multipart body
-            line_end = raw.find(b"\r\n")
-            if line_end < 0:
-                continue
-            raw = raw[line_end + 2 :]
-            header_end = raw.find(b"\r\n\r\n")
-            if header_end < 0:
-                header_blob, content = raw, b""
-            else:
-                header_blob, content = raw[:header_end], raw[header_end + 4 :]
-            headers: dict[str, str] = {}
-            for line in header_blob.decode("latin-1").split("\r\n"):
-                name, sep, value = line.partition(":")
-                if sep:
-                    headers[name.strip().lower()] = value.strip()
-            parts.append(MultipartPart(headers=headers, content=content))
+            line_end = raw_part.find(b"\r\n")  # rest of the delimiter line (transport padding)
+            if line_end >= 0:
+                parts.append(_split_part(raw_part[line_end + 2 :]))
         return parts
 
     def _append(self, data: bytes | bytearray) -> None:
@@ -163,9 +160,46 @@ def parse_multipart_related(body: bytes, content_type: str) -> list[MultipartPar
     boundary = multipart_boundary(content_type)
     if boundary is None:
         raise ValueError(f"no boundary in Content-Type {content_type!r}")
-    collector = _PartCollector(boundary, limit=None)
-    collector.feed(body)
-    return collector.finish()
+    delimiter = b"--" + boundary.encode("latin-1")
+    if body.startswith(delimiter):
+        position = 0
+    else:
+        found = body.find(b"\r\n" + delimiter)  # after a preamble
+        if found < 0:
+            return []
+        position = found + 2
+    parts: list[MultipartPart] = []
+    while True:
+        position += len(delimiter)
+        if body.startswith(b"--", position):
+            return parts  # closing delimiter
+        line_end = body.find(b"\r\n", position)
+        if line_end < 0:
+            return parts
+        following = body.find(b"\r\n" + delimiter, line_end)
+        if following < 0:
+            following = len(body)
+        parts.append(_split_part(body[line_end + 2 : following]))
+        position = following + 2
+        if position >= len(body):
+            return parts
+
+
+def _split_part(raw: bytes) -> MultipartPart:
+    """Split one part (after its delimiter line) into headers and content."""
+    header_end = raw.find(b"\r\n\r\n")
+    if raw.startswith(b"\r\n"):
+        header_blob, content = b"", raw[2:]  # a part without headers
+    elif header_end < 0:
+        header_blob, content = raw, b""
+    else:
+        header_blob, content = raw[:header_end], raw[header_end + 4 :]
+    headers: dict[str, str] = {}
+    for line in header_blob.decode("latin-1").split("\r\n"):
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    return MultipartPart(headers=headers, content=content)
 
 
 def dicom_file_meta_uids(head: bytes) -> tuple[str, str] | None:
@@ -275,36 +309,38 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             self.server.owner._track(self.connection, add=False)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         """Keep test output quiet."""
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+    def do_GET(self) -> None:
         """Handle GET."""
         self._handle()
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         """Handle HEAD."""
         self._handle()
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         """Handle POST."""
         self._handle()
 
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         """Handle PUT."""
         self._handle()
 
-    def do_DELETE(self) -> None:  # noqa: N802
+    def do_DELETE(self) -> None:
         """Handle DELETE."""
         self._handle()
 
-    def do_OPTIONS(self) -> None:  # noqa: N802
+    def do_OPTIONS(self) -> None:
         """Handle OPTIONS."""
         self._handle()
 
     # -- request body
 
-    def _body_chunks(self, record: RecordedRequest, scanner: _PartCollector | None) -> Iterator[bytes]:
+    def _body_chunks(
+        self, record: RecordedRequest, scanner: _PartCollector | None
+    ) -> Iterator[bytes]:
         """Yield the request body (Content-Length or chunked), counting and scanning it."""
         kept: bytearray | None = bytearray() if self.server.owner.keep_bodies else None
         for chunk in self._raw_body_chunks():
@@ -347,7 +383,10 @@ class _Handler(BaseHTTPRequestHandler):
             yield data
 
     def _has_body(self) -> bool:
-        return bool(self.headers.get("Content-Length")) or "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+        return (
+            bool(self.headers.get("Content-Length"))
+            or "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+        )
 
     def _make_scanner(self) -> _PartCollector | None:
         content_type = self.headers.get("Content-Type", "")
@@ -358,7 +397,9 @@ class _Handler(BaseHTTPRequestHandler):
         return None
 
     @staticmethod
-    def _scan_result(scanner: _PartCollector | None, single_head: bytes | None) -> list[tuple[str, str]]:
+    def _scan_result(
+        scanner: _PartCollector | None, single_head: bytes | None
+    ) -> list[tuple[str, str]]:
         found: list[tuple[str, str]] = []
         if scanner is not None:
             for part in scanner.finish():
@@ -378,14 +419,24 @@ class _Handler(BaseHTTPRequestHandler):
         for chunk in self._body_chunks(record, scanner):
             if single_head is not None and len(single_head) < _PART_HEAD_LIMIT:
                 single_head += chunk[: _PART_HEAD_LIMIT - len(single_head)]
-        record.sop_instances = self._scan_result(scanner, bytes(single_head) if single_head is not None else None)
+        record.sop_instances = self._scan_result(
+            scanner, bytes(single_head) if single_head is not None else None
+        )
 
     def _is_single_dicom(self) -> bool:
         return self.headers.get("Content-Type", "").lower().startswith("application/dicom")
 
     # -- responses
 
-    def _respond(self, record: RecordedRequest, status: int, body: bytes, content_type: str, headers: Mapping[str, str]) -> None:
+    def _respond(
+        self,
+        record: RecordedRequest,
+        status: int,
+        body: bytes,
+        content_type: str,
+        headers: Mapping[str, str],
+    ) -> None:
+        record.status = status  # before answering: the client may look as soon as it has the answer
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -394,7 +445,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
-        record.status = status
 
     def _drop(self, record: RecordedRequest) -> None:
         """Reset the connection (SO_LINGER 0 makes close() send RST)."""
@@ -422,7 +472,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _proxy(self, record: RecordedRequest, upstream: urllib.parse.SplitResult) -> None:
         owner = self.server.owner
-        connection = http.client.HTTPConnection(upstream.hostname or "127.0.0.1", upstream.port or 80, timeout=owner.upstream_timeout)
+        connection = http.client.HTTPConnection(
+            upstream.hostname or "127.0.0.1", upstream.port or 80, timeout=owner.upstream_timeout
+        )
         try:
             target = upstream.path.rstrip("/") + self.path
             connection.putrequest(self.command, target, skip_host=True, skip_accept_encoding=True)
@@ -442,7 +494,9 @@ class _Handler(BaseHTTPRequestHandler):
                     connection.send(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
                 if chunked:
                     connection.send(b"0\r\n\r\n")
-            record.sop_instances = self._scan_result(scanner, bytes(single_head) if single_head is not None else None)
+            record.sop_instances = self._scan_result(
+                scanner, bytes(single_head) if single_head is not None else None
+            )
             try:
                 response = connection.getresponse()
             except (OSError, http.client.HTTPException) as exc:
@@ -506,7 +560,10 @@ class _Handler(BaseHTTPRequestHandler):
 def stow_response(sop_instances: list[tuple[str, str]]) -> dict[str, Any]:
     """Build a minimal STOW-RS DICOM JSON response referencing the given (class, instance) UIDs."""
     items = [
-        {"00081150": {"vr": "UI", "Value": [sop_class]}, "00081155": {"vr": "UI", "Value": [sop_instance]}}
+        {
+            "00081150": {"vr": "UI", "Value": [sop_class]},
+            "00081155": {"vr": "UI", "Value": [sop_instance]},
+        }
         for sop_class, sop_instance in sop_instances
     ]
     sequence: dict[str, Any] = {"vr": "SQ"}
@@ -554,7 +611,9 @@ class HttpFaultServer:
         if self._server is not None:
             return self
         self._server = _Server(("127.0.0.1", self.port), self)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -567,10 +626,8 @@ class HttpFaultServer:
         with self._lock:
             connections = list(self._connections)
         for connection in connections:
-            try:
+            with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -579,7 +636,12 @@ class HttpFaultServer:
         """Start the server."""
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         """Stop the server."""
         self.stop()
 
@@ -606,15 +668,31 @@ class HttpFaultServer:
         """Answer the next ``times`` matching requests with ``status`` (optionally Retry-After)."""
         headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
         self.inject(
-            Fault(status=status, body=body, content_type=content_type, headers=headers, method=method, path_contains=path_contains),
+            Fault(
+                status=status,
+                body=body,
+                content_type=content_type,
+                headers=headers,
+                method=method,
+                path_contains=path_contains,
+            ),
             times,
         )
 
-    def drop_next(self, times: int = 1, *, method: str | None = None, path_contains: str | None = None) -> None:
+    def drop_next(
+        self, times: int = 1, *, method: str | None = None, path_contains: str | None = None
+    ) -> None:
         """Reset the connection of the next ``times`` matching requests without answering."""
         self.inject(Fault(drop=True, method=method, path_contains=path_contains), times)
 
-    def delay_next(self, seconds: float, times: int = 1, *, method: str | None = None, path_contains: str | None = None) -> None:
+    def delay_next(
+        self,
+        seconds: float,
+        times: int = 1,
+        *,
+        method: str | None = None,
+        path_contains: str | None = None,
+    ) -> None:
         """Wait ``seconds`` before handling the next ``times`` matching requests normally."""
         self.inject(Fault(delay=seconds, method=method, path_contains=path_contains), times)
 
@@ -694,3 +772,19 @@ class HttpFaultServer:
                 self._connections.add(connection)
             else:
                 self._connections.discard(connection)
+
+
+def encode_multipart_related(
+    parts: Iterable[bytes], part_content_type: str = "application/dicom"
+) -> tuple[bytes, str]:
+    """Build a ``multipart/related`` body (e.g. a STOW-RS request) and its Content-Type header."""
+    boundary = f"boundary-{uuid.uuid4().hex}"
+    chunks: list[bytes] = []
+    for part in parts:
+        chunks += [
+            f"--{boundary}\r\nContent-Type: {part_content_type}\r\n\r\n".encode(),
+            part,
+            b"\r\n",
+        ]
+    chunks.append(f"--{boundary}--\r\n".encode())
+    return b"".join(chunks), f'multipart/related; type="{part_content_type}"; boundary={boundary}'

@@ -50,7 +50,9 @@ def wait_for_port(
     deadline = time.monotonic() + timeout
     while True:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process exited with code {process.returncode} before {host}:{port} opened")
+            raise RuntimeError(
+                f"process exited with code {process.returncode} before {host}:{port} opened"
+            )
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return

@@ -15,8 +15,10 @@ when ``CI=true`` (see :mod:`tests.support.components`).
 from __future__ import annotations
 
 import glob
+import importlib.util
 import itertools
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -27,9 +29,8 @@ from types import TracebackType
 from typing import IO, Any
 
 import requests
-from google.api_core.exceptions import DeadlineExceeded
 
-from tests.support.components import missing, require_executable
+from tests.support.components import missing, require, require_executable
 from tests.support.ports import free_port, wait_until
 
 __all__ = ["EMULATOR_JAR_GLOBS", "PubSubEmulator", "find_emulator_jar"]
@@ -38,6 +39,13 @@ EMULATOR_JAR_GLOBS = (
     "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/lib/cloud-pubsub-emulator-*-all.jar",
     "/usr/share/google-cloud-sdk/platform/pubsub-emulator/lib/cloud-pubsub-emulator-*-all.jar",
 )
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def find_emulator_jar() -> Path:
@@ -57,14 +65,33 @@ class PubSubEmulator:
 
     _counter = itertools.count(1)
 
-    def __init__(self, *, project_id: str = "test-project", startup_timeout: float = 60.0) -> None:
-        """Locate java and the jar and pick a port; nothing runs until :meth:`start`."""
+    def __init__(
+        self,
+        *,
+        project_id: str = "test-project",
+        log_dir: str | Path | None = None,
+        startup_timeout: float = 60.0,
+    ) -> None:
+        """Locate java and the jar and pick a port; nothing runs until :meth:`start`.
+
+        The emulator's output goes to ``log_dir/emulator.log`` (default: a directory removed
+        on :meth:`stop`).
+        """
+        require(
+            _has_module("google.cloud.pubsub_v1"),
+            "python package google-cloud-pubsub not installed",
+        )
         self.java = require_executable("java", "Java runtime for the Pub/Sub emulator")
         self.jar = find_emulator_jar()
         self.project_id = project_id
         self.port = free_port()
         self.startup_timeout = startup_timeout
-        self.log_path = Path(tempfile.mkdtemp(prefix="pubsub-emulator-")) / "emulator.log"
+        self._own_log_dir = log_dir is None
+        directory = (
+            Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="pubsub-"))
+        )
+        directory.mkdir(parents=True, exist_ok=True)
+        self.log_path = directory / "emulator.log"
         self._process: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
         self._saved_env: str | None = None
@@ -88,10 +115,16 @@ class PubSubEmulator:
             stderr=subprocess.STDOUT,
         )
         try:
-            wait_until(self._answers, timeout=self.startup_timeout, interval=0.05, message="Pub/Sub emulator")
+            wait_until(
+                self._answers,
+                timeout=self.startup_timeout,
+                interval=0.05,
+                message="Pub/Sub emulator",
+            )
         except (TimeoutError, RuntimeError) as exc:
+            tail = self.log_tail()
             self.stop()
-            raise RuntimeError(f"Pub/Sub emulator did not start: {exc}\n{self.log_tail()}") from exc
+            raise RuntimeError(f"Pub/Sub emulator did not start: {exc}\n{tail}") from exc
         self._saved_env = os.environ.get("PUBSUB_EMULATOR_HOST")
         os.environ["PUBSUB_EMULATOR_HOST"] = self.host_port
         self._env_set = True
@@ -124,6 +157,8 @@ class PubSubEmulator:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+        if self._own_log_dir:
+            shutil.rmtree(self.log_path.parent, ignore_errors=True)
         if self._env_set:
             self._env_set = False
             if self._saved_env is None:
@@ -135,7 +170,12 @@ class PubSubEmulator:
         """Start the emulator."""
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         """Stop the emulator."""
         self.stop()
 
@@ -197,12 +237,21 @@ class PubSubEmulator:
         message_id: str = future.result(timeout=30)
         return message_id
 
-    def pull(self, subscription_path: str, max_messages: int = 10, *, timeout: float = 10.0, ack: bool = True) -> list[Any]:
+    def pull(
+        self,
+        subscription_path: str,
+        max_messages: int = 10,
+        *,
+        timeout: float = 10.0,
+        ack: bool = True,
+    ) -> list[Any]:
         """Synchronously pull up to ``max_messages`` (waiting up to ``timeout`` s for the first).
 
         Returns ``ReceivedMessage`` objects (``.message.data``, ``.message.attributes``); they are
         acknowledged unless ``ack`` is False.
         """
+        from google.api_core.exceptions import DeadlineExceeded
+
         deadline = time.monotonic() + timeout
         received: list[Any] = []
         while not received:
@@ -219,6 +268,9 @@ class PubSubEmulator:
             time.sleep(0.05)
         if received and ack:
             self.subscriber.acknowledge(
-                request={"subscription": subscription_path, "ack_ids": [message.ack_id for message in received]}
+                request={
+                    "subscription": subscription_path,
+                    "ack_ids": [message.ack_id for message in received],
+                }
             )
         return received

@@ -18,16 +18,16 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
-from io import BytesIO
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
 import pydicom
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from tests.support.components import missing
 
@@ -140,7 +140,7 @@ def _stamp(
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     if sop_class_uid is not None:
         ds.SOPClassUID = sop_class_uid
-        ds.file_meta.MediaStorageSOPClassUID = sop_class_uid
+        ds.file_meta.MediaStorageSOPClassUID = UID(sop_class_uid)
 
 
 def restamp(
@@ -159,7 +159,13 @@ def restamp(
     and pixel data bytes are unchanged.
     """
     ds = pydicom.dcmread(source)
-    _stamp(ds, study_uid=study_uid, series_uid=series_uid, sop_instance_uid=sop_instance_uid, sop_class_uid=sop_class_uid)
+    _stamp(
+        ds,
+        study_uid=study_uid,
+        series_uid=series_uid,
+        sop_instance_uid=sop_instance_uid,
+        sop_class_uid=sop_class_uid,
+    )
     path = Path(destination)
     ds.save_as(path, enforce_file_format=False)
     return _record(kind, path, ds)
@@ -231,16 +237,24 @@ def make_corpus(
     samples: list[SampleInstance] = []
     for index in range(n):
         kind = kinds[index % len(kinds)]
-        study_index = index % study_count
+        study_index = (index // len(kinds)) % study_count
         series_index = (index // (len(kinds) * study_count)) % series_per_study
         key = (study_index, kind, series_index)
         if key not in series_uids:
             series_uids[key] = generate_uid()
-            series_numbers[series_uids[key]] = sum(1 for other in series_uids if other[0] == study_index)
+            series_numbers[series_uids[key]] = sum(
+                1 for other in series_uids if other[0] == study_index
+            )
         series_uid = series_uids[key]
         instance_numbers[series_uid] = instance_numbers.get(series_uid, 0) + 1
         ds = sources[kind]  # reused: each instance is written before the next one is stamped
-        _stamp(ds, study_uid=study_uids[study_index], series_uid=series_uid, sop_instance_uid=None, sop_class_uid=None)
+        _stamp(
+            ds,
+            study_uid=study_uids[study_index],
+            series_uid=series_uid,
+            sop_instance_uid=None,
+            sop_class_uid=None,
+        )
         ds.PatientID = f"CORPUS-{corpus_tag}-{study_index}"
         ds.PatientName = f"Corpus^{corpus_tag}^{study_index}"
         ds.SeriesNumber = series_numbers[series_uid]
@@ -331,10 +345,7 @@ def make_large_instance(
 
 def pixel_data_bytes(source: str | Path | bytes) -> bytes:
     """Return the raw Pixel Data value (as encoded in the file) of a small file or Part 10 bytes."""
-    if isinstance(source, bytes):
-        ds = pydicom.dcmread(BytesIO(source))
-    else:
-        ds = pydicom.dcmread(source)
+    ds = pydicom.dcmread(BytesIO(source) if isinstance(source, bytes) else source)
     value = ds.get("PixelData")
     if not isinstance(value, bytes):
         raise ValueError("no Pixel Data")
@@ -349,7 +360,12 @@ def pixel_data_sha256(path: str | Path) -> str:
     length = getattr(raw, "length", None)
     if raw is None:
         raise ValueError(f"{path}: no Pixel Data")
-    if offset is None or length is None or length == 0xFFFFFFFF or getattr(raw, "value", None) is not None:
+    if (
+        offset is None
+        or length is None
+        or length == 0xFFFFFFFF
+        or getattr(raw, "value", None) is not None
+    ):
         return hashlib.sha256(pixel_data_bytes(path)).hexdigest()
     digest = hashlib.sha256()
     with Path(path).open("rb") as stream:

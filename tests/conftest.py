@@ -1,0 +1,113 @@
+"""Shared fixtures for real-component tests (Orthanc, DCMTK, Pub/Sub emulator, HTTP faults).
+
+Tests under ``tests/integration`` are marked ``integration`` automatically. Fixtures:
+
+- ``orthanc`` (session): one shared Orthanc; tests use fresh UIDs instead of cleaning it.
+- ``fresh_orthanc`` (function): factory ``fresh_orthanc(**OrthancServer kwargs)`` for private
+  instances (e.g. with users or modalities); all are stopped at the end of the test.
+- ``tmp_samples`` (function): one sample per available kind, fresh UIDs, in ``tmp_path``.
+- ``pubsub_emulator`` (session): one emulator; use ``new_topic_and_subscription`` per test.
+- ``store_scp`` (function): factory ``store_scp(aet=..., syntaxes=...)`` -> started ``StoreSCP``.
+- ``fault_server`` (function): factory ``fault_server(upstream=None, **kwargs)`` -> started
+  ``HttpFaultServer``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.dcmtk import StoreSCP
+from tests.support.http_fault_server import HttpFaultServer
+from tests.support.orthanc import OrthancServer
+from tests.support.pubsub_emulator import PubSubEmulator
+from tests.support.samples import SampleInstance, make_samples
+
+_INTEGRATION_DIR = Path(__file__).parent / "integration"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the project's markers."""
+    config.addinivalue_line(
+        "markers", "integration: runs real components (Orthanc, DCMTK, emulators) over loopback"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test under tests/integration as ``integration``."""
+    for item in items:
+        if _INTEGRATION_DIR in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
+    """One Orthanc shared by the whole session."""
+    server = OrthancServer(workdir=tmp_path_factory.mktemp("orthanc-session"))
+    with server:
+        yield server
+
+
+@pytest.fixture
+def fresh_orthanc(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., OrthancServer]]:
+    """Factory for private, started Orthanc servers, stopped when the test ends."""
+    servers: list[OrthancServer] = []
+
+    def factory(**kwargs: Any) -> OrthancServer:
+        kwargs.setdefault("workdir", tmp_path_factory.mktemp("orthanc"))
+        server = OrthancServer(**kwargs)
+        servers.append(server)
+        return server.start()
+
+    yield factory
+    for server in servers:
+        server.cleanup()
+
+
+@pytest.fixture
+def tmp_samples(tmp_path: Path) -> list[SampleInstance]:
+    """One sample of every available kind, with fresh UIDs, in a temporary directory."""
+    return make_samples(tmp_path / "samples")
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PubSubEmulator]:
+    """One Pub/Sub emulator for the session (``PUBSUB_EMULATOR_HOST`` is set while it runs)."""
+    with PubSubEmulator(log_dir=tmp_path_factory.mktemp("pubsub-emulator")) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def store_scp(tmp_path: Path) -> Iterator[Callable[..., StoreSCP]]:
+    """Factory for started DCMTK storescp servers, each with its own output directory."""
+    servers: list[StoreSCP] = []
+
+    def factory(**kwargs: Any) -> StoreSCP:
+        output_dir = tmp_path / f"storescp-{len(servers)}" / "received"
+        server = StoreSCP(output_dir, **kwargs)
+        servers.append(server)
+        return server.start()
+
+    yield factory
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def fault_server() -> Iterator[Callable[..., HttpFaultServer]]:
+    """Factory for started HTTP sinks / fault-injecting proxies, stopped when the test ends."""
+    servers: list[HttpFaultServer] = []
+
+    def factory(upstream: str | None = None, **kwargs: Any) -> HttpFaultServer:
+        server = HttpFaultServer(upstream, **kwargs)
+        servers.append(server)
+        return server.start()
+
+    yield factory
+    for server in servers:
+        server.stop()
