@@ -8,15 +8,12 @@ bytes stay exactly as the SCU sent them.
 
 from __future__ import annotations
 
-import io
 import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydicom.dataset import FileMetaDataset
-from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
 
 from common.errors import MalformedDatasetError
@@ -29,6 +26,19 @@ PREAMBLE = b"\x00" * 128 + b"DICM"
 _CHUNK = 1 << 20
 
 
+def _element(tag: int, vr: bytes, value: bytes, pad: bytes) -> bytes:
+    """One explicit VR little endian file meta element, padded to even length."""
+    if len(value) % 2:
+        value += pad
+    if vr == b"OB":
+        return _LONG_HEADER.pack(tag >> 16, tag & 0xFFFF, vr, 0, len(value)) + value
+    return _SHORT_HEADER.pack(tag >> 16, tag & 0xFFFF, vr, len(value)) + value
+
+
+_SHORT_HEADER = struct.Struct("<HH2sH")
+_LONG_HEADER = struct.Struct("<HH2sHI")
+
+
 def build_file_meta(
     *,
     sop_class_uid: str,
@@ -36,20 +46,30 @@ def build_file_meta(
     transfer_syntax_uid: str,
     source_aet: str = "",
 ) -> bytes:
-    """Encode the preamble, ``DICM`` prefix and File Meta Information group for an instance."""
-    meta = FileMetaDataset()
-    meta.FileMetaInformationVersion = b"\x00\x01"
-    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
-    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
-    meta.TransferSyntaxUID = UID(transfer_syntax_uid)
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
-    if source_aet:
-        meta.SourceApplicationEntityTitle = source_aet.strip()
-    buffer = io.BytesIO()
-    buffer.write(PREAMBLE)
-    write_file_meta_info(buffer, meta, enforce_standard=True)  # type: ignore[arg-type]
-    return buffer.getvalue()
+    """Encode the preamble, ``DICM`` prefix and File Meta Information group for an instance.
+
+    Encoded directly (PS3.10 7.1: explicit VR little endian, group length first) rather than
+    through pydicom's dataset writer: this runs for every received instance, and the group
+    only ever holds these few elements.
+    """
+    uids = (sop_class_uid, sop_instance_uid, transfer_syntax_uid)
+    if any(not uid or len(uid) > 64 for uid in uids):
+        raise MalformedDatasetError("a file meta UID is empty or longer than 64 characters")
+    body = b"".join(
+        (
+            _element(0x00020001, b"OB", b"\x00\x01", b"\x00"),
+            _element(0x00020002, b"UI", sop_class_uid.encode("ascii"), b"\x00"),
+            _element(0x00020003, b"UI", sop_instance_uid.encode("ascii"), b"\x00"),
+            _element(0x00020010, b"UI", transfer_syntax_uid.encode("ascii"), b"\x00"),
+            _element(0x00020012, b"UI", IMPLEMENTATION_CLASS_UID.encode("ascii"), b"\x00"),
+            _element(0x00020013, b"SH", IMPLEMENTATION_VERSION_NAME.encode("ascii"), b" "),
+            _element(0x00020016, b"AE", source_aet.strip().encode("ascii", "replace"), b" ")
+            if source_aet.strip()
+            else b"",
+        )
+    )
+    group_length = _element(0x00020000, b"UL", struct.pack("<I", len(body)), b"")
+    return PREAMBLE + group_length + body
 
 
 def dataset_offset(path: Path) -> int:

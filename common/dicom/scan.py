@@ -9,6 +9,7 @@ and a truncated or garbled dataset is refused before anything is sent to the sto
 from __future__ import annotations
 
 import io
+import mmap
 import struct
 import zlib
 from dataclasses import dataclass
@@ -17,6 +18,9 @@ from typing import BinaryIO
 from pydicom.uid import UID
 
 from common.errors import MalformedDatasetError
+
+#: What the walker reads from: the bytes of a dataset, or a memory map of its spool file.
+Buffer = bytes | bytearray | memoryview | mmap.mmap
 
 _UNDEFINED = 0xFFFFFFFF
 _ITEM = 0xFFFEE000
@@ -53,10 +57,22 @@ class _Encoding:
     little: bool
 
     @property
-    def prefix(self) -> str:
-        return "<" if self.little else ">"
+    def tag_length(self) -> struct.Struct:
+        return _TAG_LENGTH_LE if self.little else _TAG_LENGTH_BE
+
+    @property
+    def short_length(self) -> struct.Struct:
+        return _SHORT_LE if self.little else _SHORT_BE
+
+    @property
+    def long_length(self) -> struct.Struct:
+        return _LONG_LE if self.little else _LONG_BE
 
 
+# Precompiled: the walker runs once per received instance, on the C-STORE's critical path.
+_TAG_LENGTH_LE, _TAG_LENGTH_BE = struct.Struct("<HHI"), struct.Struct(">HHI")
+_SHORT_LE, _SHORT_BE = struct.Struct("<H"), struct.Struct(">H")
+_LONG_LE, _LONG_BE = struct.Struct("<I"), struct.Struct(">I")
 _IMPLICIT_LE = _Encoding(implicit=True, little=True)
 
 
@@ -74,50 +90,52 @@ def encoding_of(transfer_syntax_uid: str) -> tuple[bool, bool, bool]:
 
 
 class _Walker:
-    def __init__(self, fp: BinaryIO, end: int, encoding: _Encoding) -> None:
-        self._fp = fp
+    """Walks element headers over a buffer (bytes or an mmap of the spool file)."""
+
+    def __init__(self, buf: Buffer, end: int, start: int) -> None:
+        self._buf = buf
         self._end = end
-        self._enc = encoding
+        self.pos = start
         self.found: dict[str, str] = {}
 
-    def _read(self, count: int, what: str) -> bytes:
-        data = self._fp.read(count)
-        if len(data) != count:
-            raise MalformedDatasetError(f"dataset truncated in {what}")
-        return data
-
-    def _skip(self, length: int, limit: int, tag: int) -> None:
-        position = self._fp.tell()
-        if position + length > limit:
-            raise MalformedDatasetError(
-                f"dataset truncated: element ({tag >> 16:04X},{tag & 0xFFFF:04X}) needs "
-                f"{length} bytes, {limit - position} left"
-            )
-        self._fp.seek(length, io.SEEK_CUR)
+    def _truncated(self, what: str) -> MalformedDatasetError:
+        return MalformedDatasetError(f"dataset truncated in {what}")
 
     def _header(self, enc: _Encoding) -> tuple[int, bytes, int]:
-        group, element = struct.unpack(enc.prefix + "HH", self._read(4, "element tag"))
+        pos = self.pos
+        if pos + 8 > self._end:
+            raise self._truncated("an element header")
+        group, element, word = enc.tag_length.unpack_from(self._buf, pos)
         tag = (group << 16) | element
         if group == 0xFFFE or enc.implicit:
-            (length,) = struct.unpack(enc.prefix + "I", self._read(4, "element length"))
-            return tag, b"", length
-        vr = self._read(2, "element VR")
+            self.pos = pos + 8
+            return tag, b"", int(word)
+        vr = bytes(self._buf[pos + 4 : pos + 6])
         if vr in _LONG_VRS:
-            self._read(2, "reserved bytes")
-            (length,) = struct.unpack(enc.prefix + "I", self._read(4, "element length"))
-        elif vr.isalpha() and vr.isupper():
-            (length,) = struct.unpack(enc.prefix + "H", self._read(2, "element length"))
-        else:
+            if pos + 12 > self._end:
+                raise self._truncated("an element header")
+            self.pos = pos + 12
+            return tag, vr, int(enc.long_length.unpack_from(self._buf, pos + 8)[0])
+        if vr.isalpha() and vr.isupper():
+            self.pos = pos + 8
+            return tag, vr, int(enc.short_length.unpack_from(self._buf, pos + 6)[0])
+        raise MalformedDatasetError(
+            f"invalid VR {vr!r} at ({group:04X},{element:04X}) in an explicit VR dataset"
+        )
+
+    def _skip(self, length: int, limit: int, tag: int) -> None:
+        if self.pos + length > limit:
             raise MalformedDatasetError(
-                f"invalid VR {vr!r} at ({group:04X},{element:04X}) in an explicit VR dataset"
+                f"dataset truncated: element ({tag >> 16:04X},{tag & 0xFFFF:04X}) needs "
+                f"{length} bytes, {limit - self.pos} left"
             )
-        return tag, vr, length
+        self.pos += length
 
     def walk(self, limit: int, enc: _Encoding, depth: int, stop_at_item_end: bool) -> None:
         """Walk elements until ``limit`` (defined length) or an item delimiter."""
         if depth > _MAX_DEPTH:
             raise MalformedDatasetError("sequences nested too deeply")
-        while self._fp.tell() < limit:
+        while self.pos < limit:
             tag, vr, length = self._header(enc)
             if tag == _ITEM_END:
                 if stop_at_item_end:
@@ -126,9 +144,10 @@ class _Walker:
             if tag in (_ITEM, _SEQUENCE_END):
                 raise MalformedDatasetError("unexpected item tag outside a sequence")
             if depth == 0 and tag in _WANTED and length != _UNDEFINED:
-                if length > _MAX_UID_LENGTH or self._fp.tell() + length > limit:
+                if length > _MAX_UID_LENGTH or self.pos + length > limit:
                     raise MalformedDatasetError(f"bad length {length} for a UID element")
-                raw = self._read(length, "UID value")
+                raw = bytes(self._buf[self.pos : self.pos + length])
+                self.pos += length
                 self.found[_WANTED[tag]] = raw.rstrip(b"\x00 ").decode("ascii", "replace")
                 continue
             self._value(tag, vr, length, limit, enc, depth)
@@ -138,11 +157,11 @@ class _Walker:
     def _value(
         self, tag: int, vr: bytes, length: int, limit: int, enc: _Encoding, depth: int
     ) -> None:
-        # UN with undefined length holds a sequence in implicit VR little endian (PS3.5 6.2.2).
         if tag == _PIXEL_DATA and length == _UNDEFINED:
             # Encapsulated pixel data, whatever the VR encoding (even mislabelled implicit).
             self._encapsulated(limit, enc, tag)
         elif vr == b"UN" and length == _UNDEFINED:
+            # UN with undefined length holds a sequence in implicit VR LE (PS3.5 6.2.2).
             self._sequence(length, limit, _IMPLICIT_LE, depth)
         elif vr == b"SQ" or (enc.implicit and length == _UNDEFINED):
             self._sequence(length, limit, enc, depth)
@@ -152,11 +171,12 @@ class _Walker:
             self._skip(length, limit, tag)
 
     def _sequence(self, length: int, limit: int, enc: _Encoding, depth: int) -> None:
-        seq_limit = limit if length == _UNDEFINED else self._fp.tell() + length
+        seq_limit = limit if length == _UNDEFINED else self.pos + length
         if seq_limit > limit:
             raise MalformedDatasetError("dataset truncated: sequence longer than its parent")
-        while self._fp.tell() < seq_limit:
-            tag, _, item_length = self._header(_Encoding(True, enc.little))
+        items = _Encoding(True, enc.little)
+        while self.pos < seq_limit:
+            tag, _, item_length = self._header(items)
             if tag == _SEQUENCE_END:
                 if length != _UNDEFINED:
                     raise MalformedDatasetError("sequence delimiter in a defined-length sequence")
@@ -166,7 +186,7 @@ class _Walker:
             if item_length == _UNDEFINED:
                 self.walk(seq_limit, enc, depth + 1, stop_at_item_end=True)
             else:
-                item_limit = self._fp.tell() + item_length
+                item_limit = self.pos + item_length
                 if item_limit > seq_limit:
                     raise MalformedDatasetError("dataset truncated: item longer than sequence")
                 self.walk(item_limit, enc, depth + 1, stop_at_item_end=False)
@@ -174,8 +194,9 @@ class _Walker:
             raise MalformedDatasetError("dataset truncated: sequence without delimiter")
 
     def _encapsulated(self, limit: int, enc: _Encoding, tag: int) -> None:
+        items = _Encoding(True, enc.little)
         while True:
-            item_tag, _, item_length = self._header(_Encoding(True, enc.little))
+            item_tag, _, item_length = self._header(items)
             if item_tag == _SEQUENCE_END:
                 return
             if item_tag != _ITEM or item_length == _UNDEFINED:
@@ -183,20 +204,13 @@ class _Walker:
             self._skip(item_length, limit, tag)
 
 
-def _looks_implicit(fp: BinaryIO) -> bool:
-    start = fp.tell()
-    head = fp.read(6)
-    fp.seek(start)
+def _looks_implicit(buf: Buffer, start: int, end: int) -> bool:
+    head = bytes(buf[start : min(start + 6, end)])
     return len(head) == 6 and not (head[4:6].isalpha() and head[4:6].isupper())
 
 
-def scan_dataset(fp: BinaryIO, length: int, transfer_syntax_uid: str) -> DatasetSummary:
-    """Check a dataset's encoding and read its identifying UIDs.
-
-    Args:
-        fp: a file positioned at the start of the dataset.
-        length: how many bytes the dataset has.
-        transfer_syntax_uid: the transfer syntax it is encoded in.
+def scan_buffer(buf: Buffer, start: int, end: int, transfer_syntax_uid: str) -> DatasetSummary:
+    """Check the encoding of the dataset in ``buf[start:end]`` and read its identifying UIDs.
 
     Raises:
         MalformedDatasetError: the encoding is truncated or invalid.
@@ -205,21 +219,38 @@ def scan_dataset(fp: BinaryIO, length: int, transfer_syntax_uid: str) -> Dataset
     if deflated:
         # Inflate into memory: deflated datasets are rare and small (PS3.5 A.5).
         try:
-            raw = zlib.decompress(fp.read(length), -zlib.MAX_WBITS)
+            raw = zlib.decompress(bytes(buf[start:end]), -zlib.MAX_WBITS)
         except zlib.error as exc:
             raise MalformedDatasetError(f"deflated dataset cannot be inflated: {exc}") from exc
-        fp, end = io.BytesIO(raw), len(raw)
-    else:
-        end = fp.tell() + length
-    if not implicit and little and _looks_implicit(fp):
+        buf, start, end = raw, 0, len(raw)
+    if not implicit and little and _looks_implicit(buf, start, end):
         # Some SCUs send implicit VR under an explicit VR syntax; like DCMTK and pydicom we
         # accept it and forward the bytes unchanged.
         implicit = True
-    walker = _Walker(fp, end, _Encoding(implicit, little))
+    walker = _Walker(buf, end, start)
     try:
         walker.walk(end, _Encoding(implicit, little), 0, stop_at_item_end=False)
     except (struct.error, OverflowError) as exc:
         raise MalformedDatasetError(f"dataset cannot be parsed: {exc}") from exc
-    if fp.tell() != end:
-        raise MalformedDatasetError("dataset has trailing bytes past its last element")
     return DatasetSummary(**walker.found)
+
+
+def scan_dataset(fp: BinaryIO, length: int, transfer_syntax_uid: str) -> DatasetSummary:
+    """Check the encoding of the dataset at ``fp``'s position (``length`` bytes); read its UIDs.
+
+    A real file is memory-mapped, so even a huge dataset costs no memory beyond the page cache
+    and its values are never read; other streams are read into memory.
+
+    Raises:
+        MalformedDatasetError: the encoding is truncated or invalid.
+    """
+    start = fp.tell()
+    try:
+        fileno = fp.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return scan_buffer(fp.read(length), 0, length, transfer_syntax_uid)
+    if length <= 0:
+        raise MalformedDatasetError("empty dataset")
+    with mmap.mmap(fileno, 0, access=mmap.ACCESS_READ) as mapped:
+        end = min(start + length, len(mapped))
+        return scan_buffer(mapped, start, end, transfer_syntax_uid)

@@ -13,6 +13,7 @@ from common.dicom.part10 import (
     Part10Instance,
     build_file_meta,
     dataset_offset,
+    meta_end,
 )
 from common.errors import MalformedDatasetError
 
@@ -52,3 +53,23 @@ def test_not_part10(tmp_path: Path) -> None:
     junk.write_bytes(b"x" * 300)
     with pytest.raises(MalformedDatasetError):
         dataset_offset(junk)
+
+
+@pytest.mark.parametrize("aet", ["", "MODALITY", "ODD"])
+def test_hand_encoded_meta_matches_pydicom(aet: str, tmp_path: Path) -> None:
+    from pydicom.filereader import read_file_meta_info
+
+    meta = build_file_meta(
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.2", sop_instance_uid="1.2.3.45",
+        transfer_syntax_uid="1.2.840.10008.1.2.4.50", source_aet=aet,
+    )
+    (tmp_path / "meta.dcm").write_bytes(meta)
+    parsed = read_file_meta_info(tmp_path / "meta.dcm")
+    assert parsed.MediaStorageSOPClassUID == "1.2.840.10008.5.1.4.1.1.2"
+    assert parsed.MediaStorageSOPInstanceUID == "1.2.3.45"
+    assert parsed.TransferSyntaxUID == "1.2.840.10008.1.2.4.50"
+    assert parsed.FileMetaInformationVersion == b"\x00\x01"
+    assert parsed.ImplementationClassUID == IMPLEMENTATION_CLASS_UID
+    assert parsed.get("SourceApplicationEntityTitle", "") == aet
+    assert parsed.FileMetaInformationGroupLength == len(meta) - 144
+    assert meta_end(meta + b"x" * 10) == len(meta)
