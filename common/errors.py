@@ -6,6 +6,11 @@ boundary where they arise, with ``raise Ours(...) from exc``, so callers only ev
     AdapterError
     ├── ConfigError                 bad flag, bad address, bad JSON config (a usage error)
     ├── AuthError                   credentials could not be obtained or refreshed
+    ├── InvalidIdentifierError      a C-FIND/C-MOVE/C-GET identifier we cannot act on
+    ├── SpoolError                  the durable spool cannot take or keep an instance (disk)
+    │   └── SpoolFullError          admission control: spool size or free-disk watermark reached
+    ├── RoutingError                an instance matches no destination (it must not be acked)
+    ├── CommitmentRequestError      a Storage Commitment N-ACTION we cannot act on
     ├── DatasetError                a received dataset we cannot forward
     │   ├── MalformedDatasetError   truncated / unparsable encoding
     │   └── UidMismatchError        command set and dataset disagree on a UID
@@ -37,6 +42,34 @@ class ConfigError(AdapterError):
 
 class AuthError(AdapterError):
     """Credentials could not be obtained or refreshed."""
+
+
+class InvalidIdentifierError(AdapterError):
+    """A query/retrieve identifier is invalid for its SOP class (level, keys, values)."""
+
+
+class SpoolError(AdapterError):
+    """The durable spool cannot take or keep an instance (a file system operation failed)."""
+
+
+class SpoolFullError(SpoolError):
+    """Admission control: the spool reached its size limit or the disk its free-space floor."""
+
+
+class RoutingError(AdapterError):
+    """An instance matches no destination, so it cannot be accepted."""
+
+
+class CommitmentRequestError(AdapterError):
+    """A Storage Commitment request cannot be acted on (bad dataset, unknown requester).
+
+    Attributes:
+        status: the N-ACTION status to answer with (a :class:`common.status.Status` value).
+    """
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ShuttingDownError(AdapterError):

@@ -19,8 +19,14 @@ from common.errors import (
     DicomwebError,
     DicomwebHttpError,
     DicomwebTimeoutError,
+    CommitmentRequestError,
+    InvalidIdentifierError,
     MalformedDatasetError,
+    RoutingError,
     ShuttingDownError,
+    SpoolError,
+    SpoolFullError,
+    TranscodeError,
     UidMismatchError,
 )
 
@@ -54,6 +60,12 @@ class Status(IntEnum):
     IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900
     UNABLE_TO_PROCESS = 0xC000
     SUB_OPERATIONS_COMPLETE_WITH_FAILURES = 0xB000
+    # DIMSE-N statuses and Storage Commitment failure reasons (PS3.7 C.4, PS3.4 J.3.2)
+    INVALID_ARGUMENT_VALUE = 0x0115
+    MISSING_ATTRIBUTE = 0x0120
+    NO_SUCH_ACTION_TYPE = 0x0123
+    DUPLICATE_TRANSACTION_UID = 0x0131
+    RESOURCE_LIMITATION = 0x0213
 
 
 #: The longest Error Comment (LO) a status dataset may carry.
@@ -102,6 +114,8 @@ class DimseStatus:
 
 
 SUCCESS = DimseStatus(Status.SUCCESS)
+#: A C-STORE answered before its upload finished (without ``--auto_ack_cstore``).
+UPLOAD_NOT_CONFIRMED = DimseStatus(Status.PROCESSING_FAILURE, "Upload not confirmed in time")
 
 
 @dataclass(frozen=True)
@@ -159,12 +173,18 @@ def store_status_for_error(error: BaseException) -> DimseStatus:
     """The C-STORE response status for an error raised while storing an instance."""
     if isinstance(error, ShuttingDownError):
         return DimseStatus(Status.OUT_OF_RESOURCES, "Adapter is shutting down")
+    if isinstance(error, SpoolFullError):
+        return DimseStatus(Status.OUT_OF_RESOURCES, "Spool full, try again later")
+    if isinstance(error, SpoolError):
+        return DimseStatus(Status.OUT_OF_RESOURCES, "Spool cannot store the instance")
+    if isinstance(error, RoutingError):
+        return DimseStatus(Status.PROCESSING_FAILURE, str(error))
     if isinstance(error, UidMismatchError):
         code = Status.DATASET_DOES_NOT_MATCH_SOP_CLASS if error.sop_class else (
             Status.CANNOT_UNDERSTAND
         )
         return DimseStatus(code, str(error))
-    if isinstance(error, MalformedDatasetError):
+    if isinstance(error, MalformedDatasetError | TranscodeError):
         return DimseStatus(Status.CANNOT_UNDERSTAND, str(error))
     if isinstance(error, AuthError):
         return DimseStatus(Status.NOT_AUTHORIZED, "DICOMweb credentials unavailable")
@@ -176,6 +196,93 @@ def store_status_for_error(error: BaseException) -> DimseStatus:
         return DimseStatus(Status.PROCESSING_FAILURE, "DICOMweb store unreachable")
     if isinstance(error, DicomwebError):
         return DimseStatus(Status.PROCESSING_FAILURE, f"DICOMweb store: {error}")
+    return DimseStatus(Status.PROCESSING_FAILURE, "Internal error in adapter")
+
+
+#: The C-STORE warning for an instance stored unchanged because it could not be transcoded to
+#: the configured syntax. PS3.4 B.2.3 has three storage warnings; 0xB000 (coercion of data
+#: elements) is the one that only says "what was stored is not exactly what you would expect",
+#: without claiming that the dataset is non-conformant (0xB007) or lost elements (0xB006).
+TRANSCODE_FALLBACK_WARNING = Status.COERCION_OF_DATA_ELEMENTS
+
+
+def transcode_fallback_status(error: TranscodeError, target_name: str) -> DimseStatus:
+    """The warning status for an instance stored in its own syntax, not in ``target_name``."""
+    return DimseStatus(TRANSCODE_FALLBACK_WARNING, f"stored untranscoded ({target_name}): {error}")
+
+
+def _query_retrieve_status(
+    error: BaseException, out_of_resources: Status, what: str
+) -> DimseStatus:
+    if isinstance(error, InvalidIdentifierError):
+        return DimseStatus(Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(error))
+    if isinstance(error, ShuttingDownError):
+        return DimseStatus(out_of_resources, "Adapter is shutting down")
+    if isinstance(error, AuthError):
+        return DimseStatus(Status.NOT_AUTHORIZED, "DICOMweb credentials unavailable")
+    if isinstance(error, DicomwebHttpError):
+        if error.status in (401, 403):
+            return DimseStatus(Status.NOT_AUTHORIZED, f"DICOMweb {what}: {error}")
+        if error.status in _OUT_OF_RESOURCES_HTTP:
+            return DimseStatus(out_of_resources, f"DICOMweb {what}: {error}")
+        return DimseStatus(Status.UNABLE_TO_PROCESS, f"DICOMweb {what}: {error}")
+    if isinstance(error, DicomwebTimeoutError):
+        return DimseStatus(Status.UNABLE_TO_PROCESS, f"DICOMweb {what} timed out")
+    if isinstance(error, DicomwebConnectionError):
+        return DimseStatus(Status.UNABLE_TO_PROCESS, f"DICOMweb {what} unreachable")
+    if isinstance(error, DicomwebError):
+        return DimseStatus(Status.UNABLE_TO_PROCESS, f"DICOMweb {what}: {error}")
+    return DimseStatus(Status.UNABLE_TO_PROCESS, "Internal error in adapter")
+
+
+def find_status_for_error(error: BaseException) -> DimseStatus:
+    """The final C-FIND status for an error raised while answering a query.
+
+    Invalid identifier -> 0xA900; shutting down, HTTP 413/429/503/507 -> 0xA700 (out of
+    resources); credentials or HTTP 401/403 -> 0x0124 (not authorized); anything else ->
+    0xC000 (unable to process), with the reason in the Error Comment.
+    """
+    return _query_retrieve_status(error, Status.OUT_OF_RESOURCES, "search")
+
+
+def retrieve_status_for_error(error: BaseException) -> DimseStatus:
+    """The C-MOVE/C-GET status for an error raised before any sub-operation could start.
+
+    As :func:`find_status_for_error`, except that running out of resources while finding the
+    instances is 0xA701 (unable to calculate number of matches).
+    """
+    return _query_retrieve_status(error, Status.OUT_OF_RESOURCES_MATCHES, "search")
+
+
+def is_retryable_store_status(status: DimseStatus) -> bool:
+    """Whether a failed store (STOW FailedSOPSequence reason, C-STORE status) may succeed later.
+
+    Out of resources (0xA7xx) is temporary; every other failure is a verdict on the instance.
+    """
+    return status.is_failure and (status.code & 0xFF00) == Status.OUT_OF_RESOURCES
+
+
+def is_duplicate_store_status(status: DimseStatus) -> bool:
+    """Whether a failed store says the instance already exists (0x0111, like HTTP 409)."""
+    return status.code == Status.DUPLICATE_SOP_INSTANCE
+
+
+def commitment_failure_reason(error: BaseException | None) -> Status:
+    """The Storage Commitment FailureReason (0008,1197) for an instance that cannot be committed.
+
+    None: the store has no such instance (0x0112); any error while checking: 0x0110.
+    """
+    if error is None:
+        return Status.NO_SUCH_OBJECT_INSTANCE
+    return Status.PROCESSING_FAILURE
+
+
+def commitment_request_status(error: BaseException) -> DimseStatus:
+    """The N-ACTION status for a Storage Commitment request that cannot be accepted."""
+    if isinstance(error, CommitmentRequestError):
+        return DimseStatus(error.status, str(error))
+    if isinstance(error, ShuttingDownError):
+        return DimseStatus(Status.RESOURCE_LIMITATION, "Adapter is shutting down")
     return DimseStatus(Status.PROCESSING_FAILURE, "Internal error in adapter")
 
 

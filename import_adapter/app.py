@@ -5,17 +5,27 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from dataclasses import replace
+from importlib.metadata import PackageNotFoundError, version
 from types import FrameType
 
 from common.auth import build_authenticator
 from common.dicomweb.client import DicomwebClient
+from common.health import CheckResult, DicomwebCheck, FunctionCheck, HealthServer
 from common.http import HttpTransport, Transport
 from common.http2 import Http2Transport
 from common.lifecycle import Lifecycle
+from common.metrics import ImportMetrics, new_registry
+from common.retry import NO_RETRY
 from import_adapter.config import ImportConfig
-from import_adapter.handlers import store_handlers
+from import_adapter.handlers import association_metrics_handlers, store_handlers
+from import_adapter.query.handlers import find_service
+from import_adapter.query.service import FindService
+from import_adapter.retrieve.handlers import retrieve_service
+from import_adapter.retrieve.service import RetrieveService
 from import_adapter.server import DimseServer, DimseService, configure_receive_spool
-from import_adapter.store import StoreService, StowSink
+from import_adapter.store import InstanceSink, StoreService, StowSink
+from import_adapter.transform import TransformingSink
 
 LOG = logging.getLogger(__name__)
 
@@ -30,6 +40,8 @@ class ImportAdapter:
         self.stow_transport: Transport | None = (
             Http2Transport(config.http) if config.stow_http2 else None
         )
+        self.registry = new_registry("import", _package_version())
+        self.metrics = ImportMetrics(self.registry)
         auth = build_authenticator(config.auth, config.dicomweb.root)
         self.client = DicomwebClient(
             config.dicomweb,
@@ -38,22 +50,77 @@ class ImportAdapter:
             config.retry,
             stow_transport=self.stow_transport,
             stop=self.lifecycle.stop_requested,
+            on_retry=self.metrics.dicomweb_retry,
         )
         configure_receive_spool(config.spool_dir)
-        store = StoreService(StowSink(self.client), self.lifecycle)
+        sink: InstanceSink = StowSink(self.client)
+        if config.transform.enabled:
+            sink = TransformingSink(sink, config.transform, work_dir=config.spool_dir)
+        store = StoreService(sink, self.lifecycle, self.metrics)
         services = [DimseService("storage", handlers=store_handlers(store))]
+        services.append(
+            DimseService("metrics", handlers=association_metrics_handlers(self.metrics))
+        )
+        services.append(find_service(FindService(self.client, config.query, self.lifecycle)))
+        services.append(
+            retrieve_service(
+                RetrieveService(
+                    self.client, config.aet_dictionary, config.retrieve, self.lifecycle
+                )
+            )
+        )
         self.server = DimseServer(config.dimse, services, self.lifecycle)
+        self._listening = threading.Event()
+        # Readiness probes get their own small pool, short timeouts and no retries.
+        self.probe_transport = HttpTransport(
+            replace(
+                config.http,
+                connect_timeout=min(config.http.connect_timeout, config.health.check_timeout),
+                read_timeout=config.health.check_timeout,
+                pool_size=1,
+            )
+        )
+        self.health = HealthServer(
+            config.health,
+            self.registry,
+            [
+                FunctionCheck("dimse_listener", self._listener_state),
+                DicomwebCheck(
+                    DicomwebClient(config.dicomweb, self.probe_transport, auth, NO_RETRY)
+                ),
+            ],
+        )
+
+    def _listener_state(self) -> CheckResult:
+        if self.lifecycle.stop_requested.is_set():
+            return CheckResult(False, "shutting down")
+        if not self._listening.is_set():
+            return CheckResult(False, "DIMSE listener not started")
+        return CheckResult(True, f"listening on port {self.server.port}")
 
     def start(self) -> None:
-        """Start listening (non-blocking)."""
+        """Start listening (non-blocking); then serve metrics and health if configured."""
         self.server.start()
+        self._listening.set()
+        if self.config.health.enabled:
+            self.health.start()
 
     def stop(self) -> None:
-        """Drain and stop."""
+        """Drain and stop (``/healthz`` keeps answering until the very end)."""
+        self._listening.clear()
         self.server.stop(self.config.shutdown_grace)
         self.transport.close()
         if self.stow_transport is not None:
             self.stow_transport.close()
+        self.health.stop()
+        self.probe_transport.close()
+
+
+def _package_version() -> str:
+    try:
+        return version("dicom-adapter")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def run(config: ImportConfig) -> int:

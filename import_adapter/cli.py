@@ -7,6 +7,7 @@ files or the environment only, never from flags, so they do not show in ``ps``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,16 @@ import click
 from common.cli.options import auth_config, auth_options, option
 from common.cli.params import AE_TITLE, DICOMWEB_ADDRESS, PORT
 from common.dicomweb.address import DicomwebAddress, address_from_deprecated
+from common.dimse.aet_dictionary import AetDictionary, load_aet_dictionary
 from common.errors import ConfigError
+from common.health import HealthConfig
 from common.http import HttpSettings
 from common.logs import configure_logging
 from common.retry import RetryPolicy
 from import_adapter.config import DimseServerConfig, ImportConfig
+from import_adapter.query.service import QuerySettings
+from import_adapter.retrieve.service import RetrieveSettings
+from import_adapter.transform_options import transform_config, transform_options
 
 
 def resolve_address(
@@ -41,6 +47,14 @@ def resolve_address(
     if deprecated_addr or stow_path:
         raise click.UsageError("--dicomweb_addr and --dicomweb_stow_path go together")
     raise click.UsageError("missing --dicomweb_address (the DICOMweb root of the store)")
+
+
+def resolve_aet_dictionary(path: Path | None, inline: str | None) -> AetDictionary:
+    """The C-MOVE destinations from ``--aet_dictionary``, ``--aet_dictionary_inline`` or env."""
+    try:
+        return load_aet_dictionary(path=path, inline=inline, environ=os.environ)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--aet_dictionary") from exc
 
 
 @click.command(name="import", context_settings={"max_content_width": 100})
@@ -73,11 +87,25 @@ def resolve_address(
         help="Directory where received datasets are written as they arrive (default: TMPDIR).")
 @option("shutdown_grace", type=click.FloatRange(0), default=30.0, show_default=True,
         help="Seconds open associations get to finish after SIGTERM.")
+@option("aet_dictionary", type=click.Path(dir_okay=False, path_type=Path),
+        help='C-MOVE destinations: a JSON file [{"name": AET, "host": ..., "port": ...}] '
+             "(else --aet_dictionary_inline, else $ENV_AETS_JSON).")
+@option("aet_dictionary_inline", help="C-MOVE destinations as inline JSON (same format).")
+@option("fuzzy_matching", is_flag=True, default=False,
+        help="Ask the DICOMweb store for fuzzy matching of person names in C-FIND.")
+@option("qido_page_size", type=click.IntRange(1, 100000), default=1000, show_default=True,
+        help="QIDO-RS results per page (limit); pages are fetched with offset until done.")
+@option("retrieve_prefetch", type=click.IntRange(1, 1000), default=8, show_default=True,
+        help="Instances fetched with WADO-RS ahead of the C-STORE being sent (C-MOVE/C-GET).")
+@option("metrics_port", type=click.IntRange(0, 65535), default=0, show_default=True,
+        help="Port of /metrics (Prometheus), /healthz and /readyz, on --dimse_bind_address "
+             "(0 = not served).")
+@transform_options
 @option("verbose", is_flag=True, default=False, help="Debug logging.")
 @option("log_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
         help="Log line format (json: one object per line for Cloud Logging).")
 def command(**params: Any) -> int:
-    """Import adapter: a DIMSE SCP (C-ECHO, C-STORE) in front of a DICOMweb store."""
+    """Import adapter: a DIMSE SCP (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET) over DICOMweb."""
     address = resolve_address(
         params["dicomweb_address"], params["dicomweb_addr"], params["dicomweb_stow_path"]
     )
@@ -101,6 +129,24 @@ def command(**params: Any) -> int:
         spool_dir=params["spool_dir"],
         shutdown_grace=params["shutdown_grace"],
         stow_http2=params["stow_http2"],
+        query=QuerySettings(
+            retrieve_aet=params["dimse_aet"],
+            page_size=params["qido_page_size"],
+            fuzzy_matching=params["fuzzy_matching"],
+        ),
+        retrieve=RetrieveSettings(
+            page_size=params["qido_page_size"],
+            prefetch=params["retrieve_prefetch"],
+            spool_dir=params["spool_dir"],
+            max_pdu_size=params["max_pdu_size"],
+        ),
+        aet_dictionary=resolve_aet_dictionary(
+            params["aet_dictionary"], params["aet_dictionary_inline"]
+        ),
+        transform=transform_config(params),
+        health=HealthConfig(
+            port=params["metrics_port"], bind_address=params["dimse_bind_address"]
+        ),
     )
     configure_logging(verbose=params["verbose"], json_format=params["log_format"] == "json")
     from import_adapter.app import run

@@ -7,8 +7,16 @@ from pathlib import Path
 
 from common.auth import AuthConfig
 from common.dicomweb.address import DicomwebAddress
+from common.dimse.aet_dictionary import AetDictionary
+from common.health import HealthConfig
 from common.http import HttpSettings
 from common.retry import RetryPolicy
+from import_adapter.commitment.service import CommitmentSettings
+from import_adapter.query.service import QuerySettings
+from import_adapter.retrieve.service import RetrieveSettings
+from import_adapter.routing.router import RoutingConfig
+from import_adapter.spool.manager import SpoolSettings
+from import_adapter.transform import TransformConfig
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,15 @@ class ImportConfig:
         spool_dir: where received datasets are written as they arrive (None: system temp).
         shutdown_grace: seconds open associations get to finish after SIGTERM.
         stow_http2: use HTTP/2 for STOW-RS (reference adapter flag).
+        query: how C-FIND is answered with QIDO-RS.
+        retrieve: how C-MOVE/C-GET are served with QIDO-RS and WADO-RS.
+        aet_dictionary: C-MOVE destinations by AE title.
+        transform: de-identification and transcoding of received instances before storing.
+        health: the ``/metrics``, ``/healthz``, ``/readyz`` endpoint (port 0: not served).
+        spool: the durable spool (None: C-STOREs are stored synchronously, not spooled, unless
+            routing rules need a queue per destination).
+        routing: destination rules besides the default ``dicomweb`` store.
+        commitment: Storage Commitment Push Model (requesters come from ``aet_dictionary``).
     """
 
     dimse: DimseServerConfig
@@ -59,3 +76,11 @@ class ImportConfig:
     spool_dir: Path | None = None
     shutdown_grace: float = 30.0
     stow_http2: bool = False
+    query: QuerySettings = field(default_factory=QuerySettings)
+    retrieve: RetrieveSettings = field(default_factory=RetrieveSettings)
+    aet_dictionary: AetDictionary = field(default_factory=AetDictionary)
+    transform: TransformConfig = field(default_factory=TransformConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    spool: SpoolSettings | None = None
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
+    commitment: CommitmentSettings = field(default_factory=CommitmentSettings)

@@ -7,6 +7,7 @@ call is testable without a network.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pynetdicom import evt
 
+from common.metrics import ImportObserver
 from common.status import Status
 from import_adapter.store import StoreRequest, StoreService
 
@@ -76,4 +78,35 @@ def association_log_handlers() -> list[Handler]:
         (evt.EVT_REJECTED, on_rejected),
         (evt.EVT_RELEASED, on_released),
         (evt.EVT_ABORTED, on_aborted),
+    ]
+
+
+def association_metrics_handlers(observer: ImportObserver) -> list[Handler]:
+    """Report associations opened, closed and rejected to ``observer``.
+
+    An association counts as closed when its connection closes (after a release, an abort or
+    a dropped connection), exactly once, and only if it had been established.
+    """
+    lock = threading.Lock()
+    established: dict[int, str] = {}
+
+    def on_established(event: Any) -> None:
+        calling = event.assoc.requestor.ae_title
+        with lock:
+            established[id(event.assoc)] = calling
+        observer.association_opened(calling)
+
+    def on_rejected(event: Any) -> None:
+        observer.association_rejected(event.assoc.requestor.ae_title)
+
+    def on_closed(event: Any) -> None:
+        with lock:
+            calling = established.pop(id(event.assoc), None)
+        if calling is not None:
+            observer.association_closed(calling)
+
+    return [
+        (evt.EVT_ESTABLISHED, on_established),
+        (evt.EVT_REJECTED, on_rejected),
+        (evt.EVT_CONN_CLOSE, on_closed),
     ]

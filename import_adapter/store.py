@@ -19,6 +19,7 @@ from common.dicom.scan import scan_dataset
 from common.dicomweb.client import DicomwebApi
 from common.errors import AdapterError, MalformedDatasetError, UidMismatchError
 from common.lifecycle import Lifecycle
+from common.metrics import NULL_IMPORT_OBSERVER, ImportObserver
 from common.status import DimseStatus, store_status_for_error
 
 LOG = logging.getLogger(__name__)
@@ -99,21 +100,44 @@ def check_instance(request: StoreRequest) -> Part10Instance:
     )
 
 
+def log_fields(
+    request: StoreRequest, size: int, status: DimseStatus, started: float
+) -> dict[str, object]:
+    """Structured fields of a C-STORE log line (for ``--log_format json``): no patient data."""
+    return {
+        "event": "c-store",
+        "calling_aet": request.calling_aet,
+        "called_aet": request.called_aet,
+        "message_id": request.message_id,
+        "sop_class_uid": request.sop_class_uid,
+        "sop_instance_uid": request.sop_instance_uid,
+        "bytes": size,
+        "status": f"0x{status.code:04X}",
+        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+    }
+
+
 class StoreService:
     """The C-STORE SCP's logic, independent of pynetdicom."""
 
-    def __init__(self, sink: InstanceSink, lifecycle: Lifecycle) -> None:
+    def __init__(
+        self,
+        sink: InstanceSink,
+        lifecycle: Lifecycle,
+        metrics: ImportObserver = NULL_IMPORT_OBSERVER,
+    ) -> None:
         self._sink = sink
         self._lifecycle = lifecycle
+        self._metrics = metrics
 
     def handle(self, request: StoreRequest) -> DimseStatus:
         """Check and deliver one instance; always returns a status."""
         started = time.perf_counter()
-        size = 0
+        size = received = 0
         try:
             with self._lifecycle.operation():
                 instance = check_instance(request)
-                size = instance.size
+                size, received = instance.size, instance.dataset_length
                 status = self._sink.deliver(instance, request)
         except Exception as exc:  # every failure must become a C-STORE status
             status = store_status_for_error(exc)
@@ -127,8 +151,11 @@ class StoreService:
                 status.code,
                 exc,
                 exc_info=not isinstance(exc, AdapterError),  # a traceback only for our bugs
+                extra={"fields": log_fields(request, size, status, started)},
             )
+            self._done(request, received, status, started)
             return status
+        self._done(request, received, status, started)
         LOG.info(
             "C-STORE calling=%s sop_instance=%s msg_id=%d bytes=%d status=%s ms=%.1f",
             request.calling_aet,
@@ -137,5 +164,14 @@ class StoreService:
             size,
             status,
             (time.perf_counter() - started) * 1000,
+            extra={"fields": log_fields(request, size, status, started)},
         )
         return status
+
+    def _done(
+        self, request: StoreRequest, received: int, status: DimseStatus, started: float
+    ) -> None:
+        """Report the C-STORE (dataset bytes received, latency) to the metrics observer."""
+        self._metrics.cstore_done(
+            request.calling_aet, received, status, time.perf_counter() - started
+        )

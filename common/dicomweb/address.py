@@ -42,7 +42,8 @@ class DicomwebAddress:
         path = "/".join(quote(segment, safe="") for segment in segments)
         url = f"{self.root}/{path}" if path else self.root
         if query:
-            url = f"{url}?{urlencode(list(query), quote_via=quote, safe=',*')}"
+            # '*' and '?' are DICOM wildcards and legal in a query: keep them unescaped.
+            url = f"{url}?{urlencode(list(query), quote_via=quote, safe=',*?')}"
         return url
 
     def __str__(self) -> str:

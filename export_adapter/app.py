@@ -1,0 +1,153 @@
+"""Wiring: build the export adapter's objects from an :class:`ExportConfig` and run them.
+
+Shutdown (SIGTERM/SIGINT): stop pulling; exports already running finish (retry waits are cut
+short), messages received but not started are nacked; then associations are released.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+from common.auth import Authenticator, GoogleAuth, NoAuth, build_authenticator, is_google_address
+from common.dicomweb.client import DicomwebClient
+from common.dimse.sender import PeerAddress
+from common.http import HttpTransport
+from common.lifecycle import Lifecycle
+from common.retry import RetryPolicy
+from export_adapter.config import DimsePeerConfig, ExportConfig, StowPeerConfig
+from export_adapter.counters import ExportCounters
+from export_adapter.deadletter import DeadLetterSink, NoDeadLetter, PubSubDeadLetter
+from export_adapter.exporter import Exporter
+from export_adapter.fetch import InstanceFetcher
+from export_adapter.sinks import DimseSink, InstanceSink, StowSink
+from export_adapter.subscriber import NotificationSubscriber
+
+LOG = logging.getLogger(__name__)
+#: Seconds to wait for the streaming pull to close once running exports are done.
+_CANCEL_TIMEOUT = 10.0
+
+
+def peer_authenticator(peer: StowPeerConfig) -> Authenticator:
+    """Google ADC when ``--use_gcp_application_default_credentials`` is set, else none."""
+    if peer.use_adc:
+        return GoogleAuth.from_environment(peer.scopes)
+    if is_google_address(peer.address.root):
+        LOG.warning(
+            "the STOW-RS peer is a Google API but --use_gcp_application_default_credentials "
+            "is not set: requests carry no credentials"
+        )
+    return NoAuth()
+
+
+def build_sink(
+    peer: DimsePeerConfig | StowPeerConfig,
+    transport: HttpTransport,
+    retry: RetryPolicy,
+    stop: threading.Event,
+) -> InstanceSink:
+    """The C-STORE or STOW-RS sink for the configured peer."""
+    if isinstance(peer, DimsePeerConfig):
+        return DimseSink(peer.peer, peer.sender, max_associations=peer.max_associations)
+    client = DicomwebClient(peer.address, transport, peer_authenticator(peer), retry, stop=stop)
+    return StowSink(client, peer.address.root)
+
+
+def describe_peer(peer: DimsePeerConfig | StowPeerConfig) -> str:
+    """The peer for the start-up log line."""
+    if isinstance(peer, DimsePeerConfig):
+        address: PeerAddress = peer.peer
+        return f"C-STORE to {address} as {peer.sender.calling_aet}"
+    return f"STOW-RS to {peer.address.root}"
+
+
+class ExportAdapter:
+    """The export adapter: a subscriber feeding an exporter that feeds a peer."""
+
+    def __init__(self, config: ExportConfig, *, counters: ExportCounters | None = None) -> None:
+        self.config = config
+        self.lifecycle = Lifecycle()
+        self.counters = counters if counters is not None else ExportCounters()
+        stop = self.lifecycle.stop_requested
+        self.transport = HttpTransport(config.http)
+        source_client = DicomwebClient(
+            config.source.address,
+            self.transport,
+            build_authenticator(config.source_auth, config.source.address.root),
+            config.retry,
+            stop=stop,
+        )
+        self.sink = build_sink(config.peer, self.transport, config.retry, stop)
+        self.dead_letter: DeadLetterSink = (
+            PubSubDeadLetter.create(config.dead_letter_topic)
+            if config.dead_letter_topic
+            else NoDeadLetter()
+        )
+        self.exporter = Exporter(
+            InstanceFetcher(source_client, config.source),
+            self.sink,
+            self.counters,
+            self.dead_letter,
+            self.lifecycle,
+            spool_dir=config.spool_dir,
+            transient_backoff=config.transient_backoff,
+        )
+        self.subscriber = NotificationSubscriber(
+            config.subscription_path, self.exporter.handle, config.flow
+        )
+
+    def start(self) -> None:
+        """Start pulling (non-blocking)."""
+        LOG.info(
+            "export adapter: %s from %s (%s), %s",
+            self.config.subscription_path,
+            self.config.source.address.root,
+            self.config.source.mode.value,
+            describe_peer(self.config.peer),
+        )
+        self.subscriber.start()
+
+    def stop(self) -> None:
+        """Stop pulling, let running exports finish, nack the rest, release connections."""
+        self.lifecycle.stop_requested.set()
+        self.lifecycle.start_draining()
+        # Running exports finish and are acked while the stream is still open (acks and nacks
+        # sent after it closed are not reliably honoured); new deliveries are nacked meanwhile.
+        if not self.lifecycle.wait_idle(self.config.shutdown_grace):
+            LOG.warning(
+                "%d exports still running after %.0f s; their messages will be redelivered",
+                self.lifecycle.inflight,
+                self.config.shutdown_grace,
+            )
+        self.subscriber.stop(_CANCEL_TIMEOUT)
+        self.sink.close()
+        if isinstance(self.dead_letter, PubSubDeadLetter):
+            self.dead_letter.close()
+        self.transport.close()
+        LOG.info("export adapter stopped: %s", self.counters.snapshot())
+
+
+def run(config: ExportConfig) -> int:
+    """Run until SIGTERM/SIGINT, then shut down cleanly; returns the exit status."""
+    adapter = ExportAdapter(config)
+    stop = adapter.lifecycle.stop_requested
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        LOG.info("received %s; shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+    adapter.start()
+    status = 0
+    while not stop.wait(0.5):  # a timed wait keeps signal delivery prompt
+        failure = adapter.subscriber.failure()
+        if failure is not None:
+            LOG.error("%s", failure)
+            status = 1
+            break
+    adapter.stop()
+    return status

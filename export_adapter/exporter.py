@@ -1,0 +1,161 @@
+"""Handling one notification: parse, retrieve, send, and decide ack or nack (no Pub/Sub here).
+
+:meth:`Exporter.handle` never raises: every outcome becomes a :class:`Disposition`, decided for
+failures by :func:`export_adapter.outcome.classify`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from common.errors import AdapterError, ShuttingDownError
+from common.lifecycle import Lifecycle
+from common.status import DimseStatus
+from export_adapter.counters import ExportCounters
+from export_adapter.deadletter import DeadLetterError, DeadLetterSink
+from export_adapter.errors import PeerRefusedInstanceError
+from export_adapter.fetch import FetchedInstance
+from export_adapter.notification import InstanceRef, parse_notification
+from export_adapter.outcome import Disposition, classify
+from export_adapter.sinks import InstanceSink
+
+LOG = logging.getLogger(__name__)
+#: Seconds a worker pauses before nacking a message delivered while the adapter drains.
+_DRAINING_PAUSE = 0.1
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    """What the exporter needs of a Pub/Sub message.
+
+    Attributes:
+        message_id: the Pub/Sub message id.
+        data: the message payload.
+        attributes: the message attributes.
+        delivery_attempt: the delivery count when the subscription tracks it.
+    """
+
+    message_id: str
+    data: bytes
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    delivery_attempt: int | None = None
+
+
+class Fetcher(Protocol):
+    """Retrieves an instance from the source into a file."""
+
+    def fetch(self, instance: InstanceRef, destination: Path) -> FetchedInstance:
+        """Write the instance to ``destination``."""
+        ...
+
+
+class Exporter:
+    """Exports the instance a notification names, then says whether to ack (thread-safe)."""
+
+    def __init__(
+        self,
+        fetcher: Fetcher,
+        sink: InstanceSink,
+        counters: ExportCounters,
+        dead_letter: DeadLetterSink,
+        lifecycle: Lifecycle,
+        *,
+        spool_dir: Path | None = None,
+        transient_backoff: float = 1.0,
+    ) -> None:
+        self._fetcher = fetcher
+        self._sink = sink
+        self._counters = counters
+        self._dead_letter = dead_letter
+        self._lifecycle = lifecycle
+        self._spool_dir = spool_dir
+        self._transient_backoff = transient_backoff
+
+    def handle(self, message: ReceivedMessage) -> Disposition:
+        """Export one message's instance; ACK when done or hopeless, NACK to try again."""
+        self._counters.add("received")
+        started = time.perf_counter()
+        try:
+            with self._lifecycle.operation():
+                notification = parse_notification(
+                    message.message_id, message.data, message.attributes
+                )
+                if notification.instance is None:
+                    self._counters.add("skipped")
+                    LOG.info(
+                        "skipped message %s: %s", message.message_id, notification.skip_reason
+                    )
+                    return Disposition.ACK
+                status, fetched = self._export(notification.instance)
+        except Exception as exc:  # every failure becomes a disposition here
+            return self._failed(message, exc)
+        self._counters.add("exported")
+        LOG.info(
+            "exported message=%s sop_instance=%s to=%s status=%s bytes=%d ms=%.1f",
+            message.message_id,
+            fetched.sop_instance_uid,
+            self._sink.describe(),
+            status,
+            fetched.size,
+            (time.perf_counter() - started) * 1000,
+        )
+        return Disposition.ACK
+
+    def _export(self, instance: InstanceRef) -> tuple[DimseStatus, FetchedInstance]:
+        handle, name = tempfile.mkstemp(prefix="export-", suffix=".dcm", dir=self._spool_dir)
+        os.close(handle)
+        path = Path(name)
+        try:
+            fetched = self._fetcher.fetch(instance, path)
+            status = self._sink.send(fetched)
+        finally:
+            path.unlink(missing_ok=True)
+        if status.is_failure:
+            raise PeerRefusedInstanceError(status, self._sink.describe())
+        return status, fetched
+
+    def _failed(self, message: ReceivedMessage, error: Exception) -> Disposition:
+        kind = classify(error)
+        ours = isinstance(error, AdapterError)
+        if not kind.permanent:
+            self._counters.add("transient_failures")
+            LOG.warning(
+                "message %s not exported, will be redelivered (%s): %s",
+                message.message_id,
+                kind.label,
+                error,
+                exc_info=not ours,  # a traceback only for our bugs
+            )
+            # Pause before the nack so a peer that is down is not hammered by redeliveries;
+            # a busy worker also holds back pulling through flow control. While draining, the
+            # stop event is set: a short fixed pause keeps redeliveries from spinning.
+            if isinstance(error, ShuttingDownError):
+                time.sleep(_DRAINING_PAUSE)
+            elif self._transient_backoff > 0:
+                self._lifecycle.stop_requested.wait(self._transient_backoff)
+            return Disposition.NACK
+        self._counters.add("permanent_failures")
+        LOG.warning(
+            "message %s cannot be exported, acknowledging it (%s): %s",
+            message.message_id,
+            kind.label,
+            error,
+            exc_info=not ours,
+        )
+        try:
+            published = self._dead_letter.publish(
+                message.message_id, message.data, message.attributes, kind.label, str(error)
+            )
+        except DeadLetterError as exc:
+            LOG.error("message %s kept for redelivery: %s", message.message_id, exc)
+            return Disposition.NACK
+        if published:
+            self._counters.add("dead_lettered")
+        return Disposition.ACK

@@ -1,0 +1,113 @@
+"""WADO-RS retrieve of one instance into a file, streamed (constant memory, any syntax)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom.filereader import read_file_meta_info
+
+from common.dicom.part10 import dataset_offset
+from common.dicomweb.client import DicomwebApi
+from common.errors import DicomwebHttpError, MalformedDatasetError
+from export_adapter.errors import InstanceNotFoundError
+from export_adapter.notification import InstanceRef
+from export_adapter.source import SourceLocator
+
+LOG = logging.getLogger(__name__)
+
+#: HTTP statuses that say the instance is not (or no longer) in the source store.
+GONE_STATUSES = frozenset({404, 410})
+
+
+@dataclass(frozen=True)
+class FetchedInstance:
+    """A retrieved instance on disk, as the source sent it.
+
+    Attributes:
+        path: the Part 10 file.
+        size: its size in bytes.
+        sop_class_uid / sop_instance_uid / transfer_syntax_uid: from its file meta.
+        dataset_offset: where the dataset starts (after the file meta).
+    """
+
+    path: Path
+    size: int
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    dataset_offset: int
+
+
+class InstanceFetcher:
+    """Fetches instances from the source store as Part 10 files (thread-safe)."""
+
+    def __init__(self, client: DicomwebApi, locator: SourceLocator) -> None:
+        self._client = client
+        self._locator = locator
+
+    def fetch(self, instance: InstanceRef, destination: Path) -> FetchedInstance:
+        """Write ``instance`` to ``destination`` as received (no transcoding).
+
+        Raises:
+            InstanceNotFoundError: the store answered 404/410 or with no instance at all.
+            MalformedDatasetError: the part is not a Part 10 file of the instance asked for.
+            DicomwebError: the request failed (transient ones after the client's retries).
+        """
+        segments = self._locator.segments(instance)
+        size = -1
+        extra = 0
+        try:
+            for part in self._client.retrieve(segments):
+                if size < 0:
+                    size = part.write_to(destination)
+                else:  # a server should send one part for one instance; ignore the rest
+                    extra += 1
+                    part.drain()
+        except DicomwebHttpError as exc:
+            if exc.status in GONE_STATUSES:
+                raise InstanceNotFoundError(
+                    f"source has no instance {instance.instance_uid} (HTTP {exc.status})"
+                ) from exc
+            raise
+        if size < 0:
+            raise InstanceNotFoundError(
+                f"source answered with no part for instance {instance.instance_uid}"
+            )
+        if extra:
+            LOG.warning(
+                "WADO-RS of instance %s returned %d extra parts; ignored",
+                instance.instance_uid,
+                extra,
+            )
+        return describe_part10(destination, size, instance)
+
+
+def describe_part10(path: Path, size: int, instance: InstanceRef) -> FetchedInstance:
+    """Read the file meta of a retrieved file and check it is the instance asked for.
+
+    Raises:
+        MalformedDatasetError: no usable file meta, or it names another instance.
+    """
+    try:
+        offset = dataset_offset(path)
+        meta = read_file_meta_info(path)
+        fetched = FetchedInstance(
+            path=path,
+            size=size,
+            sop_class_uid=str(meta.MediaStorageSOPClassUID),
+            sop_instance_uid=str(meta.MediaStorageSOPInstanceUID),
+            transfer_syntax_uid=str(meta.TransferSyntaxUID),
+            dataset_offset=offset,
+        )
+    except MalformedDatasetError:
+        raise
+    except Exception as exc:  # pydicom raises several kinds for bad file meta
+        raise MalformedDatasetError(f"retrieved part has no usable file meta: {exc}") from exc
+    if fetched.sop_instance_uid != instance.instance_uid:
+        raise MalformedDatasetError(
+            f"source returned instance {fetched.sop_instance_uid} when asked for "
+            f"{instance.instance_uid}"
+        )
+    return fetched

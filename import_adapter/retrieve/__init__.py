@@ -1,0 +1,1 @@
+"""C-MOVE and C-GET -> QIDO-RS + WADO-RS: one retrieval core shared by both."""

@@ -1,0 +1,171 @@
+"""Unit tests of the exporter's decisions, with in-memory fetcher, sink and dead-letter sink."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from common.errors import DicomwebHttpError, PeerUnavailableError
+from common.lifecycle import Lifecycle
+from common.status import SUCCESS, DimseStatus
+from export_adapter.counters import CountersSnapshot, ExportCounters
+from export_adapter.deadletter import DeadLetterError, NoDeadLetter
+from export_adapter.errors import InstanceNotFoundError
+from export_adapter.exporter import Exporter, ReceivedMessage
+from export_adapter.fetch import FetchedInstance
+from export_adapter.notification import InstanceRef
+from export_adapter.outcome import Disposition
+
+PATH = b"/studies/1.2/series/1.3/instances/1.4"
+
+
+class Fetcher:
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+        self.paths: list[Path] = []
+
+    def fetch(self, instance: InstanceRef, destination: Path) -> FetchedInstance:
+        self.paths.append(destination)
+        if self.error is not None:
+            raise self.error
+        destination.write_bytes(b"x" * 10)
+        return FetchedInstance(destination, 10, "1.2.840.10008.5.1.4.1.1.7", "1.4", "1.2.840.10008.1.2.1", 0)
+
+
+class Sink:
+    def __init__(self, status: DimseStatus = SUCCESS, error: Exception | None = None) -> None:
+        self.status = status
+        self.error = error
+        self.sent: list[bytes] = []
+
+    def send(self, instance: FetchedInstance) -> DimseStatus:
+        self.sent.append(instance.path.read_bytes())
+        if self.error is not None:
+            raise self.error
+        return self.status
+
+    def close(self) -> None:
+        pass
+
+    def describe(self) -> str:
+        return "PEER@127.0.0.1:1"
+
+
+class DeadLetters:
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.published: list[tuple[str, bytes, dict[str, str], str]] = []
+
+    def publish(
+        self, message_id: str, data: bytes, attributes: Mapping[str, str], reason: str, error: str
+    ) -> bool:
+        if self.fail:
+            raise DeadLetterError("topic gone")
+        self.published.append((message_id, data, dict(attributes), reason))
+        return True
+
+
+def make(
+    tmp_path: Path,
+    fetcher: Fetcher | None = None,
+    sink: Sink | None = None,
+    dead: DeadLetters | NoDeadLetter | None = None,
+    lifecycle: Lifecycle | None = None,
+) -> tuple[Exporter, ExportCounters]:
+    counters = ExportCounters()
+    exporter = Exporter(
+        fetcher or Fetcher(),
+        sink or Sink(),
+        counters,
+        dead if dead is not None else DeadLetters(),
+        lifecycle or Lifecycle(),
+        spool_dir=tmp_path,
+        transient_backoff=0,
+    )
+    return exporter, counters
+
+
+def test_exported_then_acked_and_temp_file_removed(tmp_path: Path) -> None:
+    fetcher, sink = Fetcher(), Sink()
+    exporter, counters = make(tmp_path, fetcher, sink)
+    assert exporter.handle(ReceivedMessage("m", PATH)) is Disposition.ACK
+    assert sink.sent == [b"x" * 10]
+    assert not fetcher.paths[0].exists()
+    assert counters.snapshot() == CountersSnapshot(received=1, exported=1)
+
+
+def test_warning_status_counts_as_delivered(tmp_path: Path) -> None:
+    exporter, counters = make(tmp_path, sink=Sink(DimseStatus(0xB000)))
+    assert exporter.handle(ReceivedMessage("m", PATH)) is Disposition.ACK
+    assert counters.snapshot().exported == 1
+
+
+def test_skipped_action(tmp_path: Path) -> None:
+    fetcher = Fetcher()
+    exporter, counters = make(tmp_path, fetcher)
+    message = ReceivedMessage("m", PATH, {"action": "DeleteInstances"})
+    assert exporter.handle(message) is Disposition.ACK
+    assert fetcher.paths == []
+    assert counters.snapshot() == CountersSnapshot(received=1, skipped=1)
+
+
+@pytest.mark.parametrize(
+    ("fetcher", "sink", "reason"),
+    [
+        (Fetcher(), Sink(), "malformed-message"),
+        (Fetcher(InstanceNotFoundError("gone")), Sink(), "instance-not-found"),
+        (Fetcher(), Sink(DimseStatus(0xC000)), "peer-refused"),
+    ],
+)
+def test_permanent_failures_are_acked_and_dead_lettered(
+    tmp_path: Path, fetcher: Fetcher, sink: Sink, reason: str
+) -> None:
+    dead = DeadLetters()
+    exporter, counters = make(tmp_path, fetcher, sink, dead)
+    data = b"not a path" if reason == "malformed-message" else PATH
+    message = ReceivedMessage("m9", data, {"k": "v"})
+    assert exporter.handle(message) is Disposition.ACK
+    assert dead.published == [("m9", data, {"k": "v"}, reason)]
+    assert counters.snapshot() == CountersSnapshot(
+        received=1, permanent_failures=1, dead_lettered=1
+    )
+
+
+def test_permanent_failure_without_dead_letter_topic(tmp_path: Path) -> None:
+    exporter, counters = make(tmp_path, dead=NoDeadLetter())
+    assert exporter.handle(ReceivedMessage("m", b"junk")) is Disposition.ACK
+    assert counters.snapshot() == CountersSnapshot(received=1, permanent_failures=1)
+
+
+def test_dead_letter_failure_keeps_the_message(tmp_path: Path) -> None:
+    exporter, _ = make(tmp_path, dead=DeadLetters(fail=True))
+    assert exporter.handle(ReceivedMessage("m", b"junk")) is Disposition.NACK
+
+
+@pytest.mark.parametrize(
+    ("fetcher", "sink"),
+    [
+        (Fetcher(DicomwebHttpError(503)), Sink()),
+        (Fetcher(), Sink(error=PeerUnavailableError("down"))),
+        (Fetcher(), Sink(DimseStatus(0xA700))),
+        (Fetcher(RuntimeError("bug")), Sink()),
+    ],
+)
+def test_transient_failures_are_nacked(tmp_path: Path, fetcher: Fetcher, sink: Sink) -> None:
+    dead = DeadLetters()
+    exporter, counters = make(tmp_path, fetcher, sink, dead)
+    assert exporter.handle(ReceivedMessage("m", PATH)) is Disposition.NACK
+    assert dead.published == []
+    assert counters.snapshot() == CountersSnapshot(received=1, transient_failures=1)
+    assert not any(path.exists() for path in fetcher.paths)
+
+
+def test_draining_nacks_new_messages(tmp_path: Path) -> None:
+    lifecycle = Lifecycle()
+    lifecycle.start_draining()
+    fetcher = Fetcher()
+    exporter, _ = make(tmp_path, fetcher, lifecycle=lifecycle)
+    assert exporter.handle(ReceivedMessage("m", PATH)) is Disposition.NACK
+    assert fetcher.paths == []
