@@ -15,6 +15,26 @@ destination (a C-MOVE destination AE title, an export peer) only: never patient 
 UIDs. The number of distinct values of a label is capped (:data:`MAX_LABEL_VALUES`) so that
 peers inventing AE titles cannot grow the registry without bound; the excess is counted under
 ``other``.
+
+Wiring status (what calls which observer method):
+
+- import C-STORE: :class:`import_adapter.store.StoreService` -> ``cstore_done``; associations:
+  :func:`import_adapter.handlers.association_metrics_handlers`; DICOMweb retries: the client's
+  ``on_retry`` (all wired in ``import_adapter/app.py``).
+- TODO C-FIND (``import_adapter/query``): take an ``ImportObserver`` in ``FindService`` and call
+  ``cfind_done(calling_aet, final_status, matches, seconds)`` once per request (cancel = final
+  status Cancel).
+- TODO C-MOVE/C-GET (``import_adapter/retrieve``): ``cmove_done(calling_aet, destination, ...)``
+  once per request (destination = the move destination AE, or the calling AE for C-GET) and
+  ``cmove_sub_cstore(destination, bytes, ok)`` per sub-operation.
+- TODO storage commitment (``import_adapter/commitment``): ``commitment_done``.
+- TODO spool (``import_adapter/spool``): ``spool_state(depth, oldest_age)`` whenever the queue
+  changes (or from a periodic tick).
+- TODO export adapter: build ``ExportMetrics(new_registry("export", version))`` in
+  ``export_adapter/app.py``, call ``export_done``/``retry``/``dead_lettered`` where
+  ``ExportCounters`` is fed, add ``--metrics_port`` and serve :class:`common.health.HealthServer`
+  (readiness: the subscriber is running and the source store answers); the chart's
+  ``export.metrics.enabled`` then turns on probes and scraping.
 """
 
 from __future__ import annotations

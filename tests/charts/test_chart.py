@@ -1,0 +1,409 @@
+"""The Helm chart: lint, render and validate offline with a real Helm (helm-python-sdk embeds
+Helm v4 as a library) and kubernetes-validate --strict, for every values file under ci/; the
+schema refuses bad values with a message naming the key; the rendered environment is accepted
+by the adapters' own CLIs (so chart and flags cannot drift apart).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+import yaml
+
+from tests.support.components import require
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "dicom-adapter"
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+#: The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest known.
+KUBE_VERSIONS = ("1.27.0", "1.37.0")
+ADDRESS = "https://healthcare.googleapis.com/v1/projects/p/locations/l/datasets/d/dicomStores/s/dicomWeb"
+#: Environment variables the chart sets that are not flags of the adapters (yet).
+NON_FLAG_ENV = {
+    "TMPDIR",
+    "ENV_AETS_JSON",  # read by the AET dictionary loader, as the reference adapter
+    "ENV_DESTINATION_CONFIG_JSON",  # read by the routing config loader, as the reference adapter
+}
+
+@pytest.fixture(scope="module")
+def helm() -> Any:
+    """The helm_python module (Helm v4 as a library), or skip (fail in CI) without it."""
+    require(importlib.util.find_spec("helm_python") is not None,
+            "helm-python-sdk (pip install helm-python-sdk: Helm v4 as a library)")
+    return importlib.import_module("helm_python")
+
+
+@pytest.fixture(scope="module")
+def chart(helm: Any) -> Iterator[Any]:
+    with helm.Chart.load(str(CHART)) as loaded:
+        yield loaded
+
+
+def load_values(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text()) or {}
+    assert isinstance(data, dict)
+    return data
+
+
+def render(chart: Any, values: dict[str, Any] | None) -> dict[str, str]:
+    rendered: dict[str, str] = chart.render(values, name="rel", namespace="imaging",
+                                            is_install=True)
+    return rendered
+
+
+def manifests(rendered: dict[str, str]) -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = []
+    for path, text in sorted(rendered.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        docs += [doc for doc in yaml.safe_load_all(text) if doc]
+    return docs
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def workloads(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] in ("Deployment", "StatefulSet")]
+
+
+def env_of(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e.get("value", "") for e in container.get("env", [])}
+
+
+def merged(extra: dict[str, Any]) -> dict[str, Any]:
+    base: dict[str, Any] = {"import": {"enabled": True, "dicomwebAddress": ADDRESS}}
+
+    def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+        out = dict(a)
+        for key, value in b.items():
+            out[key] = merge(a[key], value) if isinstance(value, dict) and isinstance(
+                a.get(key), dict) else value
+        return out
+
+    return merge(base, extra)
+
+
+# -- lint, render, validate each values file ----------------------------------------------------
+
+
+def test_ci_values_files_cover_the_scenarios() -> None:
+    names = {p.name for p in CI_VALUES}
+    assert {"import-only-values.yaml", "export-only-values.yaml", "both-values.yaml",
+            "spool-networkpolicy-values.yaml"} <= names
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=lambda p: p.stem)
+def test_helm_lint_strict_is_clean(helm: Any, values_file: Path) -> None:
+    report = helm.lint(str(CHART), load_values(values_file), strict=True)
+    problems = [m for m in report["messages"] if m["severity"] >= 2]  # warnings and errors
+    assert not problems and not report["errors"], report
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=lambda p: p.stem)
+def test_rendered_manifests_pass_kubernetes_validate_strict(
+    chart: Any, values_file: Path, tmp_path: Path
+) -> None:
+    executable = shutil.which("kubernetes-validate")
+    require(executable is not None, "kubernetes-validate (pip install kubernetes-validate)")
+    assert executable is not None
+    docs = manifests(render(chart, load_values(values_file)))
+    assert workloads(docs), "nothing rendered"
+    target = tmp_path / "manifests.yaml"
+    target.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    for version in KUBE_VERSIONS:
+        result = subprocess.run(
+            [executable, "--strict", "--quiet", "-k", version, str(target)],
+            capture_output=True, text=True, check=False,
+        )
+        assert result.returncode == 0, f"k8s {version}:\n{result.stdout}{result.stderr}"
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=lambda p: p.stem)
+def test_pods_are_locked_down(chart: Any, values_file: Path) -> None:
+    docs = manifests(render(chart, load_values(values_file)))
+    pods = [w["spec"]["template"]["spec"] for w in workloads(docs)]
+    pods += [p["spec"] for p in by_kind(docs, "Pod")]
+    for pod in pods:
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] != 0
+        assert pod["automountServiceAccountToken"] is False
+        for container in pod["containers"]:
+            security = container["securityContext"]
+            assert security["readOnlyRootFilesystem"] is True
+            assert security["allowPrivilegeEscalation"] is False
+            assert security["capabilities"]["drop"] == ["ALL"]
+            assert container["resources"]["limits"]["memory"]
+    for workload in workloads(docs):
+        spec = workload["spec"]["template"]["spec"]
+        [container] = spec["containers"]
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        assert "/tmp" in mounts
+        env = env_of(container)
+        assert env["TMPDIR"] == "/tmp"
+        assert spec["serviceAccountName"] == "rel-dicom-adapter"
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=lambda p: p.stem)
+def test_rendered_environment_is_accepted_by_the_adapters_cli(
+    chart: Any, values_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every DICOM_ADAPTER_* variable is a real flag, and its value parses."""
+    docs = manifests(render(chart, load_values(values_file)))
+    for workload in workloads(docs):
+        [container] = workload["spec"]["template"]["spec"]["containers"]
+        subcommand = container["args"][0]
+        module = {"import": "import_adapter.cli", "export": "export_adapter.cli"}[subcommand]
+        command = importlib.import_module(module).command
+        flags = {p.envvar for p in command.params if isinstance(p, click.Option)}
+        env = env_of(container)
+        unknown = set(env) - flags - NON_FLAG_ENV
+        assert not unknown, f"{subcommand}: chart sets variables that are no flags: {unknown}"
+        for name in [n for n in os.environ if n.startswith("DICOM_ADAPTER_")]:
+            monkeypatch.delenv(name)
+        for name, value in env.items():
+            if name.startswith("DICOM_ADAPTER_"):
+                monkeypatch.setenv(name, value)
+        context = command.make_context(subcommand, [], resilient_parsing=False)
+        for name in env:
+            option = next((p for p in command.params if p.envvar == name), None)
+            if option is not None and option.name:
+                assert context.params[option.name] is not None, name
+
+
+# -- what each scenario deploys ------------------------------------------------------------------
+
+
+def test_import_only_deploys_the_guide_setup(chart: Any) -> None:
+    docs = manifests(render(chart, load_values(CHART / "ci" / "import-only-values.yaml")))
+    [deployment] = by_kind(docs, "Deployment")
+    assert deployment["metadata"]["name"] == "rel-dicom-adapter-import"
+    assert not by_kind(docs, "StatefulSet")
+    pod = deployment["spec"]["template"]
+    [container] = pod["spec"]["containers"]
+    assert container["args"] == ["import"]
+    assert container["image"] == "us-central1-docker.pkg.dev/my-project/imaging/dicom-adapter:0.1.0"
+    env = env_of(container)
+    assert env["DICOM_ADAPTER_DIMSE_PORT"] == "2575"
+    assert env["DICOM_ADAPTER_METRICS_PORT"] == "8080"
+    assert env["DICOM_ADAPTER_LOG_FORMAT"] == "json"
+    assert env["DICOM_ADAPTER_MAX_PDU_SIZE"] == "1048576"  # not 1.048576e+06
+    # Probes on the metrics port; scrape annotations.
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    annotations = pod["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == "8080"
+    # Draining: the pod's grace exceeds preStop + the adapter's --shutdown_grace.
+    grace = pod["spec"]["terminationGracePeriodSeconds"]
+    assert grace > 5 + float(env["DICOM_ADAPTER_SHUTDOWN_GRACE"]) + 60
+    # The internal LoadBalancer on 2575.
+    [service] = [s for s in by_kind(docs, "Service") if s["spec"]["type"] == "LoadBalancer"]
+    assert service["metadata"]["annotations"]["cloud.google.com/load-balancer-type"] == "Internal"
+    assert service["spec"]["ports"] == [
+        {"name": "dimse", "port": 2575, "targetPort": "dimse", "protocol": "TCP"}
+    ]
+    # The AET dictionary ConfigMap, given to the pod as ENV_AETS_JSON.
+    [aets] = by_kind(docs, "ConfigMap")
+    entries = json.loads(aets["data"]["AETs.json"])
+    assert entries[0] == {"name": "PACS", "host": "10.128.0.20", "port": 104}
+    ref = next(e for e in container["env"] if e["name"] == "ENV_AETS_JSON")
+    assert ref["valueFrom"]["configMapKeyRef"] == {"name": aets["metadata"]["name"],
+                                                   "key": "AETs.json"}
+    # Workload Identity, PDB, helm test.
+    [account] = by_kind(docs, "ServiceAccount")
+    assert account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"] == (
+        "dicom-adapter@my-project.iam.gserviceaccount.com")
+    [pdb] = by_kind(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    [test_pod] = by_kind(docs, "Pod")
+    assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert test_pod["spec"]["containers"][0]["command"] == [
+        "python", "-m", "common.echo", "rel-dicom-adapter-import", "2575",
+        "--aec", "IMPORTADAPTER", "--aet", "HELMTEST",
+    ]
+
+
+def test_export_only_deploys_replicas_with_flow_control(chart: Any) -> None:
+    docs = manifests(render(chart, load_values(CHART / "ci" / "export-only-values.yaml")))
+    [deployment] = by_kind(docs, "Deployment")
+    assert deployment["metadata"]["name"] == "rel-dicom-adapter-export"
+    assert deployment["spec"]["replicas"] == 3
+    assert not by_kind(docs, "Service") and not by_kind(docs, "Pod")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["export"]
+    env = env_of(container)
+    assert env["DICOM_ADAPTER_WORKERS"] == "4"
+    assert env["DICOM_ADAPTER_MAX_OUTSTANDING_MESSAGES"] == "32"
+    assert env["DICOM_ADAPTER_MAX_OUTSTANDING_BYTES"] == "134217728"
+    assert env["DICOM_ADAPTER_PEER_DIMSE_AET"] == "PACS"
+    assert env["DICOM_ADAPTER_PEER_DIMSE_IP"] == "10.10.0.5"
+    assert "DICOM_ADAPTER_PEER_DICOMWEB_ADDRESS" not in env
+    # The export adapter does not serve /metrics yet: no probes, no scrape annotations.
+    assert "readinessProbe" not in container
+    assert "DICOM_ADAPTER_METRICS_PORT" not in env
+
+
+def test_both_with_bearer_secret_and_http2_store(chart: Any) -> None:
+    docs = manifests(render(chart, load_values(CHART / "ci" / "both-values.yaml")))
+    names = {d["metadata"]["name"] for d in workloads(docs)}
+    assert names == {"rel-dicom-adapter-import", "rel-dicom-adapter-export"}
+    imp = next(d for d in workloads(docs) if d["metadata"]["name"].endswith("import"))
+    spec = imp["spec"]["template"]["spec"]
+    assert spec["terminationGracePeriodSeconds"] == 180
+    [container] = spec["containers"]
+    env = env_of(container)
+    assert env["DICOM_ADAPTER_AUTH"] == "bearer"
+    assert env["DICOM_ADAPTER_STOW_RETRY_BUDGET"] == "45.5"
+    token_file = Path(env["DICOM_ADAPTER_BEARER_TOKEN_FILE"])
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "bearer-token")
+    assert str(token_file.parent) == mount["mountPath"]
+    volume = next(v for v in spec["volumes"] if v["name"] == "bearer-token")
+    assert volume["secret"] == {"secretName": "dicomweb-token",
+                                "items": [{"key": "token", "path": token_file.name}]}
+    exp = next(d for d in workloads(docs) if d["metadata"]["name"].endswith("export"))
+    [container] = exp["spec"]["template"]["spec"]["containers"]
+    assert env_of(container)["DICOM_ADAPTER_USE_GCP_APPLICATION_DEFAULT_CREDENTIALS"] == "true"
+    [service] = [s for s in by_kind(docs, "Service") if s["metadata"]["name"].endswith("import")]
+    assert service["spec"]["type"] == "ClusterIP"
+
+
+def test_spool_uses_a_statefulset_and_networkpolicy_limits_dimse(chart: Any) -> None:
+    docs = manifests(render(chart, load_values(CHART / "ci" / "spool-networkpolicy-values.yaml")))
+    assert not by_kind(docs, "Deployment")
+    [stateful] = by_kind(docs, "StatefulSet")
+    [claim] = stateful["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "spool"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "50Gi"
+    assert claim["spec"]["storageClassName"] == "premium-rwo"
+    headless = next(s for s in by_kind(docs, "Service") if s["spec"].get("clusterIP") == "None")
+    assert stateful["spec"]["serviceName"] == headless["metadata"]["name"]
+    [container] = stateful["spec"]["template"]["spec"]["containers"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "spool")
+    assert mount["mountPath"] == "/var/spool/dicom-adapter"
+    env = env_of(container)
+    assert env["DICOM_ADAPTER_PERSISTENT_FILE_STORAGE_LOCATION"] == "/var/spool/dicom-adapter"
+    assert env["DICOM_ADAPTER_AUTO_ACK_CSTORE"] == "true"
+    assert env["DICOM_ADAPTER_SPOOL_MAX_SIZE_MB"] == "40000"
+    assert "DICOM_ADAPTER_SPOOL_DIR" not in env  # the spool receives into its own layout
+    assert not any(v["name"] == "spool" for v in stateful["spec"]["template"]["spec"]["volumes"])
+
+    [policy] = by_kind(docs, "NetworkPolicy")
+    dimse_rule, metrics_rule = policy["spec"]["ingress"]
+    assert dimse_rule["ports"] == [{"port": "dimse", "protocol": "TCP"}]
+    cidrs = [peer["ipBlock"]["cidr"] for peer in dimse_rule["from"] if "ipBlock" in peer]
+    assert cidrs == ["10.20.0.0/16", "192.168.40.0/24"]
+    assert metrics_rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    [lb] = [s for s in by_kind(docs, "Service") if s["spec"].get("type") == "LoadBalancer"]
+    assert lb["spec"]["externalTrafficPolicy"] == "Local"  # keeps source IPs for the policy
+    assert lb["spec"]["loadBalancerIP"] == "10.128.0.50"
+    ref = next(e for e in container["env"] if e["name"] == "ENV_AETS_JSON")
+    assert ref["valueFrom"]["configMapKeyRef"]["name"] == "existing-aets"
+
+
+def test_notes_tell_how_to_find_the_address_and_send_an_image(chart: Any) -> None:
+    notes = render(chart, load_values(CHART / "ci" / "import-only-values.yaml"))[
+        "dicom-adapter/templates/NOTES.txt"]
+    assert "kubectl get service rel-dicom-adapter-import --namespace imaging" in notes
+    assert "{.status.loadBalancer.ingress[0].ip}" in notes
+    assert "dcmsend -v -aec IMPORTADAPTER $ADAPTER_IP 2575" in notes
+    assert "helm test rel" in notes
+
+
+# -- bad values are refused at install time with a clear message -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"import": {"aet": "WAY_TOO_LONG_AE_TITLE"}}, "at '/import/aet': maxLength"),
+        ({"import": {"aet": "BAD\\AET"}}, "at '/import/aet'"),
+        ({"import": {"dicomwebAddress": "healthcare.googleapis.com/v1"}},
+         "at '/import/dicomwebAddress'"),
+        ({"import": {"replica": 3}}, "additional properties 'replica' not allowed"),
+        ({"import": {"service": {"port": 70000}}}, "at '/import/service/port': maximum"),
+        ({"import": {"logFormat": "xml"}}, "at '/import/logFormat': value must be one of"),
+        ({"import": {"networkPolicy": {"enabled": True}}},
+         "at '/import/networkPolicy/dimseAllowedCidrs': minItems"),
+        ({"import": {"networkPolicy": {"enabled": True, "dimseAllowedCidrs": ["10.0.0.1"]}}},
+         "at '/import/networkPolicy/dimseAllowedCidrs/0'"),
+        ({"import": {"auth": {"mode": "bearer"}}}, "at '/import/auth/bearerTokenSecret'"),
+        ({"import": {"shutdownGrace": -1}}, "at '/import/shutdownGrace': minimum"),
+        ({"metrics": {"port": 80}}, "at '/metrics/port': minimum"),
+        ({"serviceAccount": {"gcpServiceAccount": "someone"}},
+         "at '/serviceAccount/gcpServiceAccount'"),
+        ({"export": {"enabled": True, "flowControl": {"workers": 0}}},
+         "at '/export/flowControl/workers': minimum"),
+        ({"import": {"dicomwebAddress": ""}}, "import.dicomwebAddress is required"),
+        ({"import": {"enabled": False}}, "nothing to deploy: set import.enabled"),
+        ({"import": {"shutdownGrace": 60, "terminationGracePeriodSeconds": 30}},
+         "import.terminationGracePeriodSeconds (30) must be greater than"),
+        ({"export": {"enabled": True, "subscriptionId": "sub-1",
+                     "peer": {"dimse": {"aet": "PACS", "host": "pacs"}}}},
+         "export.projectId is required"),
+        ({"export": {"enabled": True, "projectId": "my-project", "subscriptionId": "sub-1"}},
+         "export.peer: give peer.dimse.aet and peer.dimse.host"),
+        ({"export": {"enabled": True, "projectId": "my-project", "subscriptionId": "sub-1",
+                     "peer": {"dimse": {"aet": "PACS", "host": "pacs"},
+                              "dicomweb": {"address": "https://store/dicom-web"}}}},
+         "not both"),
+    ],
+)
+def test_bad_values_are_refused_with_a_clear_message(
+    helm: Any, chart: Any, values: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(helm.HelmError) as caught:
+        render(chart, merged(values))
+    assert message in str(caught.value)
+
+
+def test_defaults_need_only_the_store_address(helm: Any, chart: Any) -> None:
+    with pytest.raises(helm.HelmError, match=r"import\.dicomwebAddress is required"):
+        render(chart, None)
+    docs = manifests(render(chart, merged({})))
+    assert {d["kind"] for d in docs} >= {"Deployment", "Service", "ServiceAccount",
+                                         "PodDisruptionBudget", "Pod"}
+    # The default image is the one the repository's Dockerfile builds, tagged appVersion.
+    [deployment] = by_kind(docs, "Deployment")
+    image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == f"dicom-adapter:{chart.metadata['appVersion']}"
+
+
+def test_export_metrics_switch_adds_probes_and_scraping(chart: Any) -> None:
+    """Off by default (the export adapter does not serve /metrics yet); on, it is wired."""
+    values = load_values(CHART / "ci" / "export-only-values.yaml")
+    values["export"]["metrics"] = {"enabled": True}
+    [deployment] = workloads(manifests(render(chart, values)))
+    pod = deployment["spec"]["template"]
+    [container] = pod["spec"]["containers"]
+    assert env_of(container)["DICOM_ADAPTER_METRICS_PORT"] == "8080"
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+
+
+def test_configmaps_are_accepted_by_the_adapters_loaders(chart: Any) -> None:
+    """The AET dictionary and routing ConfigMaps parse with the adapter's own loaders."""
+    from common.dimse.aet_dictionary import load_aet_dictionary
+    from import_adapter.routing.config import load_destination_config
+
+    aets_docs = manifests(render(chart, load_values(CHART / "ci" / "import-only-values.yaml")))
+    [aets] = by_kind(aets_docs, "ConfigMap")
+    load_aet_dictionary(path=None, inline=None,
+                        environ={"ENV_AETS_JSON": aets["data"]["AETs.json"]})
+    both_docs = manifests(render(chart, load_values(CHART / "ci" / "both-values.yaml")))
+    [routes] = [c for c in by_kind(both_docs, "ConfigMap") if "destinations.json" in c["data"]]
+    rules = load_destination_config(path=None, inline=None, environ={
+        "ENV_DESTINATION_CONFIG_JSON": routes["data"]["destinations.json"]})
+    assert len(rules) == 2
