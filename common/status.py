@@ -15,11 +15,11 @@ from pydicom.dataset import Dataset
 
 from common.errors import (
     AuthError,
+    CommitmentRequestError,
     DicomwebConnectionError,
     DicomwebError,
     DicomwebHttpError,
     DicomwebTimeoutError,
-    CommitmentRequestError,
     InvalidIdentifierError,
     MalformedDatasetError,
     RoutingError,

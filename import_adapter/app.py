@@ -17,6 +17,8 @@ from common.http2 import Http2Transport
 from common.lifecycle import Lifecycle
 from common.metrics import ImportMetrics, new_registry
 from common.retry import NO_RETRY
+from import_adapter.commitment.handlers import commitment_service
+from import_adapter.commitment.service import CommitmentService
 from import_adapter.config import ImportConfig
 from import_adapter.handlers import association_metrics_handlers, store_handlers
 from import_adapter.query.handlers import find_service
@@ -24,6 +26,7 @@ from import_adapter.query.service import FindService
 from import_adapter.retrieve.handlers import retrieve_service
 from import_adapter.retrieve.service import RetrieveService
 from import_adapter.server import DimseServer, DimseService, configure_receive_spool
+from import_adapter.spool.wiring import build_spooling
 from import_adapter.store import InstanceSink, StoreService, StowSink
 from import_adapter.transform import TransformingSink
 
@@ -52,10 +55,25 @@ class ImportAdapter:
             stop=self.lifecycle.stop_requested,
             on_retry=self.metrics.dicomweb_retry,
         )
-        configure_receive_spool(config.spool_dir)
-        sink: InstanceSink = StowSink(self.client)
+        # The durable spool and router (None: no spool, no routing rules).
+        self.spooling = build_spooling(
+            settings=config.spool,
+            routing=config.routing,
+            default=config.dicomweb,
+            auth=config.auth,
+            transport=self.transport,
+            stow_transport=self.stow_transport,
+            calling_aet=config.dimse.ae_title,
+            max_pdu_size=config.dimse.max_pdu_size,
+        )
+        # With a spool, datasets are received next to its queues, so committing is a rename.
+        configure_receive_spool(
+            self.spooling.manager.layout.incoming if self.spooling else config.spool_dir
+        )
+        sink: InstanceSink = self.spooling.sink if self.spooling else StowSink(self.client)
         if config.transform.enabled:
-            sink = TransformingSink(sink, config.transform, work_dir=config.spool_dir)
+            # Transformed files are written next to each received one (same file system).
+            sink = TransformingSink(sink, config.transform)
         store = StoreService(sink, self.lifecycle, self.metrics)
         services = [DimseService("storage", handlers=store_handlers(store))]
         services.append(
@@ -69,6 +87,14 @@ class ImportAdapter:
                 )
             )
         )
+        self.commitment = CommitmentService(
+            self.client,
+            config.aet_dictionary,
+            config.commitment,
+            self.lifecycle,
+            self.spooling.manager if self.spooling else None,
+        )
+        services.append(commitment_service(self.commitment))
         self.server = DimseServer(config.dimse, services, self.lifecycle)
         self._listening = threading.Event()
         # Readiness probes get their own small pool, short timeouts and no retries.
@@ -100,6 +126,8 @@ class ImportAdapter:
 
     def start(self) -> None:
         """Start listening (non-blocking); then serve metrics and health if configured."""
+        if self.spooling is not None:
+            self.spooling.manager.start()  # recovery first: it empties incoming/
         self.server.start()
         self._listening.set()
         if self.config.health.enabled:
@@ -109,6 +137,9 @@ class ImportAdapter:
         """Drain and stop (``/healthz`` keeps answering until the very end)."""
         self._listening.clear()
         self.server.stop(self.config.shutdown_grace)
+        self.commitment.stop()
+        if self.spooling is not None:
+            self.spooling.manager.stop()  # what is still queued stays for the next start
         self.transport.close()
         if self.stow_transport is not None:
             self.stow_transport.close()

@@ -25,6 +25,7 @@ from common.retry import RetryPolicy
 from import_adapter.config import DimseServerConfig, ImportConfig
 from import_adapter.query.service import QuerySettings
 from import_adapter.retrieve.service import RetrieveSettings
+from import_adapter.spool.options import store_and_forward_config, store_and_forward_options
 from import_adapter.transform_options import transform_config, transform_options
 
 
@@ -101,6 +102,7 @@ def resolve_aet_dictionary(path: Path | None, inline: str | None) -> AetDictiona
         help="Port of /metrics (Prometheus), /healthz and /readyz, on --dimse_bind_address "
              "(0 = not served).")
 @transform_options
+@store_and_forward_options
 @option("verbose", is_flag=True, default=False, help="Debug logging.")
 @option("log_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
         help="Log line format (json: one object per line for Cloud Logging).")
@@ -109,6 +111,7 @@ def command(**params: Any) -> int:
     address = resolve_address(
         params["dicomweb_address"], params["dicomweb_addr"], params["dicomweb_stow_path"]
     )
+    forwarding = store_and_forward_config(params)
     config = ImportConfig(
         dimse=DimseServerConfig(
             ae_title=params["dimse_aet"],
@@ -147,6 +150,7 @@ def command(**params: Any) -> int:
         health=HealthConfig(
             port=params["metrics_port"], bind_address=params["dimse_bind_address"]
         ),
+        **forwarding,
     )
     configure_logging(verbose=params["verbose"], json_format=params["log_format"] == "json")
     from import_adapter.app import run

@@ -20,6 +20,7 @@ from common.errors import ConfigError
 SUBCOMMANDS = {
     "import": "import_adapter.cli:command",
     "export": "export_adapter.cli:command",
+    "dead-letter": "import_adapter.spool.cli:command",
 }
 
 

@@ -1,0 +1,1 @@
+"""Routing received instances to destinations (DICOMweb stores, DIMSE peers) by filters."""

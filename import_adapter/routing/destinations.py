@@ -1,0 +1,122 @@
+"""Where instances go: a DICOMweb store or a DIMSE peer, each with a stable spool key.
+
+The key names the destination's queue folder in the spool; it is derived from the destination
+itself (not from its position in the config), so a restart with a reordered config still finds
+each queue. :meth:`describe` is what the queue folder records about its destination, and
+:func:`destination_from_description` reads it back, so instances queued for a destination that
+has since left the config are still delivered after a restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from common.dicomweb.address import DicomwebAddress, parse_dicomweb_address
+from common.dimse.ae_title import validate_ae_title
+from common.dimse.sender import PeerAddress
+from common.errors import ConfigError
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class DicomwebDestination:
+    """A DICOMweb store (STOW-RS)."""
+
+    address: DicomwebAddress
+
+    @property
+    def key(self) -> str:
+        """The spool queue name of this destination."""
+        return f"dicomweb-{_digest(self.address.root)}"
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON description of the destination (no credentials: roots carry none)."""
+        return {"dicomweb_destination": self.address.root}
+
+    def __str__(self) -> str:
+        return self.address.root
+
+
+@dataclass(frozen=True)
+class DimseDestination:
+    """A DIMSE storage SCP (C-STORE)."""
+
+    peer: PeerAddress
+
+    @property
+    def key(self) -> str:
+        """The spool queue name of this destination."""
+        return f"dimse-{_digest(str(self.peer))}"
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON description in the destination config's format."""
+        peer = self.peer
+        return {"dicom_destination": {"name": peer.ae_title, "host": peer.host, "port": peer.port}}
+
+    def __str__(self) -> str:
+        return str(self.peer)
+
+
+Destination = DicomwebDestination | DimseDestination
+
+
+def dimse_destination(value: Any, where: str) -> DimseDestination:
+    """A DIMSE destination from ``{"name", "host", "port"}``.
+
+    Raises:
+        ConfigError: a key is missing or invalid; the message starts with ``where``.
+    """
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: dicom_destination must be an object with name, host, port")
+    missing = sorted({"name", "host", "port"} - value.keys())
+    if missing:
+        raise ConfigError(f"{where}: dicom_destination lacks {', '.join(missing)}")
+    unknown = sorted(set(value) - {"name", "host", "port"})
+    if unknown:
+        raise ConfigError(f"{where}: dicom_destination has unknown key(s) {', '.join(unknown)}")
+    name, host, port = value["name"], value["host"], value["port"]
+    if not isinstance(name, str):
+        raise ConfigError(f"{where}: dicom_destination name must be an AE title")
+    try:
+        title = validate_ae_title(name)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: dicom_destination name: {exc}") from exc
+    if not isinstance(host, str) or not host.strip():
+        raise ConfigError(f"{where}: dicom_destination host must be a non-empty string")
+    if isinstance(port, str) and port.strip().isdigit():
+        port = int(port)
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ConfigError(f"{where}: dicom_destination port must be 1-65535, not {port!r}")
+    return DimseDestination(PeerAddress(title, host.strip(), port))
+
+
+def dicomweb_destination(value: Any, where: str) -> DicomwebDestination:
+    """A DICOMweb destination from its root URL.
+
+    Raises:
+        ConfigError: not a string or not a valid DICOMweb root; the message starts with ``where``.
+    """
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: dicomweb_destination must be a URL string")
+    try:
+        return DicomwebDestination(parse_dicomweb_address(value))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: dicomweb_destination: {exc}") from exc
+
+
+def destination_from_description(data: Any, where: str) -> Destination:
+    """The destination a :meth:`describe` output stands for.
+
+    Raises:
+        ConfigError: the description is neither form.
+    """
+    if isinstance(data, dict) and "dicomweb_destination" in data:
+        return dicomweb_destination(data["dicomweb_destination"], where)
+    if isinstance(data, dict) and "dicom_destination" in data:
+        return dimse_destination(data["dicom_destination"], where)
+    raise ConfigError(f"{where}: not a destination description")

@@ -1,0 +1,220 @@
+"""The spool as a service: recovery at start, one queue per destination, pending instances.
+
+:class:`SpoolManager` owns the :class:`~import_adapter.spool.disk.DurableSpool` and a
+:class:`~import_adapter.spool.queue.DestinationQueue` per destination. At start it discards
+incomplete receipts and queues everything left (for destinations no longer configured too: the
+queue folder says where its instances were going). A background thread picks up entries put
+back into a queue folder by ``dicom-adapter dead-letter requeue`` while the adapter runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydicom.filereader import read_file_meta_info
+
+from common.dicom.part10 import Part10Instance
+from common.errors import ConfigError
+from import_adapter.routing.destinations import Destination, destination_from_description
+from import_adapter.spool.disk import DurableSpool, SpoolLimits
+from import_adapter.spool.layout import SpoolLayout
+from import_adapter.spool.queue import DestinationQueue, QueueEntry, Receipt, UploadSettings
+from import_adapter.spool.uploaders import Uploader
+from import_adapter.store import StoreRequest
+
+LOG = logging.getLogger(__name__)
+
+UploaderFactory = Callable[[Destination], Callable[[], Uploader]]
+
+
+@dataclass(frozen=True)
+class SpoolSettings:
+    """The durable spool.
+
+    Attributes:
+        directory: ``--persistent_file_storage_location``.
+        auto_ack: answer C-STOREs once the instance is durable (``--auto_ack_cstore``); else
+            once every destination has it (or has refused it).
+        limits: admission control watermarks.
+        upload: retries, backoff and concurrency of the uploads.
+        sync_timeout: without auto-ack, the longest an SCU waits for the uploads; after it, the
+            SCU gets a failure and the instance is withdrawn (unless an upload is in flight).
+    """
+
+    directory: Path
+    auto_ack: bool = False
+    limits: SpoolLimits = field(default_factory=SpoolLimits)
+    upload: UploadSettings = field(default_factory=UploadSettings)
+    sync_timeout: float = 30.0
+
+
+def _uids(path: Path) -> tuple[str, str]:
+    try:
+        meta = read_file_meta_info(path)
+        return str(meta.MediaStorageSOPInstanceUID), str(meta.MediaStorageSOPClassUID)
+    except Exception:  # an unreadable file is dead-lettered by its upload attempt
+        return "", ""
+
+
+class SpoolManager:
+    """Queues, recovery and the pending-instance index of one spool."""
+
+    def __init__(
+        self,
+        settings: SpoolSettings,
+        destinations: Sequence[Destination],
+        uploader_factory: UploaderFactory,
+    ) -> None:
+        self.settings = settings
+        self.spool = DurableSpool(SpoolLayout(settings.directory), settings.limits)
+        self._destinations = list(destinations)
+        self._factory = uploader_factory
+        self._queues: dict[str, DestinationQueue] = {}
+        self._pending: Counter[str] = Counter()
+        self._pending_cond = threading.Condition()
+        self._stop = threading.Event()
+        self._rescanner: threading.Thread | None = None
+
+    @property
+    def layout(self) -> SpoolLayout:
+        """The spool's folders."""
+        return self.spool.layout
+
+    def queue(self, key: str) -> DestinationQueue:
+        """The queue of a destination key."""
+        return self._queues[key]
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Recover the spool and start uploading.
+
+        Raises:
+            SpoolError: the spool cannot be read or created.
+        """
+        recovered = self.spool.recover()
+        for destination in self._destinations:
+            self._add_queue(destination)
+        for found in recovered:
+            if found.key not in self._queues:
+                try:
+                    destination = destination_from_description(
+                        found.description, f"queue {found.key}"
+                    )
+                except ConfigError as exc:
+                    LOG.error("spool queue %s kept but not served: %s", found.key, exc)
+                    continue
+                LOG.warning(
+                    "draining %d instances queued for %s, which is no longer configured",
+                    len(found.names), destination,
+                )
+                self._add_queue(destination)
+            queue = self._queues[found.key]
+            for name in found.names:
+                self._enqueue(queue, name, None)
+        for queue in self._queues.values():
+            queue.start()
+        self._rescanner = threading.Thread(target=self._rescan, name="spool-rescan", daemon=True)
+        self._rescanner.start()
+
+    def _add_queue(self, destination: Destination) -> None:
+        if destination.key in self._queues:
+            return
+        self.spool.ensure_queue(destination.key, destination.describe())
+        self._queues[destination.key] = DestinationQueue(
+            destination,
+            self.spool,
+            self._factory(destination),
+            self.settings.upload,
+            self._settled,
+        )
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the uploaders; what is still queued stays in the spool for the next start."""
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        for queue in self._queues.values():
+            queue.stop(max(0.0, deadline - time.monotonic()))
+
+    # -- instances ----------------------------------------------------------------------------
+
+    def admit(self) -> None:
+        """Raise :class:`~common.errors.SpoolFullError` when a watermark is reached."""
+        self.spool.admit()
+
+    def submit(
+        self,
+        instance: Part10Instance,
+        request: StoreRequest,
+        destinations: Iterable[Destination],
+        receipt: Receipt | None,
+    ) -> str:
+        """Spool an instance durably for ``destinations`` and queue it; returns its entry name.
+
+        Raises:
+            SpoolError: it could not be made durable (nothing was queued).
+            RoutingError: no destinations.
+        """
+        keys = []
+        for destination in destinations:
+            self._add_queue_live(destination)
+            keys.append(destination.key)
+        name = self.spool.commit(instance, request, keys)
+        for key in keys:
+            entry = QueueEntry(name, request.sop_instance_uid, request.sop_class_uid, receipt)
+            self._count(request.sop_instance_uid, +1)
+            self._queues[key].put(entry)
+        self.spool.queued(name)
+        return name
+
+    def _add_queue_live(self, destination: Destination) -> None:
+        if destination.key not in self._queues:
+            self._add_queue(destination)
+            self._queues[destination.key].start()
+
+    def _enqueue(self, queue: DestinationQueue, name: str, receipt: Receipt | None) -> None:
+        uid, sop_class = _uids(self.layout.queue(queue.key) / name)
+        if queue.put(QueueEntry(name, uid, sop_class, receipt)):
+            self._count(uid, +1)
+
+    def _settled(self, entry: QueueEntry) -> None:
+        self._count(entry.sop_instance_uid, -1)
+
+    def _count(self, uid: str, delta: int) -> None:
+        with self._pending_cond:
+            self._pending[uid] += delta
+            if self._pending[uid] <= 0:
+                del self._pending[uid]
+                self._pending_cond.notify_all()
+
+    def is_pending(self, sop_instance_uid: str) -> bool:
+        """Whether an instance is still queued for some destination."""
+        with self._pending_cond:
+            return self._pending.get(sop_instance_uid, 0) > 0
+
+    def wait_uploaded(self, sop_instance_uids: Iterable[str], timeout: float) -> set[str]:
+        """Wait until none of the instances is queued; returns those still queued at timeout."""
+        wanted = set(sop_instance_uids)
+        deadline = time.monotonic() + timeout
+        with self._pending_cond:
+            while True:
+                waiting = {uid for uid in wanted if self._pending.get(uid, 0) > 0}
+                remaining = deadline - time.monotonic()
+                if not waiting or remaining <= 0:
+                    return waiting
+                self._pending_cond.wait(min(remaining, 1.0))
+
+    def _rescan(self) -> None:
+        interval = self.settings.upload.rescan_interval
+        while not self._stop.wait(interval):
+            for queue in list(self._queues.values()):
+                for name in self.spool.scan(queue.key):
+                    if not queue.knows(name) and self.spool.adopt(queue.key, name):
+                        LOG.info("picked up re-queued %s for %s", name, queue.destination)
+                        self._enqueue(queue, name, None)

@@ -1,0 +1,160 @@
+"""Command-line flags of store-and-forward: spool, uploads, routing, storage commitment.
+
+Reference adapter spellings (``--persistent_file_storage_location``...) with dashed spellings
+and ``DICOM_ADAPTER_*`` environment variables beside them. The reference adapter's delays are in
+milliseconds, and so are ours.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from common.cli.options import option
+from common.errors import ConfigError
+from import_adapter.commitment.report import ReportSettings
+from import_adapter.commitment.service import CommitmentSettings
+from import_adapter.routing.config import load_destination_config
+from import_adapter.routing.router import RoutingConfig
+from import_adapter.spool.disk import MB, SpoolLimits
+from import_adapter.spool.manager import SpoolSettings
+from import_adapter.spool.queue import UploadSettings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def parse_http_codes(value: str | None) -> frozenset[int]:
+    """``"408,409"`` -> ``{408, 409}`` (4xx codes only: 5xx and 429 are always retried).
+
+    Raises:
+        click.BadParameter: a value is not a 4xx status.
+    """
+    codes: set[int] = set()
+    for part in (value or "").replace(" ", ",").split(","):
+        if not part:
+            continue
+        if not part.isdigit() or not 400 <= int(part) <= 499:
+            raise click.BadParameter(
+                f"{part!r} is not an HTTP 4xx status (5xx and 429 are always retried)",
+                param_hint="--http_error_codes_to_retry",
+            )
+        codes.add(int(part))
+    return frozenset(codes)
+
+
+def store_and_forward_options(func: F) -> F:
+    """Add the spool, upload, routing and storage commitment flags to a command."""
+    decorators = [
+        option("persistent_file_storage_location", type=click.Path(file_okay=False,
+               path_type=Path),
+               help="Durable spool: every instance is written and fsynced here before it is "
+                    "answered or uploaded, and what is left is uploaded after a restart."),
+        option("auto_ack_cstore", is_flag=True, default=False,
+               help="Answer C-STORE Success once the instance is durable in the spool and upload "
+                    "in the background (needs --persistent_file_storage_location)."),
+        option("persistent_file_upload_retry_amount", type=click.IntRange(0), default=5,
+               show_default=True,
+               help="Retries of an instance the destination refused with a retryable status "
+                    "before it goes to dead-letter (unreachable destinations do not use them)."),
+        option("min_upload_delay", type=click.IntRange(0), default=100, show_default=True,
+               help="Milliseconds before the first retry of an upload (doubling each time)."),
+        option("max_waiting_time_between_uploads", type=click.IntRange(1), default=5000,
+               show_default=True, help="Milliseconds: the cap on one retry delay."),
+        option("http_error_codes_to_retry", default="",
+               help="Comma-separated HTTP 4xx statuses to retry too (5xx, 408, 425, 429 and "
+                    "connection errors always are)."),
+        option("upload_concurrency", type=click.IntRange(1, 64), default=4, show_default=True,
+               help="Uploads in flight per destination."),
+        option("stow_overwrite", is_flag=True, default=False,
+               help="On 409 Conflict, DELETE the instance via DICOMweb and store it again "
+                    "(else the conflict goes to dead-letter)."),
+        option("spool_max_size_mb", type=click.FloatRange(0), default=0.0, show_default=True,
+               help="Queued megabytes at which new C-STOREs get 0xA700 (0 = no limit)."),
+        option("spool_min_free_disk_mb", type=click.FloatRange(0), default=512.0,
+               show_default=True,
+               help="Free megabytes on the spool's disk below which new C-STOREs get 0xA700."),
+        option("destination_config_path", type=click.Path(dir_okay=False, path_type=Path),
+               help='Routing: a JSON file [{"filter": "Modality=MG&AETitle=CT1", '
+                    '"dicomweb_destination": URL} or {..., "dicom_destination": {"name", '
+                    '"host", "port"}}] (else --destination_config_inline, else '
+                    "$ENV_DESTINATION_CONFIG_JSON); unmatched instances go to "
+                    "--dicomweb_address."),
+        option("destination_config_inline", help="Routing rules as inline JSON (same format)."),
+        option("send_to_all_matching_destinations", is_flag=True, default=False,
+               help="Send to every matching destination, not only the first."),
+        option("storage_commitment_spool_wait", type=click.FloatRange(0), default=120.0,
+               show_default=True,
+               help="Seconds a Storage Commitment request waits for instances still in the "
+                    "spool before checking the store."),
+        option("storage_commitment_report_budget", type=click.FloatRange(0), default=3600.0,
+               show_default=True,
+               help="Seconds during which an unreachable commitment requester is retried."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def store_and_forward_config(params: dict[str, Any]) -> dict[str, Any]:
+    """The ``spool``, ``routing`` and ``commitment`` fields of the ImportConfig.
+
+    Raises:
+        click.UsageError / click.BadParameter: inconsistent flags or an invalid routing config.
+    """
+    location = params["persistent_file_storage_location"]
+    if params["auto_ack_cstore"] and location is None:
+        raise click.UsageError("--auto_ack_cstore needs --persistent_file_storage_location")
+    min_delay = params["min_upload_delay"] / 1000
+    max_delay = max(min_delay, params["max_waiting_time_between_uploads"] / 1000)
+    upload = UploadSettings(
+        retry_amount=params["persistent_file_upload_retry_amount"],
+        min_delay=min_delay,
+        max_delay=max_delay,
+        workers=params["upload_concurrency"],
+        retry_codes=parse_http_codes(params["http_error_codes_to_retry"]),
+        overwrite=params["stow_overwrite"],
+    )
+    spool = None
+    if location is not None:
+        spool = SpoolSettings(
+            directory=location,
+            auto_ack=params["auto_ack_cstore"],
+            limits=SpoolLimits(
+                max_bytes=int(params["spool_max_size_mb"] * MB),
+                min_free_bytes=int(params["spool_min_free_disk_mb"] * MB),
+            ),
+            upload=upload,
+            sync_timeout=params["stow_retry_budget"],
+        )
+    try:
+        rules = load_destination_config(
+            path=params["destination_config_path"],
+            inline=params["destination_config_inline"],
+            environ=os.environ,
+        )
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--destination_config_path") from exc
+    commitment = CommitmentSettings(
+        spool_wait=params["storage_commitment_spool_wait"],
+        report=ReportSettings(
+            calling_aet=params["dimse_aet"], max_pdu_size=params["max_pdu_size"]
+        ),
+    )
+    commitment = replace(
+        commitment,
+        report_retry=replace(
+            commitment.report_retry, budget=params["storage_commitment_report_budget"]
+        ),
+    )
+    return {
+        "spool": spool,
+        "routing": RoutingConfig(
+            rules=rules, send_to_all=params["send_to_all_matching_destinations"]
+        ),
+        "commitment": commitment,
+    }

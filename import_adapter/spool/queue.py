@@ -1,0 +1,330 @@
+"""One destination's upload queue: bounded concurrency, capped backoff, arrival order.
+
+Each destination has its own :class:`DestinationQueue` (its own workers, backoff and health),
+so a dead destination only delays its own copies. Entries are served oldest first; an entry
+waiting out its backoff steps aside (no head-of-line blocking) and, once due, goes back ahead
+of newer entries, so a series that arrived earlier is not starved by later traffic.
+
+Delays follow ``min(max_delay, min_delay * 2**(n-1))`` with +-10 % jitter. When the
+destination cannot be reached at all, the *destination* is paused on that schedule and probed
+by one worker at a time; such attempts do not use up the entries' retries, so an outage of any
+length loses nothing (admission control bounds the disk meanwhile).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from common.status import SUCCESS, DimseStatus, Status
+from import_adapter.routing.destinations import Destination, DimseDestination
+from import_adapter.spool.disk import DurableSpool, dead_letter_record
+from import_adapter.spool.layout import entry_calling_aet
+from import_adapter.spool.outcome import Kind, UploadResult
+from import_adapter.spool.uploaders import Uploader
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class UploadSettings:
+    """How queued instances are uploaded.
+
+    Attributes:
+        retry_amount: retries of an instance after failed attempts the destination answered
+            (``--persistent_file_upload_retry_amount``); then it is dead-lettered.
+        min_delay: seconds before the first retry (``--min_upload_delay``).
+        max_delay: the cap on one delay (``--max_waiting_time_between_uploads``).
+        workers: uploads in flight per DICOMweb destination.
+        dimse_workers: associations per DIMSE destination (each keeps its association open;
+            many PACSs serve one association per peer at a time).
+        retry_codes: HTTP statuses below 500 to retry besides 408, 425 and 429.
+        overwrite: on conflict, delete the instance and store it again (``--stow_overwrite``).
+        rescan_interval: seconds between looks for re-queued dead letters.
+    """
+
+    retry_amount: int = 5
+    min_delay: float = 0.1
+    max_delay: float = 5.0
+    workers: int = 4
+    dimse_workers: int = 1
+    retry_codes: frozenset[int] = frozenset()
+    overwrite: bool = False
+    rescan_interval: float = 5.0
+
+    def delay(self, attempt: int) -> float:
+        """The backoff before try ``attempt + 1`` (``attempt`` >= 1), with jitter."""
+        base = min(self.max_delay, self.min_delay * (2 ** min(attempt - 1, 30)))
+        return float(base * random.uniform(0.9, 1.1))
+
+
+class Receipt:
+    """An SCU waiting for its instance to reach every destination (synchronous mode)."""
+
+    def __init__(self, destinations: int) -> None:
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._remaining = destinations
+        self._statuses: list[DimseStatus] = []
+        self.last_failure: DimseStatus | None = None
+        self.abandoned = False
+
+    def settle(self, status: DimseStatus) -> None:
+        """Record one destination's final status."""
+        with self._lock:
+            self._statuses.append(status)
+            self._remaining -= 1
+            if self._remaining <= 0:
+                self._done.set()
+
+    def note(self, status: DimseStatus) -> None:
+        """Remember a failed attempt that will be retried (answered if time runs out)."""
+        self.last_failure = status
+
+    def wait(self, timeout: float) -> DimseStatus | None:
+        """The combined status once every destination is settled; None on timeout."""
+        if not self._done.wait(timeout):
+            return None
+        failures = [s for s in self._statuses if s.is_failure]
+        if failures:
+            return failures[0]
+        warnings = [s for s in self._statuses if s.is_warning]
+        return warnings[0] if warnings else SUCCESS
+
+
+@dataclass(order=True)
+class QueueEntry:
+    """One instance queued for one destination (ordered by arrival)."""
+
+    name: str
+    sop_instance_uid: str = field(compare=False)
+    sop_class_uid: str = field(compare=False, default="")
+    receipt: Receipt | None = field(compare=False, default=None)
+    attempts: int = field(compare=False, default=0)
+
+
+class DestinationQueue:
+    """The queue and workers of one destination."""
+
+    def __init__(
+        self,
+        destination: Destination,
+        spool: DurableSpool,
+        uploader_factory: Callable[[], Uploader],
+        settings: UploadSettings,
+        on_settled: Callable[[QueueEntry], None],
+    ) -> None:
+        self.destination = destination
+        self.key = destination.key
+        self._spool = spool
+        self._factory = uploader_factory
+        self._settings = settings
+        self._on_settled = on_settled
+        self._cond = threading.Condition()
+        self._ready: list[QueueEntry] = []  # heap by name (arrival order)
+        self._delayed: list[tuple[float, QueueEntry]] = []  # heap by due time
+        self._known: set[str] = set()
+        self._inflight = 0
+        self._failures = 0  # consecutive "unreachable" outcomes
+        self._paused_until = 0.0
+        self._stopping = False
+        self._threads: list[threading.Thread] = []
+
+    def __repr__(self) -> str:
+        return f"DestinationQueue({self.destination})"
+
+    # -- feeding ------------------------------------------------------------------------------
+
+    def put(self, entry: QueueEntry) -> bool:
+        """Queue an entry (False if it is already queued)."""
+        with self._cond:
+            if entry.name in self._known:
+                return False
+            self._known.add(entry.name)
+            heapq.heappush(self._ready, entry)
+            self._cond.notify()
+        return True
+
+    def knows(self, name: str) -> bool:
+        """Whether an entry name is queued or in flight here."""
+        with self._cond:
+            return name in self._known
+
+    @property
+    def depth(self) -> int:
+        """Entries queued or in flight."""
+        with self._cond:
+            return len(self._known)
+
+    # -- workers ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the workers."""
+        count = self._settings.workers
+        if isinstance(self.destination, DimseDestination):
+            count = self._settings.dimse_workers
+        for index in range(count):
+            thread = threading.Thread(
+                target=self._work, name=f"upload-{self.key}-{index}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float) -> None:
+        """Stop taking entries; wait up to ``timeout`` for uploads in flight."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _take(self) -> QueueEntry | None:
+        with self._cond:
+            while not self._stopping:
+                now = time.monotonic()
+                while self._delayed and self._delayed[0][0] <= now:
+                    heapq.heappush(self._ready, heapq.heappop(self._delayed)[1])
+                probing = self._failures > 0
+                if (
+                    self._ready
+                    and now >= self._paused_until
+                    and not (probing and self._inflight)
+                ):
+                    entry = heapq.heappop(self._ready)
+                    self._inflight += 1
+                    return entry
+                waits = [1.0]
+                if self._delayed:
+                    waits.append(self._delayed[0][0] - now)
+                if self._ready and self._paused_until > now:
+                    waits.append(self._paused_until - now)
+                self._cond.wait(max(0.005, min(waits)))
+        return None
+
+    def _work(self) -> None:
+        uploader = self._factory()
+        try:
+            while (entry := self._take()) is not None:
+                if entry.receipt is not None and entry.receipt.abandoned:
+                    self._drop(entry, "the SCU was answered before the upload finished")
+                    continue
+                path = self._spool.layout.queue(self.key) / entry.name
+                try:
+                    result = uploader.upload(path)
+                except Exception as exc:  # an uploader bug must not kill the worker
+                    LOG.exception("upload of %s to %s crashed", entry.sop_instance_uid, self.key)
+                    result = UploadResult(
+                        Kind.RETRY, DimseStatus(Status.PROCESSING_FAILURE, "Internal error"),
+                        f"internal error: {type(exc).__name__}",
+                    )
+                self._finish(entry, result)
+        finally:
+            uploader.close()
+
+    # -- outcomes -----------------------------------------------------------------------------
+
+    def _finish(self, entry: QueueEntry, result: UploadResult) -> None:
+        settings = self._settings
+        if result.kind is Kind.DONE:
+            with self._cond:
+                self._inflight -= 1
+                self._failures = 0
+                self._paused_until = 0.0
+                self._cond.notify_all()
+            self._spool.remove(self.key, entry.name)
+            self._settle(entry, result.status)
+            LOG.debug("uploaded %s to %s", entry.sop_instance_uid, self.destination)
+            return
+        if result.kind is Kind.UNREACHABLE:
+            with self._cond:
+                self._inflight -= 1
+                self._failures += 1
+                pause = settings.delay(self._failures)
+                self._paused_until = time.monotonic() + pause
+                heapq.heappush(self._ready, entry)
+                self._cond.notify_all()
+                failures = self._failures
+            if entry.receipt is not None:
+                entry.receipt.note(result.status)
+            if failures == 1 or failures % 20 == 0:
+                LOG.warning(
+                    "destination %s unreachable (%s); %d queued, next try in %.2f s",
+                    self.destination, result.reason, self.depth, pause,
+                )
+            return
+        if result.kind is Kind.RETRY and entry.attempts < settings.retry_amount:
+            entry.attempts += 1
+            delay = settings.delay(entry.attempts)
+            if result.retry_after is not None:
+                delay = max(delay, min(result.retry_after, settings.max_delay * 4))
+            with self._cond:
+                self._inflight -= 1
+                self._failures = 0
+                if result.retry_after is not None:
+                    self._paused_until = time.monotonic() + delay
+                heapq.heappush(self._delayed, (time.monotonic() + delay, entry))
+                self._cond.notify_all()
+            if entry.receipt is not None:
+                entry.receipt.note(result.status)
+            LOG.warning(
+                "upload of %s to %s failed (attempt %d: %s); retrying in %.2f s",
+                entry.sop_instance_uid, self.destination, entry.attempts, result.reason, delay,
+            )
+            return
+        with self._cond:
+            self._inflight -= 1
+            self._failures = 0
+            self._cond.notify_all()
+        reason = result.reason
+        if result.kind is Kind.RETRY:
+            reason = f"retries exhausted ({entry.attempts}): {reason}"
+        self._give_up(entry, result, reason)
+
+    def _give_up(self, entry: QueueEntry, result: UploadResult, reason: str) -> None:
+        if entry.receipt is not None:
+            # The SCU is still waiting and gets this failure: it owns the instance again.
+            self._spool.remove(self.key, entry.name)
+            LOG.warning(
+                "upload of %s to %s failed: %s", entry.sop_instance_uid, self.destination, reason
+            )
+        else:
+            record = dead_letter_record(
+                destination=self.destination.describe(),
+                reason=reason,
+                attempts=entry.attempts + 1,
+                sop_class_uid=entry.sop_class_uid,
+                sop_instance_uid=entry.sop_instance_uid,
+                calling_aet=entry_calling_aet(entry.name),
+                status=result.status.code,
+                http_status=result.http_status,
+            )
+            self._spool.dead_letter(self.key, entry.name, record)
+            LOG.error(
+                "dead-lettered %s for %s (file %s): %s",
+                entry.sop_instance_uid, self.destination, entry.name, reason,
+            )
+        self._settle(entry, result.status)
+
+    def _drop(self, entry: QueueEntry, why: str) -> None:
+        with self._cond:
+            self._inflight -= 1
+            self._cond.notify_all()
+        self._spool.remove(self.key, entry.name)
+        LOG.info("dropped %s for %s: %s", entry.sop_instance_uid, self.destination, why)
+        self._forget(entry)
+
+    def _settle(self, entry: QueueEntry, status: DimseStatus) -> None:
+        if entry.receipt is not None:
+            entry.receipt.settle(status)
+        self._forget(entry)
+
+    def _forget(self, entry: QueueEntry) -> None:
+        with self._cond:
+            self._known.discard(entry.name)
+        self._on_settled(entry)

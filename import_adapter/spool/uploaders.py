@@ -1,0 +1,160 @@
+"""Uploading one spooled file to one destination: STOW-RS or C-STORE.
+
+An :class:`Uploader` belongs to one worker thread (DIMSE senders are not thread-safe). It never
+retries by itself: the queue decides (see :mod:`import_adapter.spool.outcome`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Protocol
+
+from pydicom.filereader import read_file_meta_info
+
+from common.dicom.part10 import Part10Instance
+from common.dicom.scan import scan_dataset
+from common.dicomweb.client import DicomwebApi
+from common.dimse.sender import SenderSettings, StoreSender
+from common.errors import AdapterError, DicomwebHttpError, MalformedDatasetError
+from common.status import is_duplicate_store_status
+from import_adapter.routing.destinations import DimseDestination
+from import_adapter.spool.layout import entry_calling_aet
+from import_adapter.spool.outcome import Kind, UploadResult, result_for_error, result_for_status
+
+LOG = logging.getLogger(__name__)
+_HTTP_CONFLICT = 409
+_HTTP_NOT_FOUND = 404
+
+
+class Uploader(Protocol):
+    """Sends spooled files to one destination (one instance per worker thread)."""
+
+    def upload(self, path: Path) -> UploadResult:
+        """Send one spooled Part 10 file; never raises for a failed upload."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def spooled_instance(path: Path) -> Part10Instance:
+    """Describe a spooled file for STOW-RS, with file meta rebuilt from its own.
+
+    Raises:
+        MalformedDatasetError: the file has no usable file meta.
+    """
+    try:
+        meta = read_file_meta_info(path)
+        sop_class = str(meta.MediaStorageSOPClassUID)
+        sop_instance = str(meta.MediaStorageSOPInstanceUID)
+        syntax = str(meta.TransferSyntaxUID)
+        source_aet = entry_calling_aet(path.name) or str(
+            meta.get("SourceApplicationEntityTitle", "") or ""
+        )
+    except (OSError, AttributeError, ValueError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise MalformedDatasetError(f"spooled file {path.name} has no usable meta") from exc
+    return Part10Instance.from_spooled(
+        path,
+        sop_class_uid=sop_class,
+        sop_instance_uid=sop_instance,
+        transfer_syntax_uid=syntax,
+        source_aet=source_aet,
+    )
+
+
+class StowUploader:
+    """STOW-RS with an optional DELETE-and-store-again on conflict (``--stow_overwrite``)."""
+
+    def __init__(
+        self, client: DicomwebApi, *, overwrite: bool, retry_codes: frozenset[int]
+    ) -> None:
+        self._client = client
+        self._overwrite = overwrite
+        self._retry_codes = retry_codes
+
+    def upload(self, path: Path) -> UploadResult:
+        """STOW-RS the file; on 409 (or 0x0111) delete and store again when overwriting."""
+        try:
+            instance = spooled_instance(path)
+        except (AdapterError, OSError) as exc:
+            return result_for_error(exc, self._retry_codes)
+        result = self._store(instance)
+        if not _is_conflict(result):
+            return result
+        if not self._overwrite:
+            return UploadResult(
+                Kind.DEAD, result.status,
+                "instance already exists at the destination (409) and --stow_overwrite is off",
+                result.http_status,
+            )
+        LOG.info("conflict storing %s: deleting it and storing again", instance.sop_instance_uid)
+        deleted = self._delete(instance)
+        if deleted is not None:
+            return deleted
+        again = self._store(instance)
+        if _is_conflict(again):
+            return UploadResult(
+                Kind.DEAD, again.status, "conflict persists after DELETE", again.http_status
+            )
+        return again
+
+    def _store(self, instance: Part10Instance) -> UploadResult:
+        try:
+            stored = self._client.store(instance)
+        except (AdapterError, OSError) as exc:
+            return result_for_error(exc, self._retry_codes)
+        return result_for_status(stored.status, stored.http_status)
+
+    def _delete(self, instance: Part10Instance) -> UploadResult | None:
+        """DELETE the instance; None when it is gone (or was never there)."""
+        try:
+            with instance.dataset_path.open("rb") as fp:
+                fp.seek(instance.dataset_offset)
+                summary = scan_dataset(fp, instance.dataset_length, instance.transfer_syntax_uid)
+            self._client.delete((
+                "studies", summary.study_instance_uid,
+                "series", summary.series_instance_uid,
+                "instances", instance.sop_instance_uid,
+            ))
+        except DicomwebHttpError as exc:
+            if exc.status == _HTTP_NOT_FOUND:
+                return None
+            return result_for_error(exc, self._retry_codes)
+        except (AdapterError, OSError) as exc:
+            return result_for_error(exc, self._retry_codes)
+        return None
+
+    def close(self) -> None:
+        """Nothing to release: the HTTP transport is shared and closed by the adapter."""
+
+
+def _is_conflict(result: UploadResult) -> bool:
+    return result.http_status == _HTTP_CONFLICT or (
+        result.kind is Kind.DEAD and is_duplicate_store_status(result.status)
+    )
+
+
+class CStoreUploader:
+    """C-STORE over this worker's own association to a DIMSE destination."""
+
+    def __init__(self, destination: DimseDestination, settings: SenderSettings) -> None:
+        self._sender = StoreSender(destination.peer, settings)
+
+    def upload(self, path: Path) -> UploadResult:
+        """C-STORE the file (converted if the peer refuses its transfer syntax)."""
+        try:
+            status = self._sender.send(path)
+        except (AdapterError, OSError) as exc:
+            return result_for_error(exc, frozenset())
+        return result_for_status(status)
+
+    def close(self) -> None:
+        """Release the association."""
+        try:
+            self._sender.close()
+        except Exception:  # closing must not fail the shutdown
+            LOG.debug("closing association to %s failed", self._sender.peer, exc_info=True)

@@ -1,0 +1,85 @@
+"""Building the spool, router and uploaders from the import adapter's configuration."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from common.auth import AuthConfig, build_authenticator
+from common.dicomweb.address import DicomwebAddress
+from common.dicomweb.client import DicomwebClient
+from common.dimse.sender import SenderSettings
+from common.http import Transport
+from common.retry import NO_RETRY
+from import_adapter.routing.destinations import (
+    Destination,
+    DicomwebDestination,
+    DimseDestination,
+)
+from import_adapter.routing.router import Router, RoutingConfig
+from import_adapter.spool.manager import SpoolManager, SpoolSettings
+from import_adapter.spool.sink import SpoolingSink
+from import_adapter.spool.uploaders import CStoreUploader, StowUploader, Uploader
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class Spooling:
+    """The spool's parts, as the adapter holds them."""
+
+    manager: SpoolManager
+    sink: SpoolingSink
+    router: Router
+
+
+def build_spooling(
+    *,
+    settings: SpoolSettings | None,
+    routing: RoutingConfig,
+    default: DicomwebAddress,
+    auth: AuthConfig,
+    transport: Transport,
+    stow_transport: Transport | None,
+    calling_aet: str,
+    max_pdu_size: int,
+) -> Spooling | None:
+    """The spool and router, or None when neither a spool nor routing rules are configured.
+
+    Routing rules without ``--persistent_file_storage_location`` still go through a spool (in
+    a fresh temporary folder): each destination needs its own queue.
+    """
+    if settings is None and not routing.rules:
+        return None
+    if settings is None:
+        folder = Path(tempfile.mkdtemp(prefix="dicom-adapter-spool-"))
+        LOG.warning("no --persistent_file_storage_location: spooling in %s (not kept)", folder)
+        settings = SpoolSettings(directory=folder)
+    router = Router(replace(routing, default=routing.default or DicomwebDestination(default)))
+    clients: dict[str, DicomwebClient] = {}
+    sender_settings = SenderSettings(calling_aet=calling_aet, max_pdu_size=max_pdu_size)
+    upload = settings.upload
+
+    def factory(destination: Destination) -> Callable[[], Uploader]:
+        if isinstance(destination, DimseDestination):
+            return lambda: CStoreUploader(destination, sender_settings)
+        client = clients.get(destination.key)
+        if client is None:
+            client = DicomwebClient(
+                destination.address,
+                transport,
+                build_authenticator(auth, destination.address.root),
+                NO_RETRY,  # the queue retries, with its own backoff
+                stow_transport=stow_transport,
+            )
+            clients[destination.key] = client
+        stow = client
+        return lambda: StowUploader(
+            stow, overwrite=upload.overwrite, retry_codes=upload.retry_codes
+        )
+
+    manager = SpoolManager(settings, router.destinations, factory)
+    return Spooling(manager, SpoolingSink(manager, router), router)

@@ -1,0 +1,209 @@
+"""Storage Commitment Push Model across the real wire, with a pynetdicom requester.
+
+The requester sends N-ACTION to the adapter and runs its own listener for the N-EVENT-REPORT
+(its address is in the AET dictionary). Orthanc is the store that is checked with QIDO-RS.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
+
+from common.dimse.aet_dictionary import AetDictionary
+from common.dimse.sender import PeerAddress
+from common.retry import RetryPolicy
+from common.status import Status
+from import_adapter.commitment.service import CommitmentSettings
+from tests.integration.spool_support import send_files, spool_settings
+from tests.support.adapters import IMPORT_AET, running_import_adapter
+from tests.support.orthanc import OrthancServer
+from tests.support.ports import free_port
+from tests.support.samples import SampleInstance, make_corpus
+
+REQUESTER = "COMMITSCU"
+
+
+class Requester:
+    """The modality side: N-ACTION SCU, and an N-EVENT-REPORT listener on a fixed port."""
+
+    def __init__(self, syntaxes: list[str]) -> None:
+        self.port = free_port()
+        self.syntaxes = syntaxes
+        self.reports: queue.Queue[tuple[int, Dataset]] = queue.Queue()
+        self._server: Any = None
+
+    def listen(self) -> None:
+        ae = AE(ae_title=REQUESTER)
+        ae.add_supported_context(
+            StorageCommitmentPushModel, self.syntaxes, scu_role=False, scp_role=True
+        )
+
+        def on_report(event: Any) -> tuple[int, None]:
+            self.reports.put((int(event.event_type), event.event_information))
+            return 0x0000, None
+
+        self._server = ae.start_server(
+            ("127.0.0.1", self.port), block=False,
+            evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)],
+        )
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+    def request(self, adapter_port: int, refs: list[tuple[str, str]]) -> tuple[str, int]:
+        """Send N-ACTION; returns (transaction UID, N-ACTION status)."""
+        transaction = generate_uid()
+        info = Dataset()
+        info.TransactionUID = transaction
+        items = []
+        for sop_class, sop_instance in refs:
+            item = Dataset()
+            item.ReferencedSOPClassUID = sop_class
+            item.ReferencedSOPInstanceUID = sop_instance
+            items.append(item)
+        info.ReferencedSOPSequence = DicomSequence(items)
+        ae = AE(ae_title=REQUESTER)
+        ae.add_requested_context(StorageCommitmentPushModel, [ExplicitVRLittleEndian])
+        assoc = ae.associate("127.0.0.1", adapter_port, ae_title=IMPORT_AET)
+        assert assoc.is_established
+        try:
+            status, _ = assoc.send_n_action(
+                info, 1, StorageCommitmentPushModel, "1.2.840.10008.1.20.1.1"
+            )
+        finally:
+            assoc.release()
+        return transaction, int(status.Status)
+
+    def report(self, timeout: float = 20.0) -> tuple[int, Dataset]:
+        return self.reports.get(timeout=timeout)
+
+
+@pytest.fixture
+def requester() -> Iterator[Callable[..., Requester]]:
+    made: list[Requester] = []
+
+    def factory(syntaxes: list[str] | None = None, listen: bool = True) -> Requester:
+        item = Requester(syntaxes or [str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian)])
+        made.append(item)
+        if listen:
+            item.listen()
+        return item
+
+    yield factory
+    for item in made:
+        item.stop()
+
+
+def _settings() -> CommitmentSettings:
+    base = CommitmentSettings(spool_wait=20.0)
+    return replace(
+        base,
+        report_retry=RetryPolicy(initial_delay=0.2, max_delay=0.5, budget=30.0),
+        report=replace(base.report, calling_aet=IMPORT_AET, timeout=5.0),
+    )
+
+
+def _refs(samples: list[SampleInstance]) -> list[tuple[str, str]]:
+    return [(s.sop_class_uid, s.sop_instance_uid) for s in samples]
+
+
+def _dictionary(item: Requester) -> AetDictionary:
+    return AetDictionary([PeerAddress(REQUESTER, "127.0.0.1", item.port)])
+
+
+@pytest.mark.parametrize("syntax", [ImplicitVRLittleEndian, ExplicitVRLittleEndian])
+def test_all_found_is_event_1_in_the_syntax_the_requester_accepts(
+    fresh_orthanc: Callable[..., OrthancServer],
+    requester: Callable[..., Requester],
+    tmp_path: Path,
+    syntax: str,
+) -> None:
+    store = fresh_orthanc()
+    scu = requester([str(syntax)])
+    corpus = make_corpus(tmp_path / "c", 3)
+    with running_import_adapter(
+        store.dicomweb_url, spool=spool_settings(tmp_path / "spool"),
+        aet_dictionary=_dictionary(scu), commitment=_settings(),
+    ) as adapter:
+        # Auto-acknowledged: some may still be in the spool when the request arrives.
+        assert set(send_files(adapter.server.port, [s.path for s in corpus],
+                              calling_aet=REQUESTER).values()) == {Status.SUCCESS}
+        transaction, status = scu.request(adapter.server.port, _refs(corpus))
+        assert status == Status.SUCCESS
+        event_type, info = scu.report()
+    assert event_type == 1
+    assert info.TransactionUID == transaction
+    assert {i.ReferencedSOPInstanceUID for i in info.ReferencedSOPSequence} == {
+        s.sop_instance_uid for s in corpus
+    }
+    assert "FailedSOPSequence" not in info
+
+
+def test_some_missing_is_event_2_with_failure_reasons(
+    fresh_orthanc: Callable[..., OrthancServer],
+    requester: Callable[..., Requester],
+    tmp_path: Path,
+) -> None:
+    store = fresh_orthanc()
+    scu = requester()
+    corpus = make_corpus(tmp_path / "c", 2)
+    missing = (corpus[0].sop_class_uid, generate_uid())
+    wrong_class = ("1.2.840.10008.5.1.4.1.1.4", corpus[0].sop_instance_uid)  # MR vs CT
+    with running_import_adapter(
+        store.dicomweb_url, aet_dictionary=_dictionary(scu), commitment=_settings()
+    ) as adapter:
+        send_files(adapter.server.port, [s.path for s in corpus])
+        refs = [*_refs(corpus[1:]), missing]
+        if corpus[0].sop_class_uid != wrong_class[0]:
+            refs.append(wrong_class)
+        _, status = scu.request(adapter.server.port, refs)
+        assert status == Status.SUCCESS
+        event_type, info = scu.report()
+    assert event_type == 2
+    assert [i.ReferencedSOPInstanceUID for i in info.ReferencedSOPSequence] == [
+        corpus[1].sop_instance_uid
+    ]
+    failures = {i.ReferencedSOPInstanceUID: i.FailureReason for i in info.FailedSOPSequence}
+    assert failures[missing[1]] == Status.NO_SUCH_OBJECT_INSTANCE
+    if corpus[0].sop_class_uid != wrong_class[0]:
+        assert failures[wrong_class[1]] == Status.CLASS_INSTANCE_CONFLICT
+
+
+def test_requester_down_then_up_gets_its_report(
+    orthanc: OrthancServer, requester: Callable[..., Requester], tmp_path: Path
+) -> None:
+    scu = requester(listen=False)
+    corpus = make_corpus(tmp_path / "c", 1)
+    with running_import_adapter(
+        orthanc.dicomweb_url, aet_dictionary=_dictionary(scu), commitment=_settings()
+    ) as adapter:
+        send_files(adapter.server.port, [corpus[0].path])
+        _, status = scu.request(adapter.server.port, _refs(corpus))
+        assert status == Status.SUCCESS
+        time.sleep(1.5)  # reports fail meanwhile: nothing listens
+        scu.listen()
+        event_type, info = scu.report()
+    assert event_type == 1
+    assert info.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == corpus[0].sop_instance_uid
+
+
+def test_unknown_requester_and_bad_request_are_refused(
+    orthanc: OrthancServer, requester: Callable[..., Requester]
+) -> None:
+    scu = requester(listen=False)
+    with running_import_adapter(orthanc.dicomweb_url, commitment=_settings()) as adapter:
+        _, status = scu.request(adapter.server.port, [("1.2.3", "4.5.6")])
+    assert status == Status.PROCESSING_FAILURE  # COMMITSCU is not in the AET dictionary
