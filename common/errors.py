@@ -18,6 +18,8 @@ boundary where they arise, with ``raise Ours(...) from exc``, so callers only ev
     ├── DimseError                  an association we requested did not do what we asked
     │   ├── PeerUnavailableError    cannot connect, association aborted or timed out (transient)
     │   └── PeerRejectedError       association rejected, or no acceptable presentation context
+    │       ├── AssociationRejectedError  A-ASSOCIATE-RJ: result (permanent?), source, reason
+    │       └── NoAcceptableContextError  accepted, but no context for this SOP class
     ├── DicomwebError               anything that went wrong talking to a DICOMweb server
     │   ├── DicomwebConnectionError connection refused, reset, DNS failure, TLS failure
     │   ├── DicomwebTimeoutError    connect or read timeout
@@ -115,6 +117,36 @@ class PeerUnavailableError(DimseError):
 
 class PeerRejectedError(DimseError):
     """The peer rejected the association, or accepted no context usable for an instance."""
+
+
+class AssociationRejectedError(PeerRejectedError):
+    """The peer answered the association request with an A-ASSOCIATE-RJ (PS3.8 9.3.4).
+
+    Attributes:
+        permanent: the Result was "rejected-permanent" (retrying unchanged cannot help; often
+            a configuration matter such as AE titles), else "rejected-transient".
+        source: 1 service user, 2 service provider (ACSE), 3 service provider (presentation).
+        reason: the Reason/Diag. field, interpreted per source.
+    """
+
+    def __init__(self, message: str, *, permanent: bool, source: int, reason: int) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.source = source
+        self.reason = reason
+        self.transient = not permanent
+
+
+class NoAcceptableContextError(PeerRejectedError):
+    """The association was accepted, but no presentation context for this SOP class was.
+
+    Attributes:
+        sop_class_uid: the SOP class the peer will not take.
+    """
+
+    def __init__(self, message: str, *, sop_class_uid: str) -> None:
+        super().__init__(message)
+        self.sop_class_uid = sop_class_uid
 
 
 class DicomwebError(AdapterError):

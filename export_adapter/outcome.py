@@ -28,11 +28,13 @@ from dataclasses import dataclass
 from enum import Enum
 
 from common.errors import (
+    AssociationRejectedError,
     AuthError,
     DatasetError,
     DicomwebError,
     DicomwebHttpError,
     DicomwebResponseError,
+    NoAcceptableContextError,
     PeerRejectedError,
     PeerUnavailableError,
     ShuttingDownError,
@@ -84,12 +86,14 @@ def classify(error: BaseException) -> FailureKind:
         return FailureKind(True, "peer-refused")
     if isinstance(error, DatasetError):  # malformed part, transcoding impossible
         return FailureKind(True, "bad-dataset")
+    if isinstance(error, NoAcceptableContextError):
+        return FailureKind(True, "no-presentation-context")
+    if isinstance(error, AssociationRejectedError):
+        # A refused association is usually configuration (AE titles, limits): keep the message
+        # whatever the rejection's result, so nothing is lost to a config error.
+        kind = "permanent" if error.permanent else "transient"
+        return FailureKind(False, f"association-rejected-{kind}")
     if isinstance(error, PeerRejectedError):
-        # The sender raises it for a refused association (often configuration: AE titles) and
-        # for "no presentation context for this SOP class"; only the second is about the
-        # instance. Keep the message in the first case: nothing may be lost to a config error.
-        if "presentation context" in str(error):
-            return FailureKind(True, "no-presentation-context")
         return FailureKind(False, "association-rejected")
     if isinstance(error, PeerUnavailableError):
         return FailureKind(False, "peer-unavailable")

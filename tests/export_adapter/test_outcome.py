@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 
 from common.errors import (
+    AssociationRejectedError,
     AuthError,
     DicomwebConnectionError,
     DicomwebHttpError,
     DicomwebResponseError,
     DicomwebTimeoutError,
     MalformedDatasetError,
-    PeerRejectedError,
+    NoAcceptableContextError,
     PeerUnavailableError,
     ShuttingDownError,
     TranscodeError,
@@ -35,7 +36,7 @@ from export_adapter.outcome import classify, is_transient_status
         PeerRefusedInstanceError(DimseStatus(0x0110), "P"),
         MalformedDatasetError("no meta"),
         TranscodeError("no codec"),
-        PeerRejectedError("P accepted no presentation context for SOP class 1.2"),
+        NoAcceptableContextError("P accepted no context for 1.2", sop_class_uid="1.2"),
         DicomwebHttpError(400),
         DicomwebHttpError(406),
         DicomwebHttpError(409),
@@ -49,7 +50,7 @@ def test_permanent(error: BaseException) -> None:
     "error",
     [
         PeerUnavailableError("down"),
-        PeerRejectedError("P rejected the association"),
+        AssociationRejectedError("P rejected the association", permanent=False, source=1, reason=1),
         PeerRefusedInstanceError(DimseStatus(0xA700), "P"),
         PeerRefusedInstanceError(DimseStatus(0xA7FF), "P"),
         DicomwebConnectionError("refused"),

@@ -1,0 +1,292 @@
+"""DIMSE command sets for C-STORE and C-ECHO, encoded and decoded by hand.
+
+A command set is a handful of group 0000 elements in implicit VR little endian (PS3.7 6.3.1,
+9.3); pynetdicom builds a pydicom Dataset for each one and encodes it through the generic
+writer, which costs more than the rest of a small C-STORE. Here each element is one
+``struct.pack``. The encoders produce exactly what pynetdicom produces for the same primitive
+(the tests compare them byte for byte); the decoder reads any command set, keeps every element
+and leaves interpretation to the typed accessors.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from common.dimse.fast.constants import (
+    VERIFICATION_SOP_CLASS,
+    CommandField,
+    DataSetType,
+    Priority,
+    Tag,
+)
+
+_HEADER = struct.Struct("<HHI")
+_US = struct.Struct("<H")
+_UL = struct.Struct("<I")
+_GROUP_LENGTH_SIZE = _HEADER.size + _UL.size
+
+
+class CommandSetError(ValueError):
+    """A command set is truncated, malformed or lacks a mandatory element."""
+
+
+def _element(tag: int, value: bytes) -> bytes:
+    return _HEADER.pack(tag >> 16, tag & 0xFFFF, len(value)) + value
+
+
+def _us(value: int) -> bytes:
+    return _US.pack(value)
+
+
+def _uid(value: str) -> bytes:
+    raw = value.encode("ascii")
+    # UI values are padded to even length with a NUL (PS3.5 9.1).
+    return raw + b"\x00" if len(raw) % 2 else raw
+
+
+def _text(value: str) -> bytes:
+    raw = value.encode("ascii", "replace")
+    # AE, LO and other text values are padded with a space.
+    return raw + b" " if len(raw) % 2 else raw
+
+
+def encode_elements(elements: Sequence[tuple[int, bytes]]) -> bytes:
+    """A command set from ``(tag, encoded value)`` pairs in ascending tag order.
+
+    The Command Group Length element is computed and put first.
+    """
+    body = b"".join(_element(tag, value) for tag, value in elements)
+    return _element(Tag.COMMAND_GROUP_LENGTH, _UL.pack(len(body))) + body
+
+
+@dataclass(frozen=True)
+class CommandSet:
+    """A decoded command set: every element's raw value, by tag."""
+
+    elements: dict[int, bytes]
+
+    def has(self, tag: int) -> bool:
+        """Whether the element is present."""
+        return tag in self.elements
+
+    def us(self, tag: int) -> int:
+        """An US value.
+
+        Raises:
+            CommandSetError: the element is missing or is not two bytes long.
+        """
+        raw = self.elements.get(tag)
+        if raw is None or len(raw) != _US.size:
+            raise CommandSetError(f"command element ({tag >> 16:04X},{tag & 0xFFFF:04X}) "
+                                  "is missing or not an US")
+        return int(_US.unpack(raw)[0])
+
+    def text(self, tag: int, default: str = "") -> str:
+        """A UI/AE/LO value without its padding (``default`` when absent)."""
+        raw = self.elements.get(tag)
+        if raw is None:
+            return default
+        return raw.decode("ascii", "replace").rstrip("\x00 ").lstrip(" ")
+
+    @property
+    def command_field(self) -> int:
+        """(0000,0100) Command Field."""
+        return self.us(Tag.COMMAND_FIELD)
+
+    @property
+    def has_dataset(self) -> bool:
+        """Whether a dataset follows the command set."""
+        return self.us(Tag.COMMAND_DATA_SET_TYPE) != DataSetType.NONE
+
+
+def decode_command_set(data: bytes | bytearray | memoryview) -> CommandSet:
+    """Decode an implicit VR little endian command set.
+
+    Raises:
+        CommandSetError: an element runs past the end, or an element is not in group 0000.
+    """
+    view = memoryview(data)
+    elements: dict[int, bytes] = {}
+    offset = 0
+    end = len(view)
+    while offset < end:
+        if end - offset < _HEADER.size:
+            raise CommandSetError("command set ends inside an element header")
+        group, element, length = _HEADER.unpack_from(view, offset)
+        offset += _HEADER.size
+        if group != 0x0000:
+            raise CommandSetError(f"command set holds an element of group {group:04X}")
+        if length > end - offset:
+            raise CommandSetError("command set ends inside an element value")
+        elements[(group << 16) | element] = bytes(view[offset : offset + length])
+        offset += length
+    if Tag.COMMAND_FIELD not in elements:
+        raise CommandSetError("command set has no Command Field")
+    return CommandSet(elements)
+
+
+# -- typed messages ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CStoreRq:
+    """A C-STORE-RQ command set (PS3.7 9.3.1.1)."""
+
+    message_id: int
+    sop_class_uid: str
+    sop_instance_uid: str
+    priority: int = Priority.MEDIUM
+    move_originator_aet: str | None = None
+    move_originator_message_id: int | None = None
+
+    def encode(self) -> bytes:
+        """The command set bytes."""
+        elements = [
+            (Tag.AFFECTED_SOP_CLASS_UID, _uid(self.sop_class_uid)),
+            (Tag.COMMAND_FIELD, _us(CommandField.C_STORE_RQ)),
+            (Tag.MESSAGE_ID, _us(self.message_id)),
+            (Tag.PRIORITY, _us(self.priority)),
+            (Tag.COMMAND_DATA_SET_TYPE, _us(DataSetType.PRESENT)),
+            (Tag.AFFECTED_SOP_INSTANCE_UID, _uid(self.sop_instance_uid)),
+        ]
+        if self.move_originator_aet:
+            elements.append((Tag.MOVE_ORIGINATOR_AE_TITLE, _text(self.move_originator_aet)))
+        if self.move_originator_message_id is not None:
+            elements.append(
+                (Tag.MOVE_ORIGINATOR_MESSAGE_ID, _us(self.move_originator_message_id))
+            )
+        return encode_elements(elements)
+
+    @classmethod
+    def from_command(cls, command: CommandSet) -> CStoreRq:
+        """Read a decoded C-STORE-RQ.
+
+        Raises:
+            CommandSetError: a mandatory element is missing or malformed.
+        """
+        sop_class = command.text(Tag.AFFECTED_SOP_CLASS_UID)
+        sop_instance = command.text(Tag.AFFECTED_SOP_INSTANCE_UID)
+        if not sop_class or not sop_instance:
+            raise CommandSetError("C-STORE-RQ lacks an Affected SOP Class/Instance UID")
+        return cls(
+            message_id=command.us(Tag.MESSAGE_ID),
+            sop_class_uid=sop_class,
+            sop_instance_uid=sop_instance,
+            priority=command.us(Tag.PRIORITY) if command.has(Tag.PRIORITY) else Priority.MEDIUM,
+            move_originator_aet=command.text(Tag.MOVE_ORIGINATOR_AE_TITLE) or None,
+            move_originator_message_id=(
+                command.us(Tag.MOVE_ORIGINATOR_MESSAGE_ID)
+                if command.has(Tag.MOVE_ORIGINATOR_MESSAGE_ID)
+                else None
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class CStoreRsp:
+    """A C-STORE-RSP command set (PS3.7 9.3.1.2)."""
+
+    message_id_being_responded_to: int
+    sop_class_uid: str
+    sop_instance_uid: str
+    status: int
+    error_comment: str = ""
+
+    def encode(self) -> bytes:
+        """The command set bytes."""
+        elements = [
+            (Tag.AFFECTED_SOP_CLASS_UID, _uid(self.sop_class_uid)),
+            (Tag.COMMAND_FIELD, _us(CommandField.C_STORE_RSP)),
+            (Tag.MESSAGE_ID_BEING_RESPONDED_TO, _us(self.message_id_being_responded_to)),
+            (Tag.COMMAND_DATA_SET_TYPE, _us(DataSetType.NONE)),
+            (Tag.STATUS, _us(self.status)),
+        ]
+        if self.error_comment:
+            elements.append((Tag.ERROR_COMMENT, _text(self.error_comment)))
+        elements.append((Tag.AFFECTED_SOP_INSTANCE_UID, _uid(self.sop_instance_uid)))
+        return encode_elements(elements)
+
+    @classmethod
+    def from_command(cls, command: CommandSet) -> CStoreRsp:
+        """Read a decoded C-STORE-RSP (class and instance UIDs are optional in a response).
+
+        Raises:
+            CommandSetError: the Status or Message ID Being Responded To is missing.
+        """
+        return cls(
+            message_id_being_responded_to=command.us(Tag.MESSAGE_ID_BEING_RESPONDED_TO),
+            sop_class_uid=command.text(Tag.AFFECTED_SOP_CLASS_UID),
+            sop_instance_uid=command.text(Tag.AFFECTED_SOP_INSTANCE_UID),
+            status=command.us(Tag.STATUS),
+            error_comment=command.text(Tag.ERROR_COMMENT),
+        )
+
+
+@dataclass(frozen=True)
+class CEchoRq:
+    """A C-ECHO-RQ command set (PS3.7 9.3.5.1)."""
+
+    message_id: int
+    sop_class_uid: str = VERIFICATION_SOP_CLASS
+
+    def encode(self) -> bytes:
+        """The command set bytes."""
+        return encode_elements(
+            [
+                (Tag.AFFECTED_SOP_CLASS_UID, _uid(self.sop_class_uid)),
+                (Tag.COMMAND_FIELD, _us(CommandField.C_ECHO_RQ)),
+                (Tag.MESSAGE_ID, _us(self.message_id)),
+                (Tag.COMMAND_DATA_SET_TYPE, _us(DataSetType.NONE)),
+            ]
+        )
+
+    @classmethod
+    def from_command(cls, command: CommandSet) -> CEchoRq:
+        """Read a decoded C-ECHO-RQ.
+
+        Raises:
+            CommandSetError: the Message ID is missing.
+        """
+        return cls(
+            message_id=command.us(Tag.MESSAGE_ID),
+            sop_class_uid=command.text(Tag.AFFECTED_SOP_CLASS_UID, VERIFICATION_SOP_CLASS),
+        )
+
+
+@dataclass(frozen=True)
+class CEchoRsp:
+    """A C-ECHO-RSP command set (PS3.7 9.3.5.2)."""
+
+    message_id_being_responded_to: int
+    status: int
+    sop_class_uid: str = VERIFICATION_SOP_CLASS
+    error_comment: str = ""
+
+    def encode(self) -> bytes:
+        """The command set bytes."""
+        elements = [
+            (Tag.AFFECTED_SOP_CLASS_UID, _uid(self.sop_class_uid)),
+            (Tag.COMMAND_FIELD, _us(CommandField.C_ECHO_RSP)),
+            (Tag.MESSAGE_ID_BEING_RESPONDED_TO, _us(self.message_id_being_responded_to)),
+            (Tag.COMMAND_DATA_SET_TYPE, _us(DataSetType.NONE)),
+            (Tag.STATUS, _us(self.status)),
+        ]
+        if self.error_comment:
+            elements.append((Tag.ERROR_COMMENT, _text(self.error_comment)))
+        return encode_elements(elements)
+
+    @classmethod
+    def from_command(cls, command: CommandSet) -> CEchoRsp:
+        """Read a decoded C-ECHO-RSP.
+
+        Raises:
+            CommandSetError: the Status or Message ID Being Responded To is missing.
+        """
+        return cls(
+            message_id_being_responded_to=command.us(Tag.MESSAGE_ID_BEING_RESPONDED_TO),
+            status=command.us(Tag.STATUS),
+            sop_class_uid=command.text(Tag.AFFECTED_SOP_CLASS_UID, VERIFICATION_SOP_CLASS),
+            error_comment=command.text(Tag.ERROR_COMMENT),
+        )

@@ -1,0 +1,571 @@
+"""An association we accept: peek and classify the request, then serve storage and verification.
+
+The listener hands each accepted connection to :func:`peek_associate_rq`, which waits (without
+consuming anything) for the whole A-ASSOCIATE-RQ; :func:`fast_path_eligible` decides whether this
+engine can serve it (only Verification and storage-like contexts, no extended negotiation) or
+whether the untouched socket goes to pynetdicom. :class:`AcceptorAssociation` then runs the whole
+association in the calling thread: negotiation, C-ECHO, C-STORE into a spool file, release,
+abort, timeouts. What to do with a C-STORE is the caller's (:class:`AcceptorHandlers`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import os
+import socket
+import tempfile
+import threading
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import pynetdicom.sop_class as sop_classes
+from pydicom.uid import UID
+from pynetdicom import ALL_TRANSFER_SYNTAXES
+from pynetdicom.service_class import StorageServiceClass
+
+from common.dicom.part10 import build_file_meta
+from common.dimse.fast.acse import (
+    FAST_USER_ITEMS,
+    AcceptedContext,
+    AssociateRequest,
+    decode_associate_rq,
+    encode_associate_ac,
+    encode_associate_rj,
+    pdu_length,
+)
+from common.dimse.fast.commands import (
+    CEchoRq,
+    CEchoRsp,
+    CommandSetError,
+    CStoreRq,
+    CStoreRsp,
+    decode_command_set,
+)
+from common.dimse.fast.constants import (
+    APPLICATION_CONTEXT_NAME,
+    MAX_ASSOCIATE_RQ_LENGTH,
+    PDU_HEADER_LENGTH,
+    VERIFICATION_SOP_CLASS,
+    AbortReason,
+    AbortSource,
+    CommandField,
+    ContextResult,
+    PduType,
+    RejectReason,
+    RejectResult,
+    RejectSource,
+)
+from common.dimse.fast.transport import (
+    ConnectionClosedError,
+    DimseProtocolError,
+    PduStream,
+    PeerAbortedError,
+    ReleaseRequestedError,
+    abort_pdu,
+    max_pdv_data,
+    pdata_pdus,
+    release_pdu,
+)
+from common.errors import MalformedDatasetError
+from common.status import DimseStatus
+
+LOG = logging.getLogger(__name__)
+
+#: Buffer of the spool file writer: fragments are small, system calls are not free.
+_SPOOL_BUFFER = 1 << 20
+
+
+def peek_associate_rq(sock: socket.socket, timeout: float | None) -> bytes:
+    """Wait for a whole A-ASSOCIATE-RQ on ``sock`` and return a copy, leaving it unread.
+
+    ``MSG_PEEK | MSG_WAITALL`` blocks in the kernel until the requested bytes have arrived, so
+    there is no polling; the bytes stay in the socket for whoever serves the association.
+
+    Raises:
+        TimeoutError: the request did not arrive within ``timeout``.
+        ConnectionClosedError: the peer closed the connection first.
+        DimseProtocolError: the first PDU is not an A-ASSOCIATE-RQ, or is implausibly long.
+    """
+    sock.settimeout(timeout)
+    flags = socket.MSG_PEEK | socket.MSG_WAITALL
+    header = sock.recv(PDU_HEADER_LENGTH, flags)
+    if len(header) < PDU_HEADER_LENGTH:
+        if header and header[0] != PduType.ASSOCIATE_RQ:
+            raise DimseProtocolError("not an A-ASSOCIATE-RQ", AbortReason.UNRECOGNIZED_PDU)
+        raise ConnectionClosedError("peer closed the connection before its request")
+    if header[0] != PduType.ASSOCIATE_RQ:
+        reason = (
+            AbortReason.UNEXPECTED_PDU
+            if header[0] in {int(t) for t in PduType}
+            else AbortReason.UNRECOGNIZED_PDU
+        )
+        raise DimseProtocolError(f"first PDU has type 0x{header[0]:02X}", reason)
+    total = pdu_length(header)
+    if total > MAX_ASSOCIATE_RQ_LENGTH:
+        raise DimseProtocolError(
+            "A-ASSOCIATE-RQ too long", AbortReason.INVALID_PDU_PARAMETER_VALUE
+        )
+    data = sock.recv(total, flags)
+    if len(data) < total:
+        raise ConnectionClosedError("peer closed the connection inside its request")
+    return data
+
+
+def is_storage_like(abstract_syntax: str) -> bool:
+    """Whether pynetdicom's unrestricted storage negotiation treats the class as storage.
+
+    The same test as ``pynetdicom.presentation.negotiate_unrestricted``: private, unknown to
+    pynetdicom, or one of its storage SOP classes.
+    """
+    uid = UID(abstract_syntax)
+    if uid.is_private or not hasattr(sop_classes, uid.keyword):
+        return True
+    return sop_classes.uid_to_service_class(uid) is StorageServiceClass
+
+
+def fast_path_eligible(request: AssociateRequest, reserved: Collection[str] = ()) -> bool:
+    """Whether this engine can serve the association the same way pynetdicom would.
+
+    Args:
+        request: the decoded A-ASSOCIATE-RQ.
+        reserved: abstract syntaxes other services registered (they keep pynetdicom).
+    """
+    if not request.user_item_types <= FAST_USER_ITEMS:
+        return False  # role selection, user identity, extended negotiation, async ops
+    for cx in request.contexts:
+        if cx.abstract_syntax in reserved:
+            return False
+        if cx.abstract_syntax != VERIFICATION_SOP_CLASS and not is_storage_like(
+            cx.abstract_syntax
+        ):
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class AcceptorPolicy:
+    """How the fast SCP answers requests.
+
+    Attributes:
+        ae_title: our AE title; requests calling anything else are rejected.
+        max_pdu_size: our Maximum Length Received (0 = unlimited).
+        acse_timeout / dimse_timeout / network_timeout: seconds (``None`` waits forever) for
+            the release answer, for the rest of a message once it started, and for an idle
+            association between messages.
+    """
+
+    ae_title: str
+    max_pdu_size: int
+    acse_timeout: float | None
+    dimse_timeout: float | None
+    network_timeout: float | None
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    """One end of an association (pynetdicom's ``assoc.requestor``/``acceptor`` shape)."""
+
+    ae_title: str
+    address: str
+    port: int
+
+
+class AssociationEvent(enum.Enum):
+    """Association lifecycle notifications (named like pynetdicom's events)."""
+
+    CONN_OPEN = "conn-open"
+    ESTABLISHED = "established"
+    REJECTED = "rejected"
+    RELEASED = "released"
+    ABORTED = "aborted"
+    CONN_CLOSE = "conn-close"
+
+
+class AcceptorHandlers(Protocol):
+    """What the fast SCP calls; implementations must not raise."""
+
+    def notify(self, event: AssociationEvent, assoc: AcceptorAssociation) -> None:
+        """An association lifecycle event."""
+
+    def c_echo(self, assoc: AcceptorAssociation, request: CEchoRq) -> DimseStatus:
+        """Answer a C-ECHO."""
+
+    def c_store(
+        self,
+        assoc: AcceptorAssociation,
+        request: CStoreRq,
+        context: AcceptedContext,
+        spool_path: Path,
+    ) -> DimseStatus:
+        """Handle a C-STORE whose dataset is in ``spool_path`` (a Part 10 file)."""
+
+
+@dataclass(frozen=True)
+class _SocketHolder:
+    socket: socket.socket
+
+
+@dataclass(frozen=True)
+class _DulView:
+    """pynetdicom's ``assoc.dul.socket.socket`` path to the raw socket, for shared handlers."""
+
+    socket: _SocketHolder
+
+
+class _Ended(Exception):
+    """The association is over (released, aborted or dropped); unwinds the serve loop."""
+
+
+class AcceptorAssociation:
+    """One association we accepted, served in the thread that calls :meth:`serve`.
+
+    :meth:`abort` may be called from any thread (shutdown); everything else belongs to the
+    serving thread.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        address: tuple[str, int],
+        local: tuple[str, int],
+        policy: AcceptorPolicy,
+        handlers: AcceptorHandlers,
+        *,
+        spool_dir: Callable[[], str | None] = lambda: None,
+    ) -> None:
+        self._sock = sock
+        self._policy = policy
+        self._handlers = handlers
+        self._spool_dir = spool_dir
+        self._stream = PduStream(sock, policy.max_pdu_size)
+        self._send_lock = threading.Lock()
+        self._closed = False
+        # Shutdown: _busy is set while a request is being received or handled; a stop request
+        # then waits for its response to go out (so the SCU learns the request's fate).
+        self._state_lock = threading.Lock()
+        self._busy = False
+        self._stop_requested = False
+        self._stop_after_next = False
+        self.dul = _DulView(_SocketHolder(sock))
+        self.requestor = PeerInfo("", address[0], address[1])
+        self.acceptor = PeerInfo(policy.ae_title, local[0], local[1])
+        self.is_established = False
+        self.is_acceptor = True
+        self.contexts: dict[int, AcceptedContext] = {}
+        self._fragment = max_pdv_data(0)
+
+    def __repr__(self) -> str:
+        r = self.requestor
+        return f"AcceptorAssociation({r.ae_title or '-'}@{r.address}:{r.port})"
+
+    # -- thread-safe controls -----------------------------------------------------------------
+
+    def abort(self, reason: AbortReason = AbortReason.NOT_SPECIFIED) -> None:
+        """Send an A-ABORT and close the connection (wakes the serving thread)."""
+        source = (
+            AbortSource.SERVICE_USER
+            if reason == AbortReason.NOT_SPECIFIED
+            else AbortSource.SERVICE_PROVIDER
+        )
+        self._send_final(abort_pdu(source, reason))
+
+    def request_stop(self) -> None:
+        """Ask the association to end at shutdown, after answering one more request.
+
+        The request in progress (if any) finishes normally; the next request that arrives is
+        answered too (the service refuses it while draining: the SCU learns its fate instead of
+        losing it to an abort), and then the association is aborted. The caller aborts
+        associations that stay idle (:attr:`is_busy`) for too long.
+        """
+        with self._state_lock:
+            self._stop_requested = True
+            # A request being handled now started before the stop: it does not count.
+            self._stop_after_next = self._busy
+
+    @property
+    def is_busy(self) -> bool:
+        """Whether a request is being received, handled or answered right now."""
+        with self._state_lock:
+            return self._busy
+
+    def _set_busy(self, busy: bool) -> None:
+        with self._state_lock:
+            self._busy = busy
+            end = False
+            if self._stop_requested and not busy:
+                if self._stop_after_next:
+                    self._stop_after_next = False  # answered the in-flight one; one more
+                else:
+                    end = True
+        if end:
+            self._end_with_abort(AbortReason.NOT_SPECIFIED)
+
+    def _send_final(self, pdu: bytes) -> None:
+        # The lock keeps an abort from another thread out of the middle of a message.
+        if not self._send_lock.acquire(timeout=5.0):
+            LOG.debug("%r: sender busy; closing without an A-ABORT", self)
+            self._shutdown()
+            return
+        try:
+            if not self._closed:
+                try:
+                    self._sock.settimeout(1.0)
+                    self._sock.sendall(pdu)
+                except OSError:
+                    pass  # the peer is gone; nothing left to tell it
+        finally:
+            self._send_lock.release()
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        self._closed = True
+        self.is_established = False
+        with contextlib.suppress(OSError):  # already disconnected
+            self._sock.shutdown(socket.SHUT_RDWR)
+
+    def _send(self, data: bytes) -> None:
+        with self._send_lock:
+            if self._closed:
+                raise ConnectionClosedError("association already closed")
+            self._sock.settimeout(self._policy.network_timeout)
+            self._stream.send(data)
+
+    # -- serving ------------------------------------------------------------------------------
+
+    def serve(self, active_count: Callable[[], int], max_associations: int) -> None:
+        """Negotiate and serve the association until it ends; never raises.
+
+        Args:
+            active_count: associations established now (all engines), for the limit.
+            max_associations: the most at once; beyond it requests get a transient reject.
+        """
+        self._handlers.notify(AssociationEvent.CONN_OPEN, self)
+        try:
+            if self._negotiate(active_count, max_associations):
+                self._message_loop()
+        except _Ended:
+            pass
+        except Exception:  # a bug here must cost one association, not the listener
+            LOG.exception("%r: internal error; aborting", self)
+            self._end_with_abort(AbortReason.NOT_SPECIFIED)
+        finally:
+            self._shutdown()
+            with contextlib.suppress(OSError):
+                self._sock.close()
+            self._handlers.notify(AssociationEvent.CONN_CLOSE, self)
+
+    def _negotiate(self, active_count: Callable[[], int], max_associations: int) -> bool:
+        policy = self._policy
+        self._sock.settimeout(policy.acse_timeout)
+        try:
+            pdu_type, body = self._stream.read_pdu()
+            if pdu_type != PduType.ASSOCIATE_RQ:
+                raise DimseProtocolError("expected an A-ASSOCIATE-RQ", AbortReason.UNEXPECTED_PDU)
+            header = bytes([pdu_type, 0]) + len(body).to_bytes(4, "big")
+            request = decode_associate_rq(header + body)
+        except DimseProtocolError as exc:
+            LOG.warning("%r: bad association request (%s); aborting", self, exc)
+            self._end_with_abort(exc.reason)
+            return False
+        except (OSError, TimeoutError) as exc:
+            LOG.info("%r: connection lost before the association request: %s", self, exc)
+            return False
+        self.requestor = PeerInfo(
+            request.calling_ae_title, self.requestor.address, self.requestor.port
+        )
+        rejection = self._rejection(request, active_count, max_associations)
+        if rejection is not None:
+            result, source, reason = rejection
+            LOG.warning(
+                "rejecting association from %r (result %d, source %d, reason %d)",
+                self, result, source, reason,
+            )
+            self._send_final(encode_associate_rj(result, source, reason))
+            self._handlers.notify(AssociationEvent.REJECTED, self)
+            return False
+        results: list[tuple[int, int, str]] = []
+        for cx in request.contexts:
+            syntax = self._choose_syntax(cx.abstract_syntax, cx.transfer_syntaxes)
+            if syntax is None:
+                results.append(
+                    (cx.context_id, ContextResult.TRANSFER_SYNTAXES_NOT_SUPPORTED,
+                     cx.transfer_syntaxes[0] if cx.transfer_syntaxes else
+                     APPLICATION_CONTEXT_NAME)
+                )
+                continue
+            results.append((cx.context_id, ContextResult.ACCEPTANCE, syntax))
+            self.contexts[cx.context_id] = AcceptedContext(
+                cx.context_id, cx.abstract_syntax, syntax
+            )
+        self._fragment = max_pdv_data(request.max_length)
+        try:
+            self._send(encode_associate_ac(request, results, policy.max_pdu_size))
+        except OSError as exc:
+            LOG.info("%r: connection lost while accepting: %s", self, exc)
+            return False
+        self.is_established = True
+        self._handlers.notify(AssociationEvent.ESTABLISHED, self)
+        return True
+
+    def _rejection(
+        self, request: AssociateRequest, active_count: Callable[[], int], max_associations: int
+    ) -> tuple[RejectResult, RejectSource, int] | None:
+        if not request.supports_protocol_version:
+            return (
+                RejectResult.PERMANENT,
+                RejectSource.SERVICE_PROVIDER_ACSE,
+                RejectReason.PROTOCOL_VERSION_NOT_SUPPORTED,
+            )
+        if request.application_context_name != APPLICATION_CONTEXT_NAME:
+            return (
+                RejectResult.PERMANENT,
+                RejectSource.SERVICE_USER,
+                RejectReason.APPLICATION_CONTEXT_NOT_SUPPORTED,
+            )
+        if request.called_ae_title != self._policy.ae_title.strip():
+            return (
+                RejectResult.PERMANENT,
+                RejectSource.SERVICE_USER,
+                RejectReason.CALLED_AE_NOT_RECOGNIZED,
+            )
+        if active_count() >= max_associations:
+            return (
+                RejectResult.TRANSIENT,
+                RejectSource.SERVICE_PROVIDER_PRESENTATION,
+                RejectReason.LOCAL_LIMIT_EXCEEDED,
+            )
+        return None
+
+    @staticmethod
+    def _choose_syntax(abstract_syntax: str, proposed: tuple[str, ...]) -> str | None:
+        if not proposed:
+            return None
+        if abstract_syntax == VERIFICATION_SOP_CLASS:
+            # As pynetdicom's Verification SCP: the first proposed syntax it supports.
+            return next((ts for ts in proposed if ts in ALL_TRANSFER_SYNTAXES), None)
+        # Unrestricted storage: the SCU's first choice, never a transcode.
+        return proposed[0]
+
+    def _message_loop(self) -> None:
+        policy = self._policy
+        while True:
+            try:
+                self._sock.settimeout(policy.network_timeout)
+                context_id, raw = self._stream.read_command()
+                self._set_busy(True)
+                self._sock.settimeout(policy.dimse_timeout)
+                command = decode_command_set(raw)
+                context = self.contexts.get(context_id)
+                if context is None:
+                    raise DimseProtocolError(
+                        f"message on unaccepted context {context_id}",
+                        AbortReason.INVALID_PDU_PARAMETER_VALUE,
+                    )
+                field = command.command_field
+                if field == CommandField.C_STORE_RQ:
+                    self._c_store(CStoreRq.from_command(command), context,
+                                  command.has_dataset)
+                elif field == CommandField.C_ECHO_RQ:
+                    if command.has_dataset:
+                        self._stream.read_dataset(context_id, lambda _data: None)
+                    self._c_echo(CEchoRq.from_command(command), context)
+                else:
+                    raise DimseProtocolError(
+                        f"unsupported command 0x{field:04X}",
+                        AbortReason.UNRECOGNIZED_PDU_PARAMETER,
+                    )
+                self._set_busy(False)
+            except ReleaseRequestedError:
+                self._release()
+                return
+            except PeerAbortedError:
+                LOG.info("%r: aborted by the peer", self)
+                self._ended(AssociationEvent.ABORTED)
+            except CommandSetError as exc:
+                LOG.warning("%r: malformed command set (%s); aborting", self, exc)
+                self._end_with_abort(AbortReason.INVALID_PDU_PARAMETER_VALUE)
+            except DimseProtocolError as exc:
+                LOG.warning("%r: protocol error (%s); aborting", self, exc)
+                self._end_with_abort(exc.reason)
+            except TimeoutError:
+                LOG.warning("%r: no message within the timeout; aborting", self)
+                self._end_with_abort(AbortReason.NOT_SPECIFIED)
+            except OSError as exc:  # reset, closed (also by our own abort at shutdown)
+                LOG.info("%r: connection lost: %s", self, exc or type(exc).__name__)
+                self._ended(AssociationEvent.ABORTED)
+
+    def _ended(self, event: AssociationEvent) -> None:
+        self.is_established = False
+        self._handlers.notify(event, self)
+        raise _Ended
+
+    def _end_with_abort(self, reason: AbortReason) -> None:
+        was_established = self.is_established
+        self.abort(reason)
+        if was_established:
+            self._ended(AssociationEvent.ABORTED)
+        raise _Ended
+
+    def _release(self) -> None:
+        with contextlib.suppress(OSError):  # the requestor left without waiting for our answer
+            self._send(release_pdu(PduType.RELEASE_RP))
+        self.is_established = False
+        self._handlers.notify(AssociationEvent.RELEASED, self)
+
+    def _c_echo(self, request: CEchoRq, context: AcceptedContext) -> None:
+        status = self._handlers.c_echo(self, request)
+        response = CEchoRsp(request.message_id, status.code, context.abstract_syntax,
+                            status.comment)
+        self._send_command(context.context_id, response.encode())
+
+    def _c_store(self, request: CStoreRq, context: AcceptedContext, has_dataset: bool) -> None:
+        if not has_dataset:
+            raise DimseProtocolError(
+                "C-STORE-RQ without a dataset", AbortReason.INVALID_PDU_PARAMETER_VALUE
+            )
+        path = self._receive_to_spool(request, context)
+        try:
+            status = self._handlers.c_store(self, request, context, path)
+        finally:
+            # As pynetdicom: the handler may have moved the file into a queue already.
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        response = CStoreRsp(
+            request.message_id,
+            request.sop_class_uid,
+            request.sop_instance_uid,
+            status.code,
+            status.comment,
+        )
+        self._send_command(context.context_id, response.encode())
+
+    def _receive_to_spool(self, request: CStoreRq, context: AcceptedContext) -> Path:
+        """Write the preamble, file meta from the command set and the dataset as received."""
+        fd, name = tempfile.mkstemp(suffix=".dcm", dir=self._spool_dir())
+        path = Path(name)
+        try:
+            with os.fdopen(fd, "wb", buffering=_SPOOL_BUFFER) as fp:
+                try:
+                    meta = build_file_meta(
+                        sop_class_uid=request.sop_class_uid,
+                        sop_instance_uid=request.sop_instance_uid,
+                        transfer_syntax_uid=context.transfer_syntax,
+                    )
+                except MalformedDatasetError:
+                    # An unusable UID: no meta, so the store check refuses the instance with a
+                    # status instead of the association failing.
+                    meta = b""
+                fp.write(meta)
+                self._stream.read_dataset(context.context_id, fp.write)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
+        return path
+
+    def _send_command(self, context_id: int, command: bytes) -> None:
+        self._send(b"".join(pdata_pdus(context_id, command, True, self._fragment)))

@@ -1,0 +1,326 @@
+"""PDU framing on a blocking socket: reading PDUs and PDVs, writing P-DATA-TF messages.
+
+Every PDU is a 6-byte header (type, reserved, big endian length) and a body (PS3.8 9.3). A
+DIMSE message travels as PDV items inside P-DATA-TF PDUs: first the command set, then the
+dataset, each cut into fragments that fit the peer's Maximum Length Received, the last fragment
+of each flagged (PS3.8 E.2). The caller owns the socket's timeout: it sets the ACSE, DIMSE or
+idle timeout before each wait, so a stalled peer surfaces as :class:`TimeoutError`.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Callable
+from io import BufferedIOBase, RawIOBase
+
+from common.dimse.fast.constants import (
+    MAX_CONTROL_PDU_LENGTH,
+    PDU_HEADER_LENGTH,
+    PDV_HEADER_LENGTH,
+    AbortReason,
+    AbortSource,
+    PduType,
+    PdvControl,
+)
+
+_PDU_HEADER = struct.Struct(">BBI")
+_PDV_HEADER = struct.Struct(">IBB")
+_PDU_AND_PDV_HEADER = struct.Struct(">BBIIBB")
+_ABORT = struct.Struct(">BBIBBBB")
+_RELEASE = struct.Struct(">BBII")
+#: How much to ask the kernel for at once when reading.
+_RECV_SIZE = 1 << 18
+#: Fragment size when the peer set no limit (Maximum Length Received 0).
+UNLIMITED_PDV_DATA = (1 << 20) - PDV_HEADER_LENGTH
+#: How many bytes of fragments to gather into one ``sendall`` while streaming a file.
+_SEND_BATCH = 1 << 18
+#: A P-DATA-TF PDU longer than this is treated as garbage when we announced no limit.
+_MAX_UNLIMITED_PDU = 1 << 26
+
+_KNOWN_PDU_TYPES = frozenset(int(t) for t in PduType)
+
+
+class ConnectionClosedError(ConnectionError):
+    """The peer closed the connection (mid-PDU or between PDUs)."""
+
+
+class DimseProtocolError(Exception):
+    """The peer broke the protocol; the association must be aborted with ``reason``."""
+
+    def __init__(self, message: str, reason: AbortReason) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class PeerAbortedError(ConnectionError):
+    """The peer sent an A-ABORT.
+
+    Attributes:
+        source / reason: the A-ABORT's source and reason/diagnostic fields.
+    """
+
+    def __init__(self, source: int, reason: int) -> None:
+        super().__init__(f"peer aborted the association (source {source}, reason {reason})")
+        self.source = source
+        self.reason = reason
+
+
+class ReleaseRequestedError(Exception):
+    """The peer sent an A-RELEASE-RQ where a DIMSE message was expected (the normal end)."""
+
+
+def max_pdv_data(peer_max_length: int) -> int:
+    """The most dataset or command bytes one PDV may carry for a peer's Maximum Length Received.
+
+    The limit covers the PDU's variable field, i.e. the PDV item with its 6-byte header.
+    """
+    if peer_max_length <= 0:
+        return UNLIMITED_PDV_DATA
+    return max(peer_max_length - PDV_HEADER_LENGTH, 1)
+
+
+def abort_pdu(source: AbortSource, reason: AbortReason = AbortReason.NOT_SPECIFIED) -> bytes:
+    """An A-ABORT PDU (PS3.8 9.3.8)."""
+    return _ABORT.pack(PduType.ABORT, 0, 4, 0, 0, source, reason)
+
+
+def release_pdu(pdu_type: PduType) -> bytes:
+    """An A-RELEASE-RQ or A-RELEASE-RP PDU (PS3.8 9.3.6-7)."""
+    return _RELEASE.pack(pdu_type, 0, 4, 0)
+
+
+def pdata_pdus(context_id: int, data: bytes, command: bool, fragment: int) -> list[bytes]:
+    """``data`` as P-DATA-TF PDUs of one PDV each, the last fragment flagged."""
+    base = PdvControl.COMMAND if command else 0
+    pdus: list[bytes] = []
+    total = len(data)
+    start = 0
+    while True:
+        end = min(start + fragment, total)
+        control = base | (PdvControl.LAST_FRAGMENT if end == total else 0)
+        length = end - start
+        pdus.append(
+            _PDU_AND_PDV_HEADER.pack(
+                PduType.P_DATA_TF, 0, length + PDV_HEADER_LENGTH, length + 2, context_id, control
+            )
+            + data[start:end]
+        )
+        if end == total:
+            return pdus
+        start = end
+
+
+class PduStream:
+    """Reads and writes PDUs on one connected, blocking socket (one thread only).
+
+    Attributes:
+        max_receive: the Maximum Length Received we announced (0 = none): longer P-DATA-TF
+            PDUs are refused as garbage, with some slack for peers that count differently.
+    """
+
+    def __init__(self, sock: socket.socket, max_receive: int = 0) -> None:
+        self.sock = sock
+        self.max_receive = max_receive
+        self._buffer = bytearray()
+        self._pos = 0
+        # The P-DATA-TF body being walked PDV by PDV, and the offset of the next PDV.
+        self._pdata = memoryview(b"")
+        self._pdata_pos = 0
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _read_exact(self, count: int) -> bytes:
+        available = len(self._buffer) - self._pos
+        while available < count:
+            if self._pos:
+                # Drop what has been consumed before growing the buffer.
+                del self._buffer[: self._pos]
+                self._pos = 0
+            chunk = self.sock.recv(max(_RECV_SIZE, count - available))
+            if not chunk:
+                raise ConnectionClosedError("peer closed the connection")
+            self._buffer += chunk
+            available += len(chunk)
+        start = self._pos
+        self._pos += count
+        return bytes(self._buffer[start : self._pos])
+
+    def read_pdu(self) -> tuple[int, bytes]:
+        """The next PDU's type and body.
+
+        Raises:
+            ConnectionClosedError: the peer closed the connection.
+            DimseProtocolError: an unknown PDU type, or an implausible length.
+            TimeoutError: the socket timeout expired.
+        """
+        pdu_type, _reserved, length = _PDU_HEADER.unpack(self._read_exact(PDU_HEADER_LENGTH))
+        if pdu_type not in _KNOWN_PDU_TYPES:
+            raise DimseProtocolError(
+                f"unrecognised PDU type 0x{pdu_type:02X}", AbortReason.UNRECOGNIZED_PDU
+            )
+        if pdu_type == PduType.P_DATA_TF:
+            limit = 2 * self.max_receive + 64 if self.max_receive else _MAX_UNLIMITED_PDU
+        else:
+            limit = MAX_CONTROL_PDU_LENGTH
+        if length > limit:
+            raise DimseProtocolError(
+                f"PDU of {length} bytes exceeds the limit", AbortReason.INVALID_PDU_PARAMETER_VALUE
+            )
+        return pdu_type, self._read_exact(length)
+
+    def next_pdv(self) -> tuple[int, int, memoryview]:
+        """The next PDV: presentation context ID, control header and data.
+
+        Reads P-DATA-TF PDUs as needed. The data view stays valid after later calls.
+
+        Raises:
+            ReleaseRequestedError: an A-RELEASE-RQ arrived instead.
+            PeerAbortedError: an A-ABORT arrived instead.
+            DimseProtocolError: any other PDU, or a malformed PDV item.
+            ConnectionClosedError / TimeoutError: as :meth:`read_pdu`.
+        """
+        while self._pdata_pos >= len(self._pdata):
+            pdu_type, body = self.read_pdu()
+            if pdu_type == PduType.P_DATA_TF:
+                self._pdata = memoryview(body)
+                self._pdata_pos = 0
+                if not body:
+                    raise DimseProtocolError(
+                        "empty P-DATA-TF", AbortReason.INVALID_PDU_PARAMETER_VALUE
+                    )
+                continue
+            raise_for_control_pdu(pdu_type, body)
+        pos = self._pdata_pos
+        if len(self._pdata) - pos < PDV_HEADER_LENGTH:
+            raise DimseProtocolError(
+                "truncated PDV item", AbortReason.INVALID_PDU_PARAMETER_VALUE
+            )
+        item_length, context_id, control = _PDV_HEADER.unpack_from(self._pdata, pos)
+        end = pos + 4 + item_length
+        if item_length < 2 or end > len(self._pdata):
+            raise DimseProtocolError(
+                "PDV item length does not fit its PDU", AbortReason.INVALID_PDU_PARAMETER_VALUE
+            )
+        self._pdata_pos = end
+        return context_id, control, self._pdata[pos + PDV_HEADER_LENGTH : end]
+
+    def read_command(self) -> tuple[int, bytes]:
+        """The next command set: its presentation context ID and bytes.
+
+        Raises:
+            DimseProtocolError: a dataset fragment came first, or fragments switched context.
+            (and whatever :meth:`next_pdv` raises)
+        """
+        parts: list[memoryview] = []
+        context: int | None = None
+        while True:
+            context_id, control, data = self.next_pdv()
+            if not control & PdvControl.COMMAND:
+                raise DimseProtocolError(
+                    "dataset fragment where a command was expected", AbortReason.UNEXPECTED_PDU
+                )
+            if context is not None and context_id != context:
+                raise DimseProtocolError(
+                    "command fragments on different contexts",
+                    AbortReason.INVALID_PDU_PARAMETER_VALUE,
+                )
+            context = context_id
+            parts.append(data)
+            if control & PdvControl.LAST_FRAGMENT:
+                return context_id, b"".join(parts)
+
+    def read_dataset(self, context_id: int, write: Callable[[memoryview], object]) -> int:
+        """Pass each fragment of the dataset that follows a command to ``write``.
+
+        Returns:
+            The number of dataset bytes.
+
+        Raises:
+            DimseProtocolError: a command fragment or another context ID came instead.
+            (and whatever :meth:`next_pdv` raises)
+        """
+        total = 0
+        while True:
+            pdv_context, control, data = self.next_pdv()
+            if control & PdvControl.COMMAND:
+                raise DimseProtocolError(
+                    "command fragment inside a dataset", AbortReason.UNEXPECTED_PDU
+                )
+            if pdv_context != context_id:
+                raise DimseProtocolError(
+                    "dataset fragment on another context", AbortReason.INVALID_PDU_PARAMETER_VALUE
+                )
+            if data:
+                write(data)
+                total += len(data)
+            if control & PdvControl.LAST_FRAGMENT:
+                return total
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def send(self, data: bytes | bytearray | memoryview) -> None:
+        """Write bytes (whole PDUs) to the socket."""
+        self.sock.sendall(data)
+
+    def send_command(self, context_id: int, command: bytes, fragment: int) -> None:
+        """Send a command set with no dataset."""
+        self.send(b"".join(pdata_pdus(context_id, command, True, fragment)))
+
+    def send_message_from_file(
+        self,
+        context_id: int,
+        command: bytes,
+        source: BufferedIOBase | RawIOBase,
+        length: int,
+        fragment: int,
+    ) -> None:
+        """Send a command set and ``length`` dataset bytes read from ``source``.
+
+        The dataset is read in batches straight into a buffer that already has room for each
+        fragment's headers, so each batch costs one read and one ``sendall``; the command goes
+        out with the first batch (one system call for a small instance).
+
+        Raises:
+            ConnectionClosedError: the file ended early (it changed under us).
+            OSError: the socket failed.
+        """
+        head = b"".join(pdata_pdus(context_id, command, True, fragment))
+        per_batch = max(1, _SEND_BATCH // fragment)
+        remaining = length
+        first = True
+        while remaining > 0 or first:
+            count = min(remaining, per_batch * fragment)
+            out = bytearray(head if first else b"")
+            first = False
+            while count > 0:
+                size = min(fragment, count)
+                control = PdvControl.LAST_FRAGMENT if size == remaining else 0
+                start = len(out)
+                out += _PDU_AND_PDV_HEADER.pack(
+                    PduType.P_DATA_TF, 0, size + PDV_HEADER_LENGTH, size + 2, context_id, control
+                )
+                out += b"\x00" * size
+                view = memoryview(out)[start + _PDU_AND_PDV_HEADER.size :]
+                got = source.readinto(view)
+                view.release()
+                if got != size:
+                    raise ConnectionClosedError("the file ended before its dataset did")
+                count -= size
+                remaining -= size
+            self.send(out)
+            if length == 0:
+                # An empty dataset is still one (last) fragment.
+                self.send(pdata_pdus(context_id, b"", False, fragment)[0])
+                return
+
+
+def raise_for_control_pdu(pdu_type: int, body: bytes) -> None:
+    """Raise the exception that a non-P-DATA PDU means where a DIMSE message was expected."""
+    if pdu_type == PduType.RELEASE_RQ:
+        raise ReleaseRequestedError("peer requested release")
+    if pdu_type == PduType.ABORT:
+        source = body[2] if len(body) > 2 else 0
+        reason = body[3] if len(body) > 3 else 0
+        raise PeerAbortedError(source, reason)
+    raise DimseProtocolError(f"unexpected PDU type 0x{pdu_type:02X}", AbortReason.UNEXPECTED_PDU)

@@ -1,0 +1,152 @@
+"""Runs the listener's pynetdicom event handlers for associations served by the fast engine.
+
+The services register pynetdicom handlers (``EVT_C_STORE``, ``EVT_C_ECHO``, association
+notifications). Associations served by :mod:`common.dimse.fast` call those same functions with
+a small event object that carries the attributes they read (``assoc.requestor``/``acceptor``,
+``request``, ``context``, ``dataset_path``), so the C-STORE logic stays one handler shared by
+both engines.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+from pynetdicom import evt
+from pynetdicom.presentation import PresentationContextTuple
+
+from common.dimse.fast.acse import AcceptedContext
+from common.dimse.fast.commands import CEchoRq, CStoreRq
+from common.dimse.fast.scp import AcceptorAssociation, AssociationEvent
+from common.status import SUCCESS, DimseStatus, store_status_for_error
+
+LOG = logging.getLogger(__name__)
+
+_NOTIFICATIONS: dict[AssociationEvent, Any] = {
+    AssociationEvent.CONN_OPEN: evt.EVT_CONN_OPEN,
+    AssociationEvent.ESTABLISHED: evt.EVT_ESTABLISHED,
+    AssociationEvent.REJECTED: evt.EVT_REJECTED,
+    AssociationEvent.RELEASED: evt.EVT_RELEASED,
+    AssociationEvent.ABORTED: evt.EVT_ABORTED,
+    AssociationEvent.CONN_CLOSE: evt.EVT_CONN_CLOSE,
+}
+
+
+@dataclass
+class RequestView:
+    """The attributes of pynetdicom's C-STORE/C-ECHO primitive that handlers read."""
+
+    MessageID: int
+    AffectedSOPClassUID: UID
+    AffectedSOPInstanceUID: UID | None = None
+    Priority: int = 0
+    MoveOriginatorApplicationEntityTitle: str | None = None
+    MoveOriginatorMessageID: int | None = None
+
+
+@dataclass
+class FastEvent:
+    """What a pynetdicom handler gets from an association served by the fast engine."""
+
+    assoc: AcceptorAssociation
+    event: Any
+    request: RequestView | None = None
+    context: PresentationContextTuple | None = None
+    dataset_path: Path | None = None
+    timestamp: datetime = field(default_factory=datetime.now)
+
+    @property
+    def dataset(self) -> Dataset:
+        """The received dataset, decoded (slow; handlers here use ``dataset_path``)."""
+        from pydicom import dcmread
+
+        if self.dataset_path is None:
+            raise AttributeError("this event carries no dataset")
+        return dcmread(self.dataset_path)
+
+
+def _status_from_handler(result: Any) -> DimseStatus:
+    """A handler's return value (an int, or a status Dataset) as a :class:`DimseStatus`."""
+    if isinstance(result, Dataset):
+        return DimseStatus(int(result.Status), str(result.get("ErrorComment", "") or ""))
+    return DimseStatus(int(result))
+
+
+class PynetdicomHandlerBridge:
+    """Calls pynetdicom-style handlers for the fast engine (implements ``AcceptorHandlers``)."""
+
+    def __init__(self, handlers: Sequence[tuple[Any, ...]]) -> None:
+        self._notify: dict[Any, list[tuple[Callable[..., Any], list[Any]]]] = {}
+        self._intervene: dict[Any, tuple[Callable[..., Any], list[Any]]] = {}
+        for event, handler, *rest in handlers:
+            args = list(rest[0]) if rest and rest[0] else []
+            if event.is_intervention:
+                self._intervene[event] = (handler, args)  # as pynetdicom: the last one wins
+            else:
+                self._notify.setdefault(event, []).append((handler, args))
+
+    def notify(self, event: AssociationEvent, assoc: AcceptorAssociation) -> None:
+        """Run the notification handlers bound to the matching pynetdicom event."""
+        pyn_event = _NOTIFICATIONS[event]
+        for handler, args in self._notify.get(pyn_event, []):
+            try:
+                handler(FastEvent(assoc, pyn_event), *args)
+            except Exception:  # pynetdicom logs and carries on too
+                LOG.exception("exception in the %s handler", pyn_event.name)
+
+    def c_echo(self, assoc: AcceptorAssociation, request: CEchoRq) -> DimseStatus:
+        """Run the EVT_C_ECHO handler (Success when none is bound, as pynetdicom)."""
+        bound = self._intervene.get(evt.EVT_C_ECHO)
+        if bound is None:
+            return SUCCESS
+        handler, args = bound
+        event = FastEvent(
+            assoc,
+            evt.EVT_C_ECHO,
+            request=RequestView(request.message_id, UID(request.sop_class_uid)),
+        )
+        try:
+            return _status_from_handler(handler(event, *args))
+        except Exception as exc:
+            LOG.exception("exception in the EVT_C_ECHO handler")
+            return store_status_for_error(exc)
+
+    def c_store(
+        self,
+        assoc: AcceptorAssociation,
+        request: CStoreRq,
+        context: AcceptedContext,
+        spool_path: Path,
+    ) -> DimseStatus:
+        """Run the EVT_C_STORE handler on the spooled dataset."""
+        bound = self._intervene.get(evt.EVT_C_STORE)
+        if bound is None:
+            return store_status_for_error(RuntimeError("no C-STORE handler bound"))
+        handler, args = bound
+        event = FastEvent(
+            assoc,
+            evt.EVT_C_STORE,
+            request=RequestView(
+                MessageID=request.message_id,
+                AffectedSOPClassUID=UID(request.sop_class_uid),
+                AffectedSOPInstanceUID=UID(request.sop_instance_uid),
+                Priority=request.priority,
+                MoveOriginatorApplicationEntityTitle=request.move_originator_aet,
+                MoveOriginatorMessageID=request.move_originator_message_id,
+            ),
+            context=PresentationContextTuple(
+                context.context_id, UID(context.abstract_syntax), UID(context.transfer_syntax)
+            ),
+            dataset_path=spool_path,
+        )
+        try:
+            return _status_from_handler(handler(event, *args))
+        except Exception as exc:  # a C-STORE always gets an answer
+            LOG.exception("exception in the EVT_C_STORE handler")
+            return store_status_for_error(exc)

@@ -1,0 +1,258 @@
+"""Association negotiation and rejects: the fast SCU against pynetdicom's SCP, and pynetdicom's
+SCU against the fast SCP."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, build_role
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    CTImageStorage,
+    PatientRootQueryRetrieveInformationModelFind,
+    Verification,
+)
+
+from common.dimse.fast.acse import AcceptedContext, ProposedContext, decode_associate_rq
+from common.dimse.fast.commands import CEchoRq, CStoreRq
+from common.dimse.fast.constants import RejectReason, RejectResult, RejectSource
+from common.dimse.fast.meta import read_file_meta
+from common.dimse.fast.scp import (
+    AcceptorAssociation,
+    AcceptorPolicy,
+    AssociationEvent,
+    fast_path_eligible,
+    is_storage_like,
+    peek_associate_rq,
+)
+from common.dimse.fast.scu import AssociationRejected, RequestorAssociation, Timeouts
+from common.status import SUCCESS, DimseStatus
+
+CT = str(CTImageStorage)
+
+
+def _write_ct(path: Path, syntax: str = ExplicitVRLittleEndian) -> Path:
+    ds = Dataset()
+    ds.SOPClassUID = CT
+    ds.SOPInstanceUID = generate_uid()
+    ds.PatientID = "FAST"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = CT
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+# -- fast SCU -> pynetdicom SCP ---------------------------------------------------------------
+
+
+@pytest.fixture
+def pynetdicom_scp() -> Iterator[tuple[int, list[Dataset]]]:
+    from pynetdicom import evt
+
+    received: list[Dataset] = []
+
+    def on_store(event: evt.Event) -> int:
+        received.append(event.dataset)
+        return 0
+
+    ae = AE(ae_title="PYSCP")
+    ae.require_called_aet = True
+    ae.add_supported_context(Verification)
+    ae.add_supported_context(CTImageStorage, [ImplicitVRLittleEndian])
+    server = ae.start_server(
+        ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
+    )
+    yield server.server_address[1], received
+    server.shutdown()
+
+
+def test_scu_negotiates_echoes_stores_and_releases(
+    pynetdicom_scp: tuple[int, list[Dataset]], tmp_path: Path
+) -> None:
+    port, received = pynetdicom_scp
+    proposed = [
+        ProposedContext(1, str(Verification), (ImplicitVRLittleEndian,)),
+        ProposedContext(3, CT, (ExplicitVRLittleEndian,)),
+        ProposedContext(5, CT, (ExplicitVRLittleEndian, ImplicitVRLittleEndian)),
+    ]
+    assoc = RequestorAssociation.request(
+        "127.0.0.1", port, calling_ae_title="ME", called_ae_title="PYSCP",
+        contexts=proposed, max_length=16384, timeouts=Timeouts(),
+    )
+    # Context 3 (explicit only) refused; 5 accepted in implicit VR.
+    assert set(assoc.contexts) == {(str(Verification), ImplicitVRLittleEndian),
+                                   (CT, ImplicitVRLittleEndian)}
+    echo = assoc.c_echo(1, assoc.contexts[(str(Verification), ImplicitVRLittleEndian)])
+    assert echo.status == 0
+    path = _write_ct(tmp_path / "ct.dcm", ImplicitVRLittleEndian)
+    meta = read_file_meta(path)
+    rsp = assoc.send_c_store(path, meta, assoc.contexts[(CT, ImplicitVRLittleEndian)], 2)
+    assert (rsp.status, rsp.message_id_being_responded_to) == (0, 2)
+    assert assoc.is_alive()
+    assoc.release()
+    assert not assoc.is_open
+    assert received[0].SOPInstanceUID == meta.sop_instance_uid
+
+
+def test_scu_reports_a_rejection(pynetdicom_scp: tuple[int, list[Dataset]]) -> None:
+    port, _ = pynetdicom_scp
+    with pytest.raises(AssociationRejected) as info:
+        RequestorAssociation.request(
+            "127.0.0.1", port, calling_ae_title="ME", called_ae_title="WRONG",
+            contexts=[ProposedContext(1, str(Verification), (ImplicitVRLittleEndian,))],
+            max_length=16384, timeouts=Timeouts(),
+        )
+    reject = info.value.reject
+    assert (reject.result, reject.source, reject.reason) == (
+        RejectResult.PERMANENT, RejectSource.SERVICE_USER, RejectReason.CALLED_AE_NOT_RECOGNIZED
+    )
+
+
+# -- pynetdicom SCU -> fast SCP ---------------------------------------------------------------
+
+
+class _Recorder:
+    """AcceptorHandlers that keeps what it saw."""
+
+    def __init__(self) -> None:
+        self.events: list[AssociationEvent] = []
+        self.stored: list[tuple[CStoreRq, AcceptedContext, bytes]] = []
+
+    def notify(self, event: AssociationEvent, assoc: AcceptorAssociation) -> None:
+        self.events.append(event)
+
+    def c_echo(self, assoc: AcceptorAssociation, request: CEchoRq) -> DimseStatus:
+        return SUCCESS
+
+    def c_store(
+        self, assoc: AcceptorAssociation, request: CStoreRq, context: AcceptedContext,
+        spool_path: Path,
+    ) -> DimseStatus:
+        self.stored.append((request, context, spool_path.read_bytes()))
+        return DimseStatus(0xB000, "coerced")
+
+
+@pytest.fixture
+def fast_scp(tmp_path: Path) -> Iterator[tuple[int, _Recorder, list[int]]]:
+    recorder = _Recorder()
+    active = [0]
+    listener = socket.create_server(("127.0.0.1", 0))
+    policy = AcceptorPolicy("FASTSCP", 16384, 5.0, 5.0, 5.0)
+
+    def serve() -> None:
+        while True:
+            try:
+                sock, address = listener.accept()
+            except OSError:
+                return
+            peek_associate_rq(sock, 5.0)  # as the listener does; must not consume
+            assoc = AcceptorAssociation(
+                sock, address, sock.getsockname(), policy, recorder,
+                spool_dir=lambda: str(tmp_path),
+            )
+            threading.Thread(target=assoc.serve, args=(lambda: active[0], 2)).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield listener.getsockname()[1], recorder, active
+    listener.close()
+
+
+def test_fast_scp_accepts_first_syntax_echoes_and_spools(
+    fast_scp: tuple[int, _Recorder, list[int]], tmp_path: Path
+) -> None:
+    port, recorder, _ = fast_scp
+    ae = AE(ae_title="PYSCU")
+    ae.add_requested_context(Verification)
+    ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    assoc = ae.associate("127.0.0.1", port, ae_title="FASTSCP")
+    assert assoc.is_established
+    assert [str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts] == [
+        ImplicitVRLittleEndian, ExplicitVRLittleEndian
+    ]
+    assert assoc.send_c_echo().Status == 0
+    path = _write_ct(tmp_path / "ct.dcm")
+    rsp = assoc.send_c_store(dcmread(path))
+    assert (rsp.Status, rsp.ErrorComment) == (0xB000, "coerced")
+    assoc.release()
+    request, context, spooled = recorder.stored[0]
+    assert context.transfer_syntax == ExplicitVRLittleEndian
+    assert spooled[128:132] == b"DICM"
+    stored = dcmread(tmp_path / "ct.dcm")
+    assert read_file_meta(tmp_path / "ct.dcm").sop_instance_uid == request.sop_instance_uid
+    assert stored.SOPInstanceUID == request.sop_instance_uid
+    # The dataset bytes after the rebuilt meta are exactly the file's dataset bytes.
+    offset = read_file_meta(tmp_path / "ct.dcm").dataset_offset
+    assert spooled.endswith(path.read_bytes()[offset:])
+    assert AssociationEvent.ESTABLISHED in recorder.events
+    assert AssociationEvent.RELEASED in recorder.events
+
+
+def test_fast_scp_rejects_wrong_called_ae_and_over_limit(
+    fast_scp: tuple[int, _Recorder, list[int]]
+) -> None:
+    port, _, active = fast_scp
+    ae = AE(ae_title="PYSCU")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", port, ae_title="SOMEONE")
+    assert assoc.is_rejected
+    rj = assoc.acceptor.primitive
+    assert (rj.result, rj.result_source, rj.diagnostic) == (
+        RejectResult.PERMANENT, RejectSource.SERVICE_USER, RejectReason.CALLED_AE_NOT_RECOGNIZED
+    )
+    active[0] = 2
+    assoc = ae.associate("127.0.0.1", port, ae_title="FASTSCP")
+    assert assoc.is_rejected
+    rj = assoc.acceptor.primitive
+    assert (rj.result, rj.result_source, rj.diagnostic) == (
+        RejectResult.TRANSIENT,
+        RejectSource.SERVICE_PROVIDER_PRESENTATION,
+        RejectReason.LOCAL_LIMIT_EXCEEDED,
+    )
+
+
+# -- classification ---------------------------------------------------------------------------
+
+
+def _peeked_request(contexts: list[object], roles: list[object] | None = None) -> bytes:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    captured: list[bytes] = []
+
+    def accept() -> None:
+        sock, _ = listener.accept()
+        captured.append(peek_associate_rq(sock, 5.0))
+        sock.close()
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    ae = AE(ae_title="PYSCU")
+    ae.acse_timeout = 1
+    ae.requested_contexts = contexts  # type: ignore[assignment]
+    ae.associate("127.0.0.1", port, ae_title="X", ext_neg=roles)
+    thread.join(5)
+    listener.close()
+    return captured[0]
+
+
+def test_classification() -> None:
+    from pynetdicom.presentation import build_context
+
+    storage = _peeked_request([build_context(Verification), build_context(CTImageStorage),
+                               build_context("1.2.3.4.5.6")])
+    assert fast_path_eligible(decode_associate_rq(storage))
+    assert not fast_path_eligible(decode_associate_rq(storage), reserved={"1.2.3.4.5.6"})
+    query = _peeked_request([build_context(PatientRootQueryRetrieveInformationModelFind)])
+    assert not fast_path_eligible(decode_associate_rq(query))
+    roles = _peeked_request([build_context(CTImageStorage)],
+                            [build_role(CTImageStorage, scp_role=True)])
+    assert not fast_path_eligible(decode_associate_rq(roles))
+    assert is_storage_like("1.3.6.1.4.1.99999.1")
+    assert not is_storage_like(str(PatientRootQueryRetrieveInformationModelFind))

@@ -1,0 +1,151 @@
+"""P-DATA-TF framing and PDV fragmentation, against pynetdicom's own message encoder."""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+from pynetdicom.dimse_messages import C_STORE_RQ
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.pdu import P_DATA_TF
+
+from common.dimse.fast.commands import CStoreRq, decode_command_set
+from common.dimse.fast.constants import AbortReason, PduType
+from common.dimse.fast.transport import (
+    DimseProtocolError,
+    PduStream,
+    PeerAbortedError,
+    ReleaseRequestedError,
+    abort_pdu,
+    max_pdv_data,
+    pdata_pdus,
+    release_pdu,
+)
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    a, b = socket.socketpair()
+    yield a, b
+    a.close()
+    b.close()
+
+
+def _pynetdicom_pdus(dataset: bytes, max_pdu: int) -> list[bytes]:
+    primitive = C_STORE()
+    primitive.MessageID = 1
+    primitive.AffectedSOPClassUID = CT
+    primitive.AffectedSOPInstanceUID = "1.2.3"
+    primitive.Priority = 0
+    primitive.DataSet = io.BytesIO(dataset)
+    message = C_STORE_RQ()
+    message.primitive_to_message(primitive)
+    out = []
+    for p_data in message.encode_msg(3, max_pdu):
+        pdu = P_DATA_TF()
+        pdu.from_primitive(p_data)
+        out.append(bytes(pdu.encode()))
+    return out
+
+
+@pytest.mark.parametrize("max_pdu", [16384, 4096, 1000, 0])
+@pytest.mark.parametrize("size", [0, 1, 2, 999, 4090, 40000, 300_001])
+def test_file_stream_matches_pynetdicom(
+    pair: tuple[socket.socket, socket.socket], max_pdu: int, size: int
+) -> None:
+    if size == 0:
+        pytest.skip("pynetdicom sends no dataset PDV for an empty dataset")
+    dataset = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    a, b = pair
+    received = bytearray()
+
+    def reader() -> None:
+        while True:
+            chunk = b.recv(1 << 20)
+            if not chunk:
+                return
+            received.extend(chunk)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    command = CStoreRq(1, CT, "1.2.3").encode()
+    PduStream(a).send_message_from_file(3, command, io.BytesIO(dataset), size,
+                                        max_pdv_data(max_pdu))
+    a.shutdown(socket.SHUT_WR)
+    thread.join(5)
+    # pynetdicom needs a finite PDU size; 0 means "ours", i.e. 1 MiB fragments.
+    expected = b"".join(_pynetdicom_pdus(dataset, max_pdu or (1 << 20)))
+    assert bytes(received) == expected
+
+
+def test_reader_reassembles_fragments_across_pdus(
+    pair: tuple[socket.socket, socket.socket]
+) -> None:
+    a, b = pair
+    dataset = b"xy" * 10_000
+    command = CStoreRq(5, CT, "1.2.3").encode()
+    # Command in tiny fragments, dataset in another size; all in one write.
+    a.sendall(b"".join(pdata_pdus(7, command, True, 10) + pdata_pdus(7, dataset, False, 777)))
+    stream = PduStream(b)
+    context_id, raw = stream.read_command()
+    assert context_id == 7
+    assert decode_command_set(raw).us(0x00000110) == 5
+    parts: list[bytes] = []
+    assert stream.read_dataset(7, lambda data: parts.append(bytes(data))) == len(dataset)
+    assert b"".join(parts) == dataset
+
+
+def test_reader_reports_control_pdus_and_garbage(
+    pair: tuple[socket.socket, socket.socket]
+) -> None:
+    a, b = pair
+    stream = PduStream(b)
+    a.sendall(release_pdu(PduType.RELEASE_RQ))
+    with pytest.raises(ReleaseRequestedError):
+        stream.read_command()
+    a.sendall(abort_pdu(0, AbortReason.NOT_SPECIFIED))  # type: ignore[arg-type]
+    with pytest.raises(PeerAbortedError):
+        stream.read_command()
+    a.sendall(b"\x99\x00\x00\x00\x00\x04abcd")
+    with pytest.raises(DimseProtocolError) as info:
+        stream.read_command()
+    assert info.value.reason == AbortReason.UNRECOGNIZED_PDU
+
+
+def test_dataset_before_command_is_a_protocol_error(
+    pair: tuple[socket.socket, socket.socket]
+) -> None:
+    a, b = pair
+    a.sendall(pdata_pdus(1, b"data", False, 100)[0])
+    with pytest.raises(DimseProtocolError) as info:
+        PduStream(b).read_command()
+    assert info.value.reason == AbortReason.UNEXPECTED_PDU
+
+
+def test_pdv_longer_than_its_pdu_is_a_protocol_error(
+    pair: tuple[socket.socket, socket.socket]
+) -> None:
+    a, b = pair
+    pdu = bytearray(pdata_pdus(1, b"abcd", True, 100)[0])
+    pdu[9] = 0xFF  # item length beyond the PDU
+    a.sendall(bytes(pdu))
+    with pytest.raises(DimseProtocolError):
+        PduStream(b).read_command()
+
+
+def test_oversized_pdu_is_refused(pair: tuple[socket.socket, socket.socket]) -> None:
+    a, b = pair
+    a.sendall(b"\x04\x00" + (10_000_000).to_bytes(4, "big"))
+    with pytest.raises(DimseProtocolError) as info:
+        PduStream(b, max_receive=16384).read_pdu()
+    assert info.value.reason == AbortReason.INVALID_PDU_PARAMETER_VALUE
+
+
+def test_max_pdv_data() -> None:
+    assert max_pdv_data(16384) == 16378
+    assert max_pdv_data(0) > 16384
