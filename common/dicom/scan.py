@@ -27,6 +27,14 @@ _ITEM = 0xFFFEE000
 _ITEM_END = 0xFFFEE00D
 _SEQUENCE_END = 0xFFFEE0DD
 _PIXEL_DATA = 0x7FE00010
+#: VRs with a 2-byte length in explicit VR encodings (PS3.5 7.1.2).
+_SHORT_VRS = frozenset(
+    {
+        b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT",
+        b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
+    }
+)
+_EXPLICIT_SHORT_LE = struct.Struct("<HH2sH")
 _LONG_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 )
@@ -135,7 +143,27 @@ class _Walker:
         """Walk elements until ``limit`` (defined length) or an item delimiter."""
         if depth > _MAX_DEPTH:
             raise MalformedDatasetError("sequences nested too deeply")
+        # Fast path for the common case (explicit VR little endian, short-form VRs): one
+        # unpack per element and no method calls. Anything else takes the general path below.
+        fast = not enc.implicit and enc.little
+        buf, unpack = self._buf, _EXPLICIT_SHORT_LE.unpack_from
         while self.pos < limit:
+            pos = self.pos
+            if fast and pos + 8 <= limit:
+                group, element, short_vr, short_length = unpack(buf, pos)
+                if (
+                    short_vr in _SHORT_VRS
+                    and group != 0xFFFE
+                    and (depth or ((group << 16) | element) not in _WANTED)
+                ):
+                    end = pos + 8 + short_length
+                    if end > limit:
+                        raise MalformedDatasetError(
+                            f"dataset truncated: element ({group:04X},{element:04X}) "
+                            f"needs {short_length} bytes, {limit - pos - 8} left"
+                        )
+                    self.pos = end
+                    continue
             tag, vr, length = self._header(enc)
             if tag == _ITEM_END:
                 if stop_at_item_end:
