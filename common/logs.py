@@ -43,9 +43,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of each record.
+
+    A handler bound to the stream object of its creation time breaks when that object is
+    replaced and closed (output capture in tests, an embedding host redirecting stderr).
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Emit to the current ``sys.stderr``."""
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def configure_logging(*, verbose: bool = False, json_format: bool = False) -> None:
     """Configure the root logger once for a service process."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler(sys.stderr)
     if json_format:
         handler.setFormatter(JsonFormatter())
     else:

@@ -35,6 +35,11 @@ from tests.support.ports import free_port, wait_until
 from tests.support.pubsub_emulator import PubSubEmulator
 from tests.support.samples import SampleInstance, make_corpus
 
+# Google's Pub/Sub emulator occasionally stalls a fresh streaming pull for tens of seconds
+# under load (seen about once per full CI-sized run on 2 cores, never with the same test); a
+# rerun gets a new topic, subscription and stream. Real failures fail all three attempts.
+pytestmark = pytest.mark.flaky(reruns=2, reruns_delay=1)
+
 STORE = "projects/test-project/locations/us/datasets/ds/dicomStores/store/dicomWeb"
 
 
