@@ -12,10 +12,12 @@ from typing import Any
 
 import click
 
+from common.cli.compat import explain_monitoring, monitoring_option
 from common.cli.options import auth_config, auth_options, option
 from common.cli.params import AE_TITLE, DICOMWEB_ADDRESS, PORT
 from common.dicomweb.address import DicomwebAddress, address_from_deprecated
 from common.dimse.sender import PeerAddress, SenderSettings
+from common.dimse.tls import TlsSettings, client_context
 from common.errors import ConfigError
 from common.http import HttpSettings
 from common.logs import configure_logging
@@ -30,6 +32,7 @@ from export_adapter.config import (
 from export_adapter.source import GOOGLE_API_BASE, parse_source_address
 from export_adapter.subscriber import FlowSettings
 
+_PEM = click.Path(exists=True, dir_okay=False, path_type=Path)
 _DIMSE_FLAGS = ("peer_dimse_aet", "peer_dimse_ip", "peer_dimse_port")
 _STOW_FLAGS = ("peer_dicomweb_address", "peer_dicomweb_addr", "peer_dicomweb_stow_path")
 
@@ -86,7 +89,10 @@ def resolve_peer(params: dict[str, Any]) -> DimsePeerConfig | StowPeerConfig:
         raise click.UsageError(f"C-STORE mode also needs {', '.join(missing)}")
     return DimsePeerConfig(
         peer=PeerAddress(
-            params["peer_dimse_aet"], params["peer_dimse_ip"].strip(), params["peer_dimse_port"]
+            params["peer_dimse_aet"],
+            params["peer_dimse_ip"].strip(),
+            params["peer_dimse_port"],
+            peer_tls(params),
         ),
         sender=SenderSettings(
             calling_aet=params["client_aet"],
@@ -95,6 +101,29 @@ def resolve_peer(params: dict[str, Any]) -> DimsePeerConfig | StowPeerConfig:
         ),
         max_associations=params["max_peer_associations"],
     )
+
+
+def peer_tls(params: dict[str, Any]) -> TlsSettings | None:
+    """DICOM TLS to the C-STORE peer (None: plain TCP), loaded once to fail early.
+
+    Raises:
+        click.BadParameter: TLS details without --peer_tls, half a client certificate, or a
+            file that cannot be loaded.
+    """
+    ca, cert, key = params["peer_tls_ca"], params["peer_tls_cert"], params["peer_tls_key"]
+    if not params["peer_tls"]:
+        if ca or cert or key:
+            raise click.BadParameter("needs --peer_tls", param_hint="--peer_tls_ca/cert/key")
+        return None
+    if (cert is None) != (key is None):
+        raise click.BadParameter("give both --peer_tls_cert and --peer_tls_key",
+                                 param_hint="--peer_tls_cert")
+    settings = TlsSettings(cert=cert, key=key, ca=ca)
+    try:
+        client_context(settings)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--peer_tls") from exc
+    return settings
 
 
 def build_config(params: dict[str, Any]) -> ExportConfig:
@@ -138,6 +167,13 @@ def build_config(params: dict[str, Any]) -> ExportConfig:
 @option("peer_dimse_aet", type=AE_TITLE, help="C-STORE mode: AE title of the peer.")
 @option("peer_dimse_ip", help="C-STORE mode: host name or IP address of the peer.")
 @option("peer_dimse_port", type=PORT, help="C-STORE mode: DIMSE port of the peer.")
+@option("peer_tls", is_flag=True, default=False,
+        help="C-STORE mode: DICOM TLS (1.2+) to the peer, verifying its certificate.")
+@option("peer_tls_ca", type=_PEM,
+        help="C-STORE mode: PEM CA certificates to verify the peer with (default: system).")
+@option("peer_tls_cert", type=_PEM,
+        help="C-STORE mode: PEM client certificate, for peers that require one.")
+@option("peer_tls_key", type=_PEM, help="C-STORE mode: PEM private key of --peer_tls_cert.")
 @option("client_aet", type=AE_TITLE, default="EXPORTADAPTER", show_default=True,
         help="C-STORE mode: our AE title on associations to the peer.")
 @option("peer_dicomweb_address", type=DICOMWEB_ADDRESS,
@@ -180,6 +216,7 @@ def build_config(params: dict[str, Any]) -> ExportConfig:
         help="Directory for retrieved instances while they are sent (default: TMPDIR).")
 @option("shutdown_grace", type=click.FloatRange(0), default=30.0, show_default=True,
         help="Seconds in-flight exports get to finish after SIGTERM.")
+@monitoring_option
 @option("verbose", is_flag=True, default=False, help="Debug logging.")
 @option("log_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
         help="Log line format (json: one object per line for Cloud Logging).")
@@ -187,6 +224,7 @@ def command(**params: Any) -> int:
     """Export adapter: Pub/Sub notifications -> WADO-RS -> C-STORE or STOW-RS to a peer."""
     config = build_config(params)
     configure_logging(verbose=params["verbose"], json_format=params["log_format"] == "json")
+    explain_monitoring(params)
     from export_adapter.app import run
 
     return run(config)

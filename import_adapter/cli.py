@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from common.cli.compat import check_import_compat, explain_import_compat, import_compat_options
 from common.cli.options import auth_config, auth_options, option
 from common.cli.params import AE_TITLE, DICOMWEB_ADDRESS, PORT
 from common.dicomweb.address import DicomwebAddress, address_from_deprecated
@@ -25,6 +26,7 @@ from common.retry import RetryPolicy
 from import_adapter.config import DimseServerConfig, ImportConfig
 from import_adapter.query.service import QuerySettings
 from import_adapter.retrieve.service import RetrieveSettings
+from import_adapter.security_options import access_policy, listener_tls, security_options
 from import_adapter.spool.options import store_and_forward_config, store_and_forward_options
 from import_adapter.transform_options import transform_config, transform_options
 
@@ -79,6 +81,12 @@ def resolve_aet_dictionary(path: Path | None, inline: str | None) -> AetDictiona
         help="Largest PDU accepted, in bytes (0 = unlimited).")
 @option("network_timeout", type=click.FloatRange(1), default=120.0, show_default=True,
         help="Seconds an idle association is kept before it is aborted.")
+@option("acse_timeout", type=click.FloatRange(1), default=30.0, show_default=True,
+        help="Seconds a connection has to complete its TLS handshake and association request "
+             "(in total: a peer trickling bytes is dropped too).")
+@option("dimse_timeout", type=click.FloatRange(1), default=60.0, show_default=True,
+        help="Seconds to wait for each part of a DIMSE message once it started.")
+@security_options
 @option("stow_retry_budget", type=click.FloatRange(0), default=30.0, show_default=True,
         help="Seconds during which a transient STOW-RS failure (connection, 429, 5xx) is "
              "retried before the C-STORE fails.")
@@ -103,11 +111,13 @@ def resolve_aet_dictionary(path: Path | None, inline: str | None) -> AetDictiona
              "(0 = not served).")
 @transform_options
 @store_and_forward_options
+@import_compat_options
 @option("verbose", is_flag=True, default=False, help="Debug logging.")
 @option("log_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
         help="Log line format (json: one object per line for Cloud Logging).")
 def command(**params: Any) -> int:
     """Import adapter: a DIMSE SCP (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET) over DICOMweb."""
+    check_import_compat(params)
     address = resolve_address(
         params["dicomweb_address"], params["dicomweb_addr"], params["dicomweb_stow_path"]
     )
@@ -120,6 +130,12 @@ def command(**params: Any) -> int:
             max_associations=params["max_associations"],
             max_pdu_size=params["max_pdu_size"],
             network_timeout=params["network_timeout"],
+            acse_timeout=params["acse_timeout"],
+            dimse_timeout=params["dimse_timeout"],
+            max_associations_per_aet=params["max_associations_per_aet"],
+            max_pending_connections=params["max_pending_connections"],
+            max_instance_size=params["max_instance_size_mb"] << 20,
+            tls=listener_tls(params),
         ),
         dicomweb=address,
         auth=auth_config(params),
@@ -136,23 +152,27 @@ def command(**params: Any) -> int:
             retrieve_aet=params["dimse_aet"],
             page_size=params["qido_page_size"],
             fuzzy_matching=params["fuzzy_matching"],
+            max_results=params["max_cfind_results"],
         ),
         retrieve=RetrieveSettings(
             page_size=params["qido_page_size"],
             prefetch=params["retrieve_prefetch"],
             spool_dir=params["spool_dir"],
             max_pdu_size=params["max_pdu_size"],
+            max_instances=params["max_cmove_instances"],
         ),
         aet_dictionary=resolve_aet_dictionary(
             params["aet_dictionary"], params["aet_dictionary_inline"]
         ),
         transform=transform_config(params),
+        access=access_policy(params),
         health=HealthConfig(
             port=params["metrics_port"], bind_address=params["dimse_bind_address"]
         ),
         **forwarding,
     )
     configure_logging(verbose=params["verbose"], json_format=params["log_format"] == "json")
+    explain_import_compat(params)
     from import_adapter.app import run
 
     return run(config)

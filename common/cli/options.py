@@ -17,9 +17,15 @@ BEARER_TOKEN_ENV = "DICOM_ADAPTER_BEARER_TOKEN"
 BASIC_PASSWORD_ENV = "DICOM_ADAPTER_BASIC_PASSWORD"
 
 
-def option(name: str, **kwargs: Any) -> Callable[[F], F]:
-    """A flag under its reference spelling and its dashed spelling, with an env variable."""
-    names = dict.fromkeys(spellings(name))  # one spelling when the name has no underscore
+def option(name: str, *, aliases: tuple[str, ...] = (), **kwargs: Any) -> Callable[[F], F]:
+    """A flag under its reference spelling and its dashed spelling, with an env variable.
+
+    ``aliases`` are further accepted spellings, e.g. a name an older reference adapter release
+    used for the same flag.
+    """
+    names = dict.fromkeys(
+        [*spellings(name), *(spelling for alias in aliases for spelling in spellings(alias))]
+    )
     return click.option(*names, name, envvar=env_name(name), show_envvar=True, **kwargs)
 
 

@@ -64,6 +64,7 @@ def store_and_forward_options(func: F) -> F:
         option("min_upload_delay", type=click.IntRange(0), default=100, show_default=True,
                help="Milliseconds before the first retry of an upload (doubling each time)."),
         option("max_waiting_time_between_uploads", type=click.IntRange(1), default=5000,
+               aliases=("max_waiting_time_btw_uploads",),  # the spelling of older releases
                show_default=True, help="Milliseconds: the cap on one retry delay."),
         option("http_error_codes_to_retry", default="",
                help="Comma-separated HTTP 4xx statuses to retry too (5xx, 408, 425, 429 and "

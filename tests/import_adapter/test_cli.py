@@ -121,3 +121,15 @@ def test_port_in_use_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> Non
     assert code == 2
     assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
 
+
+
+def test_reference_compat_flags(captured: list[ImportConfig], capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run(["--dicomweb_address", ORTHANC, "--monitoring_project_id", "p",
+                 "--dimse_cmove_aet", "IMPORTADAPTER", "--max_waiting_time_btw_uploads", "900",
+                 "--persistent_file_storage_location", "/tmp/spool-compat"]) == 0
+    assert captured[0].spool is not None
+    assert _run(["--dicomweb_address", ORTHANC, "--dimse_cmove_aet", "OTHERAET"]) == 2
+    assert "--dimse_cmove_aet OTHERAET differs" in capsys.readouterr().err
+    assert _run(["--dicomweb_address", ORTHANC,
+                 "--persistent_file_storage_location", "gs://bucket/x"]) == 2
+    assert "gs:// is not supported" in capsys.readouterr().err
