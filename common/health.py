@@ -90,6 +90,31 @@ class FunctionCheck:
             return CheckResult(False, f"check raised {type(exc).__name__}: {exc}")
 
 
+@dataclass(frozen=True)
+class AdvisoryCheck:
+    """Reports another check's outcome without letting it gate readiness.
+
+    With a durable spool and early acknowledgement, the adapter keeps taking images while the
+    store is down (they wait in the spool); turning the pods unready then would make the load
+    balancer refuse modalities for no reason. The detail still says what is wrong.
+    """
+
+    inner: ReadinessCheck
+    why: str
+
+    @property
+    def name(self) -> str:
+        """The inner check's name."""
+        return self.inner.name
+
+    def check(self) -> CheckResult:
+        """Always ok; the inner result's detail when it failed."""
+        result = self.inner.check()
+        if result.ok:
+            return result
+        return CheckResult(True, f"{result.detail} (not gating readiness: {self.why})")
+
+
 class DicomwebCheck:
     """Ready when the DICOMweb store answers an authenticated ``QIDO-RS studies?limit=1``.
 

@@ -242,3 +242,14 @@ def test_port_in_use_is_a_config_error() -> None:
 def test_config_port_zero_means_off() -> None:
     assert not HealthConfig().enabled
     assert HealthConfig(port=9090).enabled
+
+
+def test_advisory_check_reports_without_gating() -> None:
+    from common.health import AdvisoryCheck, CheckResult, FunctionCheck
+
+    failing = FunctionCheck("dicomweb", lambda: CheckResult(False, "store unreachable"))
+    advisory = AdvisoryCheck(failing, "durable spool with --auto_ack_cstore")
+    result = advisory.check()
+    assert result.ok and "store unreachable" in result.detail and advisory.name == "dicomweb"
+    passing = AdvisoryCheck(FunctionCheck("x", lambda: CheckResult(True, "fine")), "why")
+    assert passing.check() == CheckResult(True, "fine")
