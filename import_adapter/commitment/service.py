@@ -29,6 +29,7 @@ from common.dimse.aet_dictionary import AetDictionary
 from common.dimse.sender import PeerAddress
 from common.errors import AdapterError, CommitmentRequestError, DimseError
 from common.lifecycle import Lifecycle
+from common.metrics import NULL_IMPORT_OBSERVER, ImportObserver
 from common.retry import RetryPolicy
 from common.status import (
     SUCCESS,
@@ -165,7 +166,10 @@ class CommitmentService:
         lifecycle: Lifecycle,
         pending: PendingInstances | None = None,
         sender: Callable[[PeerAddress, int, Dataset, ReportSettings], DimseStatus] = send_report,
+        *,
+        observer: ImportObserver = NULL_IMPORT_OBSERVER,
     ) -> None:
+        self._observer = observer
         self._client = client
         self._requesters = requesters
         self._settings = settings
@@ -284,6 +288,9 @@ class CommitmentService:
                 "storage commitment report %s (event %d) sent to %s: %s",
                 request.transaction_uid, event_type, requester, status,
             )
+            failed = len(report.get("FailedSOPSequence", []))
+            committed = len(report.get("ReferencedSOPSequence", []))
+            self._observer.commitment_done(requester.ae_title, committed + failed, failed)
             return
 
     def stop(self) -> None:

@@ -21,9 +21,10 @@ from pydicom.filereader import read_file_meta_info
 
 from common.dicom.part10 import Part10Instance
 from common.errors import ConfigError
+from common.metrics import NULL_IMPORT_OBSERVER, ImportObserver
 from import_adapter.routing.destinations import Destination, destination_from_description
 from import_adapter.spool.disk import DurableSpool, SpoolLimits
-from import_adapter.spool.layout import SpoolLayout
+from import_adapter.spool.layout import SpoolLayout, entry_age
 from import_adapter.spool.queue import DestinationQueue, QueueEntry, Receipt, UploadSettings
 from import_adapter.spool.uploaders import Uploader
 from import_adapter.store import StoreRequest
@@ -70,8 +71,10 @@ class SpoolManager:
         settings: SpoolSettings,
         destinations: Sequence[Destination],
         uploader_factory: UploaderFactory,
+        observer: ImportObserver = NULL_IMPORT_OBSERVER,
     ) -> None:
         self.settings = settings
+        self._observer = observer
         self.spool = DurableSpool(SpoolLayout(settings.directory), settings.limits)
         self._destinations = list(destinations)
         self._factory = uploader_factory
@@ -213,8 +216,13 @@ class SpoolManager:
     def _rescan(self) -> None:
         interval = self.settings.upload.rescan_interval
         while not self._stop.wait(interval):
+            depth, oldest = 0, 0.0
             for queue in list(self._queues.values()):
                 for name in self.spool.scan(queue.key):
+                    depth += 1
+                    oldest = max(oldest, entry_age(name))
                     if not queue.knows(name) and self.spool.adopt(queue.key, name):
                         LOG.info("picked up re-queued %s for %s", name, queue.destination)
                         self._enqueue(queue, name, None)
+            # The scan already lists every queued entry: report depth and age from it.
+            self._observer.spool_state(depth, oldest)

@@ -13,6 +13,7 @@ from common.dicomweb.address import DicomwebAddress
 from common.dicomweb.client import DicomwebClient
 from common.dimse.sender import SenderSettings
 from common.http import Transport
+from common.metrics import NULL_IMPORT_OBSERVER, ImportObserver
 from common.retry import NO_RETRY
 from import_adapter.routing.destinations import (
     Destination,
@@ -46,6 +47,7 @@ def build_spooling(
     stow_transport: Transport | None,
     calling_aet: str,
     max_pdu_size: int,
+    observer: ImportObserver = NULL_IMPORT_OBSERVER,
 ) -> Spooling | None:
     """The spool and router, or None when neither a spool nor routing rules are configured.
 
@@ -81,5 +83,5 @@ def build_spooling(
             stow, overwrite=upload.overwrite, retry_codes=upload.retry_codes
         )
 
-    manager = SpoolManager(settings, router.destinations, factory)
+    manager = SpoolManager(settings, router.destinations, factory, observer)
     return Spooling(manager, SpoolingSink(manager, router), router)

@@ -14,6 +14,7 @@ from common.dimse.aet_dictionary import AetDictionary
 from common.dimse.sender import PeerAddress
 from common.errors import CommitmentRequestError, DicomwebConnectionError, PeerUnavailableError
 from common.lifecycle import Lifecycle
+from common.metrics import NullImportObserver
 from common.retry import RetryPolicy
 from common.status import SUCCESS, DimseStatus, Status
 from import_adapter.commitment.report import ReportSettings
@@ -26,6 +27,16 @@ from import_adapter.commitment.service import (
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 MR = "1.2.840.10008.5.1.4.1.1.4"
+
+
+class RecordingObserver(NullImportObserver):
+    """Records commitment metrics."""
+
+    def __init__(self) -> None:
+        self.commitments: list[tuple[str, int, int]] = []
+
+    def commitment_done(self, calling_aet: str, instances: int, failed: int) -> None:
+        self.commitments.append((calling_aet, instances, failed))
 
 
 def _info(refs: Sequence[tuple[str, str]], transaction: str = "1.2.3") -> Dataset:
@@ -104,6 +115,7 @@ def test_service_checks_and_reports_with_retries() -> None:
 
     peer = PeerAddress("SCU", "127.0.0.1", 11112)
     pending = FakePending()
+    observer = RecordingObserver()
     service = CommitmentService(
         FakeStore({"1": CT, "2": MR}, {"4"}),  # type: ignore[arg-type]
         AetDictionary([peer]),
@@ -112,6 +124,7 @@ def test_service_checks_and_reports_with_retries() -> None:
         Lifecycle(),
         pending,
         sender,
+        observer=observer,
     )
     info = _info([(CT, "1"), (CT, "2"), (CT, "3"), (CT, "4")])
     assert service.request("SCU", 1, info) == SUCCESS
@@ -122,5 +135,6 @@ def test_service_checks_and_reports_with_retries() -> None:
     reasons = {i.ReferencedSOPInstanceUID: i.FailureReason for i in ds.FailedSOPSequence}
     assert reasons == {"2": 0x0119, "3": 0x0112, "4": 0x0110}
     assert pending.asked == ["1", "2", "3", "4"]
+    assert observer.commitments == [("SCU", 4, 3)]
     assert service.request("OTHER", 1, info).code == Status.PROCESSING_FAILURE
     service.stop()
