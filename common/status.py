@@ -254,6 +254,39 @@ def retrieve_status_for_error(error: BaseException) -> DimseStatus:
     return _query_retrieve_status(error, Status.OUT_OF_RESOURCES_MATCHES, "search")
 
 
+def not_authorized_status(service: str) -> DimseStatus:
+    """0x0124 Not Authorized: the access policy does not let this AE/address use ``service``."""
+    return DimseStatus(Status.NOT_AUTHORIZED, f"{service} not permitted for this AE")
+
+
+def service_disabled_status(service: str) -> DimseStatus:
+    """0x0124 Not Authorized: ``service`` is switched off on this adapter."""
+    return DimseStatus(Status.NOT_AUTHORIZED, f"{service} is disabled on this adapter")
+
+
+def instance_too_large_status(limit_bytes: int) -> DimseStatus:
+    """0xA700 Out of Resources: a C-STORE dataset larger than ``--max_instance_size_mb``."""
+    return DimseStatus(
+        Status.OUT_OF_RESOURCES, f"Instance exceeds the {limit_bytes / (1 << 20):g} MB limit"
+    )
+
+
+def too_many_matches_status(limit: int) -> DimseStatus:
+    """0xA700 Out of Resources: a C-FIND with more than ``--max_cfind_results`` matches.
+
+    The first ``limit`` matches have been sent as Pending responses; the SCU should narrow
+    its query.
+    """
+    return DimseStatus(Status.OUT_OF_RESOURCES, f"More than {limit} matches; refine the query")
+
+
+def too_many_instances_status(count: int, limit: int) -> DimseStatus:
+    """0xA701 (unable to calculate number of matches): a C-MOVE/C-GET beyond its size limit."""
+    return DimseStatus(
+        Status.OUT_OF_RESOURCES_MATCHES, f"{count} instances exceed the limit of {limit}"
+    )
+
+
 def is_retryable_store_status(status: DimseStatus) -> bool:
     """Whether a failed store (STOW FailedSOPSequence reason, C-STORE status) may succeed later.
 

@@ -11,17 +11,26 @@ from types import FrameType
 
 from common.auth import build_authenticator
 from common.dicomweb.client import DicomwebClient
-from common.health import CheckResult, DicomwebCheck, FunctionCheck, HealthServer
+from common.health import (
+    AdvisoryCheck,
+    CheckResult,
+    DicomwebCheck,
+    FunctionCheck,
+    HealthServer,
+    ReadinessCheck,
+)
 from common.http import HttpTransport, Transport
 from common.http2 import Http2Transport
 from common.lifecycle import Lifecycle
 from common.metrics import ImportMetrics, new_registry
 from common.retry import NO_RETRY
+from import_adapter.access import Service
 from import_adapter.commitment.handlers import commitment_service
 from import_adapter.commitment.service import CommitmentService
 from import_adapter.config import ImportConfig
 from import_adapter.handlers import association_metrics_handlers, store_handlers
 from import_adapter.query.handlers import find_service
+from import_adapter.query.model import MODELS
 from import_adapter.query.service import FindService
 from import_adapter.retrieve.handlers import retrieve_service
 from import_adapter.retrieve.service import RetrieveService
@@ -65,6 +74,7 @@ class ImportAdapter:
             stow_transport=self.stow_transport,
             calling_aet=config.dimse.ae_title,
             max_pdu_size=config.dimse.max_pdu_size,
+            observer=self.metrics,
         )
         # With a spool, datasets are received next to its queues, so committing is a rename.
         configure_receive_spool(
@@ -75,27 +85,44 @@ class ImportAdapter:
             # Transformed files are written next to each received one (same file system).
             sink = TransformingSink(sink, config.transform)
         store = StoreService(sink, self.lifecycle, self.metrics)
-        services = [DimseService("storage", handlers=store_handlers(store))]
+        access = config.access
+        services = [
+            DimseService("storage", handlers=store_handlers(store), access=Service.STORE)
+        ]
         services.append(
             DimseService("metrics", handlers=association_metrics_handlers(self.metrics))
         )
-        services.append(find_service(FindService(self.client, config.query, self.lifecycle)))
-        services.append(
-            retrieve_service(
-                RetrieveService(
-                    self.client, config.aet_dictionary, config.retrieve, self.lifecycle
+        # A switched-off service is not offered at all: its presentation contexts are refused.
+        if access.enabled(Service.QUERY):
+            services.append(
+                replace(
+                    find_service(FindService(self.client, config.query, self.lifecycle)),
+                    access=Service.QUERY,
                 )
             )
-        )
+        if access.enabled(Service.RETRIEVE):
+            services.append(
+                replace(
+                    retrieve_service(
+                        RetrieveService(
+                            self.client, config.aet_dictionary, config.retrieve, self.lifecycle
+                        )
+                    ),
+                    access=Service.RETRIEVE,
+                    deny_at_negotiation=frozenset(str(model.move) for model in MODELS),
+                )
+            )
         self.commitment = CommitmentService(
             self.client,
             config.aet_dictionary,
             config.commitment,
             self.lifecycle,
             self.spooling.manager if self.spooling else None,
+            observer=self.metrics,
         )
-        services.append(commitment_service(self.commitment))
-        self.server = DimseServer(config.dimse, services, self.lifecycle)
+        if access.enabled(Service.COMMIT):
+            services.append(replace(commitment_service(self.commitment), access=Service.COMMIT))
+        self.server = DimseServer(config.dimse, services, self.lifecycle, access)
         self._listening = threading.Event()
         # Readiness probes get their own small pool, short timeouts and no retries.
         self.probe_transport = HttpTransport(
@@ -111,11 +138,20 @@ class ImportAdapter:
             self.registry,
             [
                 FunctionCheck("dimse_listener", self._listener_state),
-                DicomwebCheck(
-                    DicomwebClient(config.dicomweb, self.probe_transport, auth, NO_RETRY)
+                self._store_check(
+                    DicomwebCheck(
+                        DicomwebClient(config.dicomweb, self.probe_transport, auth, NO_RETRY)
+                    )
                 ),
             ],
         )
+
+    def _store_check(self, check: DicomwebCheck) -> ReadinessCheck:
+        """The store gates readiness unless images are acknowledged once spooled."""
+        spool = self.config.spool
+        if spool is not None and spool.auto_ack:
+            return AdvisoryCheck(check, "durable spool with --auto_ack_cstore")
+        return check
 
     def _listener_state(self) -> CheckResult:
         if self.lifecycle.stop_requested.is_set():

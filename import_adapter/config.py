@@ -8,9 +8,11 @@ from pathlib import Path
 from common.auth import AuthConfig
 from common.dicomweb.address import DicomwebAddress
 from common.dimse.aet_dictionary import AetDictionary
+from common.dimse.tls import TlsSettings
 from common.health import HealthConfig
 from common.http import HttpSettings
 from common.retry import RetryPolicy
+from import_adapter.access import AccessPolicy
 from import_adapter.commitment.service import CommitmentSettings
 from import_adapter.query.service import QuerySettings
 from import_adapter.retrieve.service import RetrieveSettings
@@ -28,10 +30,18 @@ class DimseServerConfig:
         port: the TCP port to listen on.
         bind_address: the interface to listen on.
         max_associations: associations served at once; more are rejected (transient).
-        max_pdu_size: the largest PDU we accept (0 = unlimited).
-        acse_timeout: seconds to wait for association messages.
+        max_pdu_size: the largest PDU we accept (0 = unlimited); a longer one aborts the
+            association (fast engine).
+        acse_timeout: seconds to wait for association messages; the whole association request
+            (and the TLS handshake) must arrive within it.
         dimse_timeout: seconds to wait for DIMSE messages.
         network_timeout: seconds an association may stay idle before it is aborted.
+        max_associations_per_aet: associations one calling AE title may have open at once
+            (0 = no limit beyond ``max_associations``); more are rejected (transient).
+        max_pending_connections: connections that have not yet sent their association request;
+            beyond it new connections are closed at once (a connect flood cannot pile up).
+        max_instance_size: the largest C-STORE dataset accepted, in bytes (0 = unlimited).
+        tls: DICOM TLS for the listener (None: plain TCP).
     """
 
     ae_title: str = "IMPORTADAPTER"
@@ -42,6 +52,10 @@ class DimseServerConfig:
     acse_timeout: float = 30.0
     dimse_timeout: float = 60.0
     network_timeout: float = 120.0
+    max_associations_per_aet: int = 0
+    max_pending_connections: int = 256
+    max_instance_size: int = 0
+    tls: TlsSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +80,7 @@ class ImportConfig:
             routing rules need a queue per destination).
         routing: destination rules besides the default ``dicomweb`` store.
         commitment: Storage Commitment Push Model (requesters come from ``aet_dictionary``).
+        access: which calling AEs / networks may use which service; which services are on.
     """
 
     dimse: DimseServerConfig
@@ -84,3 +99,4 @@ class ImportConfig:
     spool: SpoolSettings | None = None
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     commitment: CommitmentSettings = field(default_factory=CommitmentSettings)
+    access: AccessPolicy = field(default_factory=AccessPolicy)

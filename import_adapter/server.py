@@ -10,6 +10,16 @@ storage-like SOP classes, without extended negotiation, is served by :mod:`commo
 that connection's thread; any other (C-FIND, C-MOVE, C-GET, storage commitment, role selection,
 user identity...) goes, untouched, to pynetdicom exactly as before. Both engines call the same
 event handlers (:mod:`import_adapter.fast_bridge`), so there is one C-STORE handler.
+
+With DICOM TLS the connection's thread first completes the handshake (under the ACSE timeout:
+pynetdicom would do it in the accepting thread, where one silent client stalls every other),
+then reads the request and puts it back (:class:`common.dimse.tls.ReplayableSSLSocket`), since
+TLS cannot be peeked at.
+
+Before either engine sees a request, the listener applies what holds for both: connections
+still waiting for their request are bounded, the access policy
+(:mod:`import_adapter.access`) rejects requesters that may use nothing, and the total and
+per-calling-AE association limits reject (transient) what is over them.
 """
 
 from __future__ import annotations
@@ -26,22 +36,25 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
-from common.dimse.fast.acse import decode_associate_rq
-from common.dimse.fast.constants import AbortSource
+from common.dimse.fast.acse import AssociateRequest, decode_associate_rq, encode_associate_rj
+from common.dimse.fast.constants import AbortSource, RejectReason, RejectResult, RejectSource
 from common.dimse.fast.scp import (
     AcceptorAssociation,
     AcceptorPolicy,
     fast_path_eligible,
-    peek_associate_rq,
+    receive_associate_rq,
 )
 from common.dimse.fast.transport import DimseProtocolError, abort_pdu
 from common.dimse.sockets import SOCKET_HANDLERS
+from common.dimse.tls import server_context, server_handshake
 from common.errors import ConfigError
 from common.lifecycle import Lifecycle
+from common.status import instance_too_large_status
+from import_adapter.access import AccessPolicy, Service, guard_handlers
 from import_adapter.config import DimseServerConfig
 from import_adapter.fast_bridge import PynetdicomHandlerBridge
 from import_adapter.handlers import Handler, association_log_handlers, echo_handlers
@@ -68,11 +81,16 @@ class DimseService:
         contexts: presentation contexts to accept (storage needs none: every storage-like
             abstract syntax is accepted in the SCU's preferred transfer syntax).
         handlers: pynetdicom event handlers.
+        access: the access-policy service its requests belong to (None: not controlled).
+        deny_at_negotiation: abstract syntaxes refused at negotiation to requesters the policy
+            denies ``access`` (for requests whose handler protocol cannot answer 0x0124 first).
     """
 
     name: str
     contexts: Sequence[SupportedContext] = ()
     handlers: Sequence[Handler] = field(default_factory=list)
+    access: Service | None = None
+    deny_at_negotiation: frozenset[str] = frozenset()
 
 
 def configure_receive_spool(spool_dir: Path | None) -> None:
@@ -102,6 +120,10 @@ class _DispatchingServer(ThreadedAssociationServer):
     # wait for them (stop() drains them itself), nor may they keep the process alive.
     daemon_threads = True
     block_on_close = False
+    # socketserver's default backlog of 5 makes a burst of connects (a scan, a flood) push
+    # legitimate clients into SYN retransmits of 1 s, 3 s...; accepting is cheap, and what a
+    # connection may then hold is bounded (max_pending_connections, the ACSE timeout).
+    request_queue_size = 512
 
     def __init__(self, *args: Any, dispatcher: DimseServer, **kwargs: Any) -> None:
         self._dispatcher = dispatcher
@@ -109,9 +131,10 @@ class _DispatchingServer(ThreadedAssociationServer):
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         """Serve on the fast engine when it can; else hand the untouched socket to pynetdicom."""
-        if self._dispatcher.serve_fast(request, client_address):
+        handed_on = self._dispatcher.serve_fast(request, client_address)
+        if handed_on is None:
             return
-        super().process_request_thread(request, client_address)
+        super().process_request_thread(handed_on, client_address)
 
 
 class DimseServer:
@@ -122,10 +145,17 @@ class DimseServer:
         config: DimseServerConfig,
         services: Sequence[DimseService],
         lifecycle: Lifecycle,
+        access: AccessPolicy | None = None,
     ) -> None:
         self._config = config
         self._services = services
         self._lifecycle = lifecycle
+        self._access = access or AccessPolicy()
+        # Built now, so a bad certificate or key is a startup error, not a per-connection one.
+        self._ssl_context = server_context(config.tls) if config.tls is not None else None
+        # Calling AE of each connection handed to pynetdicom, by peer address, until its
+        # EVT_CONN_OPEN handler applies the policy to the contexts it may negotiate.
+        self._handed_on: dict[tuple[str, int], str] = {}
         self._server: ThreadedAssociationServer | None = None
         self._ae = self._build_ae()
         self._bridge = PynetdicomHandlerBridge(self._handlers())
@@ -139,6 +169,7 @@ class DimseServer:
             acse_timeout=config.acse_timeout,
             dimse_timeout=config.dimse_timeout,
             network_timeout=config.network_timeout,
+            max_instance_size=config.max_instance_size,
         )
         self._lock = threading.Lock()
         self._fast: set[AcceptorAssociation] = set()
@@ -168,9 +199,53 @@ class DimseServer:
     def _handlers(self) -> list[Handler]:
         handlers: list[Handler] = [*SOCKET_HANDLERS, *echo_handlers()]
         handlers += association_log_handlers()
+        handlers.append((evt.EVT_CONN_OPEN, self._restrict_contexts))
         for service in self._services:
-            handlers += list(service.handlers)
+            service_handlers = list(service.handlers)
+            if service.access is Service.STORE:
+                service_handlers = self._size_guard(service_handlers)
+            if service.access is not None:
+                service_handlers = guard_handlers(service_handlers, service.access, self._access)
+            handlers += service_handlers
         return handlers
+
+    def _size_guard(self, handlers: list[Handler]) -> list[Handler]:
+        """C-STOREs received by pynetdicom beyond the instance size limit get 0xA700.
+
+        The fast engine refuses them while receiving; pynetdicom has written the file by the
+        time a handler runs, so this bounds what is forwarded, not what was received.
+        """
+        limit = self._config.max_instance_size
+        if not limit:
+            return handlers
+        guarded: list[Handler] = []
+        for item in handlers:
+            if item[0] is evt.EVT_C_STORE:
+                guarded.append((item[0], _size_limited(item[1], limit), *item[2:]))
+            else:
+                guarded.append(item)
+        return guarded
+
+    def _restrict_contexts(self, event: Any) -> None:
+        """EVT_CONN_OPEN (pynetdicom): drop contexts the policy denies this requester."""
+        if isinstance(event.assoc, AcceptorAssociation):
+            return  # the fast engine serves storage and verification only
+        requestor = event.assoc.requestor
+        with self._lock:
+            calling = self._handed_on.pop((str(requestor.address), int(requestor.port)), None)
+        if calling is None:
+            return
+        denied: set[str] = set()
+        for service in self._services:
+            if service.access is not None and service.deny_at_negotiation and not (
+                self._access.allows(service.access, calling, str(requestor.address))
+            ):
+                denied |= service.deny_at_negotiation
+        if denied:
+            acceptor = event.assoc.acceptor
+            acceptor.supported_contexts = [
+                cx for cx in acceptor.supported_contexts if str(cx.abstract_syntax) not in denied
+            ]
 
     def start(self) -> None:
         """Bind and start serving in background threads.
@@ -229,44 +304,104 @@ class DimseServer:
         server = self._server
         return fast + (len(server.active_associations) if server else 0)
 
+    def _active_for(self, calling_aet: str) -> int:
+        """Associations open now (either engine) whose requestor called as ``calling_aet``."""
+        with self._lock:
+            titles = [a.requestor.ae_title for a in self._fast if a.is_established]
+            handed = sum(1 for aet in self._handed_on.values() if aet == calling_aet)
+        server = self._server
+        if server is not None:
+            titles += [str(a.requestor.ae_title or "") for a in server.active_associations]
+        return handed + sum(1 for title in titles if title.strip() == calling_aet)
+
+    def _admission(
+        self, request: AssociateRequest, host: str
+    ) -> tuple[RejectResult, RejectSource, int] | None:
+        """The A-ASSOCIATE-RJ for a request the policy or a per-AE limit refuses, if any."""
+        calling = request.calling_ae_title.strip()
+        if not self._access.allows_any(calling, host):
+            return (
+                RejectResult.PERMANENT,
+                RejectSource.SERVICE_USER,
+                RejectReason.CALLING_AE_NOT_RECOGNIZED,
+            )
+        per_aet = self._config.max_associations_per_aet
+        if per_aet and self._active_for(calling) >= per_aet:
+            return (
+                RejectResult.TRANSIENT,
+                RejectSource.SERVICE_PROVIDER_PRESENTATION,
+                RejectReason.LOCAL_LIMIT_EXCEEDED,
+            )
+        return None
+
     # -- the fast path ------------------------------------------------------------------------
 
-    def serve_fast(self, sock: socket.socket, address: Any) -> bool:
-        """Serve a new connection on the fast engine if its request allows; False hands it on.
+    def serve_fast(self, sock: socket.socket, address: Any) -> socket.socket | None:
+        """Serve a new connection on the fast engine if its request allows.
 
-        Runs in the connection's own thread. Connections that never send a complete request
-        within the ACSE timeout, or send garbage, are dropped here (with an A-ABORT for
-        garbage) and count as handled.
+        Runs in the connection's own thread. Returns the socket to hand to pynetdicom (the TLS
+        one when the listener speaks TLS), or None when the connection has been dealt with:
+        served, rejected, or dropped - connections over the pending limit, that fail the TLS
+        handshake, that never send a complete request within the ACSE timeout, or that send
+        garbage (with an A-ABORT).
         """
         config = self._config
         with contextlib.suppress(OSError):  # already reset by the peer; the peek below will notice
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._lock:
-            self._pending.add(sock)
+            crowded = len(self._pending) >= config.max_pending_connections
+            if not crowded:
+                self._pending.add(sock)
+        if crowded:
+            LOG.warning("connection from %s:%s closed: %d connections already await their "
+                        "association request", address[0], address[1],
+                        config.max_pending_connections)
+            _close(sock)
+            return None
         try:
-            request = decode_associate_rq(peek_associate_rq(sock, config.acse_timeout))
+            if self._ssl_context is not None:
+                tls_sock = server_handshake(sock, self._ssl_context, config.acse_timeout)
+                with self._lock:
+                    self._pending.discard(sock)
+                    self._pending.add(tls_sock)
+                sock = tls_sock
+            request = decode_associate_rq(receive_associate_rq(sock, config.acse_timeout))
         except DimseProtocolError as exc:
             LOG.warning("connection from %s:%s sent garbage (%s); aborting",
                         address[0], address[1], exc)
             _abort_and_close(sock, exc)
-            return True
+            return None
         except TimeoutError:
             LOG.warning("connection from %s:%s sent no association request in %ss; dropping",
                         address[0], address[1], config.acse_timeout)
             _close(sock)
-            return True
-        except OSError as exc:
+            return None
+        except OSError as exc:  # also ssl.SSLError: untrusted certificate, not TLS at all
             LOG.info("connection from %s:%s closed before its request: %s",
                      address[0], address[1], exc or type(exc).__name__)
             _close(sock)
-            return True
+            return None
         finally:
             with self._lock:
                 self._pending.discard(sock)
+        rejection = self._admission(request, str(address[0]))
+        if rejection is not None:
+            result, source, reason = rejection
+            LOG.warning(
+                "rejecting association from %s@%s:%s (result %d, source %d, reason %d)",
+                request.calling_ae_title.strip() or "-", address[0], address[1],
+                result, source, reason,
+            )
+            _reject_and_close(sock, encode_associate_rj(result, source, reason))
+            return None
         over_limit = self._active_count() >= config.max_associations
         if not over_limit and not fast_path_eligible(request, self._reserved):
             sock.settimeout(None)  # pynetdicom sets its own timeouts per wait
-            return False
+            with self._lock:
+                self._handed_on[(str(address[0]), int(address[1]))] = (
+                    request.calling_ae_title.strip()
+                )
+            return sock
         local = sock.getsockname()
         assoc = AcceptorAssociation(
             sock, (address[0], address[1]), (local[0], local[1]), self._policy, self._bridge
@@ -278,7 +413,7 @@ class DimseServer:
         finally:
             with self._lock:
                 self._fast.discard(assoc)
-        return True
+        return None
 
     def _fast_snapshot(self) -> list[AcceptorAssociation]:
         with self._lock:
@@ -356,6 +491,31 @@ def _close(sock: socket.socket) -> None:
     _shutdown(sock)
     with contextlib.suppress(OSError):  # already closed
         sock.close()
+
+
+def _reject_and_close(sock: socket.socket, pdu: bytes) -> None:
+    try:
+        sock.settimeout(1.0)
+        sock.sendall(pdu)
+    except OSError:
+        pass  # the peer is gone already
+    _close(sock)
+
+
+def _size_limited(handler: Any, limit: int) -> Any:
+    def on_c_store(event: Any, *args: Any) -> Any:
+        path = getattr(event, "dataset_path", None)
+        try:
+            size = Path(path).stat().st_size if path is not None else 0
+        except OSError:
+            size = 0  # the handler reports the missing file itself
+        if size > limit:
+            LOG.warning("C-STORE from %s refused: instance larger than %d bytes",
+                        event.assoc.requestor.ae_title, limit)
+            return instance_too_large_status(limit).as_dataset()
+        return handler(event, *args)
+
+    return on_c_store
 
 
 def _abort_and_close(sock: socket.socket, error: DimseProtocolError) -> None:

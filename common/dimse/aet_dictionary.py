@@ -8,6 +8,11 @@ It comes from exactly one of ``--aet_dictionary`` (a file), ``--aet_dictionary_i
 JSON itself) or the environment variable ``ENV_AETS_JSON`` (as the reference adapter reads it);
 with none of them the dictionary is empty and every C-MOVE destination is unknown. Errors name
 the source and the entry (index and AE title) that is wrong.
+
+An entry may ask for DICOM TLS to that peer (C-MOVE sub-associations, Storage Commitment
+reports): ``{"name": ..., "host": ..., "port": ..., "tls": true, "ca": "/path/ca.pem"}``, with
+optional ``cert``/``key`` (a client certificate) and ``verify_hostname`` (default true); see
+:func:`common.dimse.tls.tls_from_entry`.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 
 from common.dimse.ae_title import validate_ae_title
 from common.dimse.sender import PeerAddress
+from common.dimse.tls import TLS_ENTRY_KEYS, tls_from_entry
 from common.errors import ConfigError
 
 #: The environment variable the reference adapter reads the dictionary from.
@@ -60,9 +66,9 @@ def _entry(index: int, item: Any, source: str) -> PeerAddress:
     missing = sorted(_KEYS - item.keys())
     if missing:
         raise ConfigError(f"{where} lacks {', '.join(missing)}")
-    unknown = sorted(set(item) - _KEYS)
+    unknown = sorted(set(item) - _KEYS - TLS_ENTRY_KEYS)
     if unknown:
-        raise ConfigError(f"{where} has unknown key(s) {', '.join(unknown)}")
+        raise ConfigError(f"{where} has unknown key(s) {', '.join(map(str, unknown))}")
     if not isinstance(name, str):
         raise ConfigError(f"{where}: name must be a string (an AE title)")
     try:
@@ -77,7 +83,9 @@ def _entry(index: int, item: Any, source: str) -> PeerAddress:
         port = int(port)
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise ConfigError(f"{where}: port must be an integer from 1 to 65535, not {port!r}")
-    return PeerAddress(ae_title=title, host=host.strip(), port=port)
+    return PeerAddress(
+        ae_title=title, host=host.strip(), port=port, tls=tls_from_entry(item, where)
+    )
 
 
 def parse_aet_dictionary(text: str, *, source: str) -> AetDictionary:

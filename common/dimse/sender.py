@@ -14,6 +14,7 @@ syntax still gets the instance, decompressed.
 from __future__ import annotations
 
 import logging
+import ssl
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,9 +28,11 @@ from common.dimse.fast.constants import RejectResult
 from common.dimse.fast.meta import FileMeta, read_file_meta
 from common.dimse.fast.scu import AssociationRejected, RequestorAssociation, Timeouts
 from common.dimse.fast.transport import DimseProtocolError, ReleaseRequestedError
+from common.dimse.tls import TlsSettings
 from common.errors import (
     AssociationRejectedError,
     NoAcceptableContextError,
+    PeerRejectedError,
     PeerUnavailableError,
 )
 from common.status import DimseStatus
@@ -45,11 +48,15 @@ _DEFAULT_MAX_PDU = 1 << 20
 
 @dataclass(frozen=True)
 class PeerAddress:
-    """A DIMSE peer: its AE title, host and port."""
+    """A DIMSE peer: its AE title, host and port, and TLS settings when it speaks DICOM TLS.
+
+    ``tls`` is not part of :meth:`__str__`, so spool queue names derived from it stay stable.
+    """
 
     ae_title: str
     host: str
     port: int
+    tls: TlsSettings | None = None
 
     def __str__(self) -> str:
         return f"{self.ae_title}@{self.host}:{self.port}"
@@ -145,6 +152,7 @@ class StoreSender:
                 contexts=contexts,
                 max_length=settings.max_pdu_size or _DEFAULT_MAX_PDU,
                 timeouts=self._timeouts,
+                tls=self.peer.tls,
             )
         except AssociationRejected as exc:
             reject = exc.reject
@@ -154,6 +162,11 @@ class StoreSender:
                 permanent=reject.result == RejectResult.PERMANENT,
                 source=reject.source,
                 reason=reject.reason,
+            ) from exc
+        except ssl.SSLCertVerificationError as exc:
+            # An untrusted certificate stays untrusted: not worth retrying.
+            raise PeerRejectedError(
+                f"{self.peer}: TLS certificate not trusted ({exc.verify_message})"
             ) from exc
         except (OSError, DimseProtocolError) as exc:
             raise PeerUnavailableError(

@@ -3,7 +3,8 @@
 We request the association but act as the Storage Commitment *SCP* on it, so the context is
 proposed with SCP/SCU role selection (SCU role 0, SCP role 1), in one presentation context
 offering explicit and implicit VR little endian (an SCU that accepts only one still gets its
-report - the reference adapter offered implicit VR only).
+report - the reference adapter offered implicit VR only). A requester whose AET dictionary entry
+says ``"tls": true`` gets its report over DICOM TLS.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr
 
 from common.dimse.sender import PeerAddress
 from common.dimse.sockets import SOCKET_HANDLERS
+from common.dimse.tls import pynetdicom_tls_args
 from common.errors import PeerRejectedError, PeerUnavailableError
 from common.status import DimseStatus
 
@@ -69,6 +71,7 @@ def send_report(
         ae_title=requester.ae_title,
         ext_neg=[role],
         evt_handlers=SOCKET_HANDLERS,  # type: ignore[arg-type]
+        tls_args=pynetdicom_tls_args(requester.tls, requester.host),
     )
     if assoc.is_rejected:
         raise PeerRejectedError(f"{requester} rejected the storage commitment report association")

@@ -17,7 +17,13 @@ from pydicom.dataset import Dataset
 from common.dicomweb.client import DicomwebApi
 from common.errors import AdapterError
 from common.lifecycle import Lifecycle
-from common.status import SUCCESS, DimseStatus, Status, find_status_for_error
+from common.status import (
+    SUCCESS,
+    DimseStatus,
+    Status,
+    find_status_for_error,
+    too_many_matches_status,
+)
 from import_adapter.query.model import InformationModel, Level
 from import_adapter.query.translate import (
     NUMBER_OF_PATIENT_RELATED_INSTANCES,
@@ -48,11 +54,14 @@ class QuerySettings:
         retrieve_aet: the AE title put in RetrieveAETitle (where matches can be moved from).
         page_size: QIDO ``limit`` per page; results are paged with ``offset`` until done.
         fuzzy_matching: ask the store for fuzzy matching of person names.
+        max_results: the most matches one C-FIND returns (0 = no limit); past it the query
+            ends with :func:`common.status.too_many_matches_status` (0xA700).
     """
 
     retrieve_aet: str = "IMPORTADAPTER"
     page_size: int = 1000
     fuzzy_matching: bool = False
+    max_results: int = 0
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,14 @@ class FindService:
                             request.calling_aet, request.message_id, matches,
                         )
                         yield CANCELLED, None
+                        return
+                    limit = self._settings.max_results
+                    if limit and matches >= limit:
+                        LOG.warning(
+                            "C-FIND calling=%s msg_id=%d stopped after %d matches (limit)",
+                            request.calling_aet, request.message_id, matches,
+                        )
+                        yield too_many_matches_status(limit), None
                         return
                     matches += 1
                     yield PENDING, match

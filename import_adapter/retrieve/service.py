@@ -43,9 +43,15 @@ from common.dicom.transcode import convert_dataset
 from common.dicomweb.client import DicomwebApi
 from common.dimse.aet_dictionary import AetDictionary
 from common.dimse.sockets import SOCKET_HANDLERS
+from common.dimse.tls import pynetdicom_tls_args
 from common.errors import AdapterError, TranscodeError
 from common.lifecycle import Lifecycle
-from common.status import DimseStatus, Status, retrieve_status_for_error
+from common.status import (
+    DimseStatus,
+    Status,
+    retrieve_status_for_error,
+    too_many_instances_status,
+)
 from import_adapter.query.model import InformationModel, Level
 from import_adapter.query.translate import QidoSearch, attribute_id, tag_id
 from import_adapter.retrieve.fetch import Fetched, FetchFailure, Prefetcher
@@ -75,12 +81,16 @@ class RetrieveSettings:
         prefetch: instances fetched ahead of the one being sent (bounds memory and disk).
         spool_dir: where fetched instances are written (None: the system temp directory).
         max_pdu_size: the largest PDU we accept on associations to move destinations.
+        max_instances: the most instances one C-MOVE/C-GET may send (0: only the protocol's
+            65535); a larger request is refused with
+            :func:`common.status.too_many_instances_status` (0xA701) before anything is sent.
     """
 
     page_size: int = 1000
     prefetch: int = 8
     spool_dir: Path | None = None
     max_pdu_size: int = 0
+    max_instances: int = 0
 
 
 @dataclass(frozen=True)
@@ -259,6 +269,11 @@ class RetrieveService:
                 Status.OUT_OF_RESOURCES_MATCHES,
                 f"{len(job.instances)} instances exceed {MAX_SUB_OPERATIONS} sub-operations",
             )
+        limit = self._settings.max_instances
+        if limit and len(job.instances) > limit:
+            LOG.warning("%s refused: %d instances exceed --max_cmove_instances %d",
+                        label, len(job.instances), limit)
+            return None, too_many_instances_status(len(job.instances), limit)
         LOG.info("%s: %d instances to send", label, len(job.instances))
         return job, None
 
@@ -292,6 +307,8 @@ class RetrieveService:
             "evt_handlers": [*SOCKET_HANDLERS, (evt.EVT_ESTABLISHED, on_established)],
             "max_pdu": self._settings.max_pdu_size,
         }
+        if peer.tls is not None:  # the destination's AET dictionary entry asks for DICOM TLS
+            options["tls_args"] = pynetdicom_tls_args(peer.tls, peer.host)
         yield peer.host, peer.port, options
         if failure is not None or job is None:
             # pynetdicom has no way to fail before the sub-operation count; one failed

@@ -16,6 +16,7 @@ from typing import Any
 from common.dicomweb.address import DicomwebAddress, parse_dicomweb_address
 from common.dimse.ae_title import validate_ae_title
 from common.dimse.sender import PeerAddress
+from common.dimse.tls import TLS_ENTRY_KEYS, tls_from_entry
 from common.errors import ConfigError
 
 
@@ -56,7 +57,10 @@ class DimseDestination:
     def describe(self) -> dict[str, Any]:
         """A JSON description in the destination config's format."""
         peer = self.peer
-        return {"dicom_destination": {"name": peer.ae_title, "host": peer.host, "port": peer.port}}
+        entry: dict[str, Any] = {"name": peer.ae_title, "host": peer.host, "port": peer.port}
+        if peer.tls is not None:
+            entry.update(peer.tls.describe())
+        return {"dicom_destination": entry}
 
     def __str__(self) -> str:
         return str(self.peer)
@@ -66,7 +70,7 @@ Destination = DicomwebDestination | DimseDestination
 
 
 def dimse_destination(value: Any, where: str) -> DimseDestination:
-    """A DIMSE destination from ``{"name", "host", "port"}``.
+    """A DIMSE destination from ``{"name", "host", "port"}`` (plus optional TLS keys).
 
     Raises:
         ConfigError: a key is missing or invalid; the message starts with ``where``.
@@ -76,9 +80,11 @@ def dimse_destination(value: Any, where: str) -> DimseDestination:
     missing = sorted({"name", "host", "port"} - value.keys())
     if missing:
         raise ConfigError(f"{where}: dicom_destination lacks {', '.join(missing)}")
-    unknown = sorted(set(value) - {"name", "host", "port"})
+    unknown = sorted(set(value) - {"name", "host", "port"} - TLS_ENTRY_KEYS)
     if unknown:
-        raise ConfigError(f"{where}: dicom_destination has unknown key(s) {', '.join(unknown)}")
+        raise ConfigError(
+            f"{where}: dicom_destination has unknown key(s) {', '.join(map(str, unknown))}"
+        )
     name, host, port = value["name"], value["host"], value["port"]
     if not isinstance(name, str):
         raise ConfigError(f"{where}: dicom_destination name must be an AE title")
@@ -92,7 +98,8 @@ def dimse_destination(value: Any, where: str) -> DimseDestination:
         port = int(port)
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise ConfigError(f"{where}: dicom_destination port must be 1-65535, not {port!r}")
-    return DimseDestination(PeerAddress(title, host.strip(), port))
+    tls = tls_from_entry(value, f"{where}: dicom_destination")
+    return DimseDestination(PeerAddress(title, host.strip(), port, tls))
 
 
 def dicomweb_destination(value: Any, where: str) -> DicomwebDestination:

@@ -14,9 +14,11 @@ import contextlib
 import enum
 import logging
 import os
+import select
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,8 +72,9 @@ from common.dimse.fast.transport import (
     pdata_pdus,
     release_pdu,
 )
+from common.dimse.tls import ReplayableSSLSocket
 from common.errors import MalformedDatasetError
-from common.status import DimseStatus
+from common.status import DimseStatus, instance_too_large_status
 
 LOG = logging.getLogger(__name__)
 
@@ -79,20 +82,54 @@ LOG = logging.getLogger(__name__)
 _SPOOL_BUFFER = 1 << 20
 
 
-def peek_associate_rq(sock: socket.socket, timeout: float | None) -> bytes:
-    """Wait for a whole A-ASSOCIATE-RQ on ``sock`` and return a copy, leaving it unread.
+def _peek_exact(sock: socket.socket, count: int, deadline: float | None) -> bytes:
+    """Wait until ``count`` bytes are readable and return a copy, leaving them unread.
 
-    ``MSG_PEEK | MSG_WAITALL`` blocks in the kernel until the requested bytes have arrived, so
-    there is no polling; the bytes stay in the socket for whoever serves the association.
-
-    Raises:
-        TimeoutError: the request did not arrive within ``timeout``.
-        ConnectionClosedError: the peer closed the connection first.
-        DimseProtocolError: the first PDU is not an A-ASSOCIATE-RQ, or is implausibly long.
+    With a timeout set, Python's ``recv(MSG_PEEK | MSG_WAITALL)`` returns whatever has arrived
+    (the socket is non-blocking underneath), so a request split across TCP segments would look
+    truncated. ``SO_RCVLOWAT`` makes ``select`` wait for the whole count instead (no polling);
+    it is reset afterwards because pynetdicom relies on ``select`` seeing every byte.
     """
-    sock.settimeout(timeout)
-    flags = socket.MSG_PEEK | socket.MSG_WAITALL
-    header = sock.recv(PDU_HEADER_LENGTH, flags)
+    try:
+        data = sock.recv(count, socket.MSG_PEEK)
+        while 0 < len(data) < count:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError("association request not complete in time")
+            with contextlib.suppress(OSError):  # without it, select wakes per segment
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, count)
+            readable, _, _ = select.select([sock], [], [], remaining)
+            if not readable:
+                raise TimeoutError("association request not complete in time")
+            more = sock.recv(count, socket.MSG_PEEK)
+            if len(more) == len(data):
+                return more  # readable without new bytes: the peer closed (EOF)
+            data = more
+        return data
+    finally:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+
+
+def _recv_exact(sock: socket.socket, count: int, deadline: float | None) -> bytes:
+    """Read (consume) ``count`` bytes within the deadline; fewer only when the peer closed."""
+    parts: list[bytes] = []
+    got = 0
+    while got < count:
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("association request not complete in time")
+            sock.settimeout(remaining)
+        chunk = sock.recv(count - got)
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+def _check_request_header(header: bytes) -> int:
     if len(header) < PDU_HEADER_LENGTH:
         if header and header[0] != PduType.ASSOCIATE_RQ:
             raise DimseProtocolError("not an A-ASSOCIATE-RQ", AbortReason.UNRECOGNIZED_PDU)
@@ -109,7 +146,46 @@ def peek_associate_rq(sock: socket.socket, timeout: float | None) -> bytes:
         raise DimseProtocolError(
             "A-ASSOCIATE-RQ too long", AbortReason.INVALID_PDU_PARAMETER_VALUE
         )
-    data = sock.recv(total, flags)
+    return total
+
+
+def peek_associate_rq(sock: socket.socket, timeout: float | None) -> bytes:
+    """Wait for a whole A-ASSOCIATE-RQ on ``sock`` and return a copy, leaving it unread.
+
+    ``timeout`` bounds the whole request (a peer trickling bytes is dropped all the same).
+
+    Raises:
+        TimeoutError: the request did not arrive within ``timeout``.
+        ConnectionClosedError: the peer closed the connection first.
+        DimseProtocolError: the first PDU is not an A-ASSOCIATE-RQ, or is implausibly long.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    sock.settimeout(timeout)
+    total = _check_request_header(_peek_exact(sock, PDU_HEADER_LENGTH, deadline))
+    data = _peek_exact(sock, total, deadline)
+    if len(data) < total:
+        raise ConnectionClosedError("peer closed the connection inside its request")
+    return data
+
+
+def receive_associate_rq(sock: socket.socket, timeout: float | None) -> bytes:
+    """As :func:`peek_associate_rq`, for plain and TLS sockets alike.
+
+    A TLS socket cannot be peeked at: its request is read, then put back
+    (:meth:`~common.dimse.tls.ReplayableSSLSocket.unread`) for the engine that serves it.
+    """
+    if not isinstance(sock, ReplayableSSLSocket):
+        return peek_associate_rq(sock, timeout)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    header = _recv_exact(sock, PDU_HEADER_LENGTH, deadline)
+    try:
+        total = _check_request_header(header)
+        body = _recv_exact(sock, total - PDU_HEADER_LENGTH, deadline)
+    except BaseException:
+        sock.unread(header)
+        raise
+    data = header + body
+    sock.unread(data)
     if len(data) < total:
         raise ConnectionClosedError("peer closed the connection inside its request")
     return data
@@ -154,8 +230,12 @@ class AcceptorPolicy:
         ae_title: our AE title; requests calling anything else are rejected.
         max_pdu_size: our Maximum Length Received (0 = unlimited).
         acse_timeout / dimse_timeout / network_timeout: seconds (``None`` waits forever) for
-            the release answer, for the rest of a message once it started, and for an idle
-            association between messages.
+            the association request (in total) and the release answer, for the rest of a
+            message once it started, and for an idle association between messages.
+        max_instance_size: the largest C-STORE dataset accepted, in bytes (0 = unlimited). A
+            larger one is not written: its remaining fragments are read and dropped and the
+            C-STORE is answered with :func:`common.status.instance_too_large_status`; one
+            beyond twice the limit aborts the association (the peer is not bounded otherwise).
     """
 
     ae_title: str
@@ -163,6 +243,7 @@ class AcceptorPolicy:
     acse_timeout: float | None
     dimse_timeout: float | None
     network_timeout: float | None
+    max_instance_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -361,6 +442,8 @@ class AcceptorAssociation:
     def _negotiate(self, active_count: Callable[[], int], max_associations: int) -> bool:
         policy = self._policy
         self._sock.settimeout(policy.acse_timeout)
+        if policy.acse_timeout is not None:
+            self._stream.deadline = time.monotonic() + policy.acse_timeout
         try:
             pdu_type, body = self._stream.read_pdu()
             if pdu_type != PduType.ASSOCIATE_RQ:
@@ -374,6 +457,8 @@ class AcceptorAssociation:
         except (OSError, TimeoutError) as exc:
             LOG.info("%r: connection lost before the association request: %s", self, exc)
             return False
+        finally:
+            self._stream.deadline = None
         self.requestor = PeerInfo(
             request.calling_ae_title, self.requestor.address, self.requestor.port
         )
@@ -528,6 +613,15 @@ class AcceptorAssociation:
                 "C-STORE-RQ without a dataset", AbortReason.INVALID_PDU_PARAMETER_VALUE
             )
         path = self._receive_to_spool(request, context)
+        if path is None:
+            limit = self._policy.max_instance_size
+            LOG.warning("%r: C-STORE of %s refused: dataset larger than %d bytes",
+                        self, request.sop_instance_uid, limit)
+            status = instance_too_large_status(limit)
+            response = CStoreRsp(request.message_id, request.sop_class_uid,
+                                 request.sop_instance_uid, status.code, status.comment)
+            self._send_command(context.context_id, response.encode())
+            return
         try:
             status = self._handlers.c_store(self, request, context, path)
         finally:
@@ -543,10 +637,15 @@ class AcceptorAssociation:
         )
         self._send_command(context.context_id, response.encode())
 
-    def _receive_to_spool(self, request: CStoreRq, context: AcceptedContext) -> Path:
-        """Write the preamble, file meta from the command set and the dataset as received."""
+    def _receive_to_spool(self, request: CStoreRq, context: AcceptedContext) -> Path | None:
+        """Write the preamble, file meta from the command set and the dataset as received.
+
+        Returns None (and keeps no file) when the dataset exceeded the instance size limit.
+        """
         fd, name = tempfile.mkstemp(suffix=".dcm", dir=self._spool_dir())
         path = Path(name)
+        limit = self._policy.max_instance_size
+        received = 0
         try:
             with os.fdopen(fd, "wb", buffering=_SPOOL_BUFFER) as fp:
                 try:
@@ -560,11 +659,27 @@ class AcceptorAssociation:
                     # status instead of the association failing.
                     meta = b""
                 fp.write(meta)
-                self._stream.read_dataset(context.context_id, fp.write)
+
+                def write(data: memoryview) -> None:
+                    nonlocal received
+                    received += len(data)
+                    if not limit or received <= limit:
+                        fp.write(data)
+                    elif received > 2 * limit:
+                        raise DimseProtocolError(
+                            "dataset far beyond the instance size limit",
+                            AbortReason.NOT_SPECIFIED,
+                        )
+
+                self._stream.read_dataset(context.context_id, write)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(path)
             raise
+        if limit and received > limit:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            return None
         return path
 
     def _send_command(self, context_id: int, command: bytes) -> None:

@@ -46,9 +46,11 @@ from common.dimse.fast.transport import (
     PduStream,
     abort_pdu,
     max_pdv_data,
+    pending_bytes,
     raise_for_control_pdu,
     release_pdu,
 )
+from common.dimse.tls import TlsSettings, client_context
 
 LOG = logging.getLogger(__name__)
 
@@ -81,11 +83,20 @@ class Timeouts:
     network: float | None = 120.0
 
 
-def _connect(host: str, port: int, timeout: float | None) -> socket.socket:
+def _connect(
+    host: str, port: int, timeout: float | None, tls: TlsSettings | None = None
+) -> socket.socket:
     sock = socket.create_connection((host, port), timeout=timeout)
     # Nagle's algorithm would hold each small PDU back for the peer's delayed ACK.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
+    if tls is None:
+        return sock
+    try:
+        # The handshake runs now, under the connect timeout (a silent server cannot stall us).
+        return client_context(tls).wrap_socket(sock, server_hostname=host)
+    except BaseException:
+        sock.close()
+        raise
 
 
 class RequestorAssociation:
@@ -116,18 +127,21 @@ class RequestorAssociation:
         contexts: Sequence[ProposedContext],
         max_length: int,
         timeouts: Timeouts,
+        tls: TlsSettings | None = None,
     ) -> RequestorAssociation:
-        """Connect and negotiate.
+        """Connect (over DICOM TLS when ``tls`` is given) and negotiate.
 
         Raises:
-            OSError: the connection failed (refused, unreachable, timed out, reset).
+            OSError: the connection failed (refused, unreachable, timed out, reset, TLS
+                handshake or certificate verification failed: ``ssl.SSLError``).
+            ConfigError: the TLS settings cannot be loaded.
             AssociationRejected: the peer rejected the association.
             DimseProtocolError: the peer answered with something other than AC/RJ, or a
                 malformed one (we abort the connection first).
             TimeoutError: no answer within the ACSE timeout.
         """
         peer = f"{called_ae_title}@{host}:{port}"
-        sock = _connect(host, port, timeouts.connect)
+        sock = _connect(host, port, timeouts.connect, tls)
         stream = PduStream(sock, max_length)
         try:
             sock.settimeout(timeouts.network)
@@ -168,6 +182,8 @@ class RequestorAssociation:
         """
         if not self.is_open:
             return False
+        if pending_bytes(self._stream.sock):
+            return False  # TLS: something already decrypted and waiting
         try:
             readable, _, _ = select.select([self._stream.sock], [], [], 0)
         except (OSError, ValueError):

@@ -10,7 +10,9 @@ idle timeout before each wait, so a stalled peer surfaces as :class:`TimeoutErro
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
+import time
 from collections.abc import Callable
 from io import BufferedIOBase, RawIOBase
 
@@ -37,6 +39,13 @@ UNLIMITED_PDV_DATA = (1 << 20) - PDV_HEADER_LENGTH
 _SEND_BATCH = 1 << 18
 #: A P-DATA-TF PDU longer than this is treated as garbage when we announced no limit.
 _MAX_UNLIMITED_PDU = 1 << 26
+
+
+def pending_bytes(sock: object) -> int:
+    """Bytes a TLS socket has already decrypted (or had put back) that ``select`` cannot see."""
+    if isinstance(sock, ssl.SSLSocket):
+        return int(sock.pending())
+    return 0
 
 _KNOWN_PDU_TYPES = frozenset(int(t) for t in PduType)
 
@@ -115,13 +124,17 @@ class PduStream:
     """Reads and writes PDUs on one connected, blocking socket (one thread only).
 
     Attributes:
-        max_receive: the Maximum Length Received we announced (0 = none): longer P-DATA-TF
-            PDUs are refused as garbage, with some slack for peers that count differently.
+        max_receive: the Maximum Length Received we announced (0 = none): a longer P-DATA-TF
+            PDU breaks the agreement (PS3.8 D.1) and is refused as a protocol error.
+        deadline: a :func:`time.monotonic` time by which the current read must be complete
+            (None: only the socket timeout applies). It bounds the whole read, so a peer that
+            trickles one byte per timeout period (slow loris) is still dropped.
     """
 
     def __init__(self, sock: socket.socket, max_receive: int = 0) -> None:
         self.sock = sock
         self.max_receive = max_receive
+        self.deadline: float | None = None
         self._buffer = bytearray()
         self._pos = 0
         # The P-DATA-TF body being walked PDV by PDV, and the offset of the next PDV.
@@ -137,6 +150,8 @@ class PduStream:
                 # Drop what has been consumed before growing the buffer.
                 del self._buffer[: self._pos]
                 self._pos = 0
+            if self.deadline is not None:
+                self._apply_deadline(self.deadline)
             chunk = self.sock.recv(max(_RECV_SIZE, count - available))
             if not chunk:
                 raise ConnectionClosedError("peer closed the connection")
@@ -145,6 +160,14 @@ class PduStream:
         start = self._pos
         self._pos += count
         return bytes(self._buffer[start : self._pos])
+
+    def _apply_deadline(self, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("deadline passed before the PDU was complete")
+        timeout = self.sock.gettimeout()
+        if timeout is None or timeout > remaining:
+            self.sock.settimeout(remaining)
 
     def read_pdu(self) -> tuple[int, bytes]:
         """The next PDU's type and body.
@@ -160,7 +183,7 @@ class PduStream:
                 f"unrecognised PDU type 0x{pdu_type:02X}", AbortReason.UNRECOGNIZED_PDU
             )
         if pdu_type == PduType.P_DATA_TF:
-            limit = 2 * self.max_receive + 64 if self.max_receive else _MAX_UNLIMITED_PDU
+            limit = self.max_receive if self.max_receive else _MAX_UNLIMITED_PDU
         else:
             limit = MAX_CONTROL_PDU_LENGTH
         if length > limit:
