@@ -43,6 +43,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
 
 
+_PROCESS_GLOBALS = (
+    "UNRESTRICTED_STORAGE_SERVICE",
+    "STORE_RECV_CHUNKED_DATASET",
+    "STORE_SEND_CHUNKED_DATASET",
+)
+
+
+@pytest.fixture(autouse=True)
+def _isolate_process_globals() -> Iterator[None]:
+    """Undo the process-wide settings an in-process adapter makes (pynetdicom's ``_config``,
+    ``tempfile.tempdir``), so a later test's own pynetdicom peer behaves as configured."""
+    import tempfile
+
+    from pynetdicom import _config
+
+    saved = {name: getattr(_config, name) for name in _PROCESS_GLOBALS}
+    saved_tempdir = tempfile.tempdir
+    yield
+    for name, value in saved.items():
+        setattr(_config, name, value)
+    tempfile.tempdir = saved_tempdir
+
+
 @pytest.fixture(scope="session")
 def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
     """One Orthanc shared by the whole session."""

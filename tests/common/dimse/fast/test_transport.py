@@ -54,12 +54,11 @@ def _pynetdicom_pdus(dataset: bytes, max_pdu: int) -> list[bytes]:
 
 
 @pytest.mark.parametrize("max_pdu", [16384, 4096, 1000, 0])
-@pytest.mark.parametrize("size", [0, 1, 2, 999, 4090, 40000, 300_001])
+# No empty dataset: pynetdicom (the oracle) sends no dataset PDV at all for one.
+@pytest.mark.parametrize("size", [1, 2, 999, 4090, 40000, 300_001])
 def test_file_stream_matches_pynetdicom(
     pair: tuple[socket.socket, socket.socket], max_pdu: int, size: int
 ) -> None:
-    if size == 0:
-        pytest.skip("pynetdicom sends no dataset PDV for an empty dataset")
     dataset = bytes(range(256)) * (size // 256) + bytes(size % 256)
     a, b = pair
     received = bytearray()
