@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from common.config_source import JsonSource
 from common.dimse.ae_title import validate_ae_title
 from common.dimse.sender import PeerAddress
 from common.dimse.tls import TLS_ENTRY_KEYS, tls_from_entry
@@ -30,6 +31,9 @@ from common.errors import ConfigError
 #: The environment variable the reference adapter reads the dictionary from.
 ENV_AETS_JSON = "ENV_AETS_JSON"
 _KEYS = frozenset({"name", "host", "port"})
+AET_DICTIONARY_SOURCE = JsonSource(
+    "AET dictionary", "--aet_dictionary", "--aet_dictionary_inline", ENV_AETS_JSON
+)
 
 
 class AetDictionary:
@@ -132,17 +136,8 @@ def load_aet_dictionary(
         ConfigError: both a file and inline JSON were given, the file cannot be read, or the
             JSON is invalid.
     """
-    if path is not None and inline is not None:
-        raise ConfigError("give --aet_dictionary or --aet_dictionary_inline, not both")
-    if path is not None:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read AET dictionary {path}: {exc.strerror or exc}") from exc
-        return parse_aet_dictionary(text, source=str(path))
-    if inline is not None:
-        return parse_aet_dictionary(inline, source="--aet_dictionary_inline")
-    env_value = (environ or {}).get(ENV_AETS_JSON)
-    if env_value is not None and env_value.strip():
-        return parse_aet_dictionary(env_value, source=ENV_AETS_JSON)
-    return AetDictionary()
+    found = AET_DICTIONARY_SOURCE.read(path=path, inline=inline, environ=environ)
+    if found is None:
+        return AetDictionary()
+    text, source = found
+    return parse_aet_dictionary(text, source=source)

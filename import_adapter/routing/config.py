@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.config_source import JsonSource
 from common.errors import ConfigError
 from import_adapter.routing.destinations import (
     Destination,
@@ -29,6 +30,12 @@ from import_adapter.routing.filter import InstanceFilter, parse_filter
 
 #: The environment variable the reference adapter reads the config from.
 ENV_DESTINATION_CONFIG_JSON = "ENV_DESTINATION_CONFIG_JSON"
+DESTINATION_CONFIG_SOURCE = JsonSource(
+    "destination config",
+    "--destination_config_path",
+    "--destination_config_inline",
+    ENV_DESTINATION_CONFIG_JSON,
+)
 _KEYS = frozenset({"filter", "dicomweb_destination", "dicom_destination"})
 
 
@@ -100,21 +107,8 @@ def load_destination_config(
         ConfigError: both a file and inline JSON were given, the file cannot be read, or the
             config is invalid.
     """
-    if path is not None and inline is not None:
-        raise ConfigError(
-            "give --destination_config_path or --destination_config_inline, not both"
-        )
-    if path is not None:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read destination config {path}: {exc.strerror or exc}"
-            ) from exc
-        return parse_destination_config(text, source=str(path))
-    if inline is not None:
-        return parse_destination_config(inline, source="--destination_config_inline")
-    env_value = (environ or {}).get(ENV_DESTINATION_CONFIG_JSON)
-    if env_value is not None and env_value.strip():
-        return parse_destination_config(env_value, source=ENV_DESTINATION_CONFIG_JSON)
-    return ()
+    found = DESTINATION_CONFIG_SOURCE.read(path=path, inline=inline, environ=environ)
+    if found is None:
+        return ()
+    text, source = found
+    return parse_destination_config(text, source=source)
