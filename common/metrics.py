@@ -21,20 +21,22 @@ Wiring status (what calls which observer method):
 - import C-STORE: :class:`import_adapter.store.StoreService` -> ``cstore_done``; associations:
   :func:`import_adapter.handlers.association_metrics_handlers`; DICOMweb retries: the client's
   ``on_retry`` (all wired in ``import_adapter/app.py``).
-- TODO C-FIND (``import_adapter/query``): take an ``ImportObserver`` in ``FindService`` and call
-  ``cfind_done(calling_aet, final_status, matches, seconds)`` once per request (cancel = final
-  status Cancel).
-- TODO C-MOVE/C-GET (``import_adapter/retrieve``): ``cmove_done(calling_aet, destination, ...)``
+- import C-FIND: :class:`import_adapter.query.service.FindService` -> ``cfind_done`` once per
+  request (final status; Cancel after a C-CANCEL; an unreadable request too).
+- import C-MOVE/C-GET: :class:`import_adapter.retrieve.service.RetrieveService` -> ``cmove_done``
   once per request (destination = the move destination AE, or the calling AE for C-GET) and
-  ``cmove_sub_cstore(destination, bytes, ok)`` per sub-operation.
-- TODO storage commitment (``import_adapter/commitment``): ``commitment_done``.
-- TODO spool (``import_adapter/spool``): ``spool_state(depth, oldest_age)`` whenever the queue
-  changes (or from a periodic tick).
-- TODO export adapter: build ``ExportMetrics(new_registry("export", version))`` in
-  ``export_adapter/app.py``, call ``export_done``/``retry``/``dead_lettered`` where
-  ``ExportCounters`` is fed, add ``--metrics_port`` and serve :class:`common.health.HealthServer`
-  (readiness: the subscriber is running and the source store answers); the chart's
-  ``export.metrics.enabled`` then turns on probes and scraping.
+  ``cmove_sub_cstore`` per sub-operation, learned on the wire by
+  :class:`import_adapter.retrieve.tally.SubOperationTally` (pynetdicom performs them).
+- export: :class:`export_adapter.exporter.Exporter` -> ``export_done``/``retry``/
+  ``dead_lettered`` (next to ``ExportCounters``); ``export_adapter/app.py`` builds
+  ``ExportMetrics(new_registry("export", version))`` and serves it with
+  :class:`common.health.HealthServer` on ``--metrics_port`` (readiness: the streaming pull runs
+  and the source answers); the chart's ``export.metrics.enabled`` (on by default) sets the port,
+  probes and scrape annotations.
+- storage commitment: :class:`import_adapter.commitment.service.CommitmentService` ->
+  ``commitment_done`` once a report is delivered.
+- spool: :class:`import_adapter.spool.manager.SpoolManager` -> ``spool_state(depth,
+  oldest_age)`` from its periodic rescan of the queues.
 """
 
 from __future__ import annotations

@@ -2,6 +2,13 @@
 
 Shutdown (SIGTERM/SIGINT): stop pulling; exports already running finish (retry waits are cut
 short), messages received but not started are nacked; then associations are released.
+
+Operations endpoint (``--metrics_port``): ``/metrics`` (:class:`~common.metrics.ExportMetrics`
+on this process's own registry), ``/healthz``, and ``/readyz``: ready while the streaming pull
+runs and the source answers. A DICOMweb-root source is probed with an authenticated
+``QIDO-RS studies?limit=1`` (own small transport, no retries); with the Google API base the
+source store is only named by each notification, so the probe checks that credentials for it
+can be obtained.
 """
 
 from __future__ import annotations
@@ -9,20 +16,31 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from dataclasses import replace
+from importlib.metadata import PackageNotFoundError, version
 from types import FrameType
 
 from common.auth import Authenticator, GoogleAuth, NoAuth, build_authenticator, is_google_address
 from common.dicomweb.client import DicomwebClient
 from common.dimse.sender import PeerAddress
+from common.health import (
+    CheckResult,
+    DicomwebCheck,
+    FunctionCheck,
+    HealthServer,
+    ReadinessCheck,
+)
 from common.http import HttpTransport
 from common.lifecycle import Lifecycle
-from common.retry import RetryPolicy
+from common.metrics import ExportMetrics, new_registry
+from common.retry import NO_RETRY, RetryPolicy
 from export_adapter.config import DimsePeerConfig, ExportConfig, StowPeerConfig
 from export_adapter.counters import ExportCounters
 from export_adapter.deadletter import DeadLetterSink, NoDeadLetter, PubSubDeadLetter
 from export_adapter.exporter import Exporter
 from export_adapter.fetch import InstanceFetcher
 from export_adapter.sinks import DimseSink, InstanceSink, StowSink
+from export_adapter.source import SourceMode
 from export_adapter.subscriber import NotificationSubscriber
 
 LOG = logging.getLogger(__name__)
@@ -55,6 +73,13 @@ def build_sink(
     return StowSink(client, peer.address.root)
 
 
+def destination_label(peer: DimsePeerConfig | StowPeerConfig) -> str:
+    """The peer as a metrics label: its AE title (C-STORE) or DICOMweb root (STOW-RS)."""
+    if isinstance(peer, DimsePeerConfig):
+        return peer.peer.ae_title
+    return peer.address.root
+
+
 def describe_peer(peer: DimsePeerConfig | StowPeerConfig) -> str:
     """The peer for the start-up log line."""
     if isinstance(peer, DimsePeerConfig):
@@ -70,14 +95,13 @@ class ExportAdapter:
         self.config = config
         self.lifecycle = Lifecycle()
         self.counters = counters if counters is not None else ExportCounters()
+        self.registry = new_registry("export", _package_version())
+        self.metrics = ExportMetrics(self.registry)
         stop = self.lifecycle.stop_requested
         self.transport = HttpTransport(config.http)
+        source_auth = build_authenticator(config.source_auth, config.source.address.root)
         source_client = DicomwebClient(
-            config.source.address,
-            self.transport,
-            build_authenticator(config.source_auth, config.source.address.root),
-            config.retry,
-            stop=stop,
+            config.source.address, self.transport, source_auth, config.retry, stop=stop
         )
         self.sink = build_sink(config.peer, self.transport, config.retry, stop)
         self.dead_letter: DeadLetterSink = (
@@ -93,10 +117,53 @@ class ExportAdapter:
             self.lifecycle,
             spool_dir=config.spool_dir,
             transient_backoff=config.transient_backoff,
+            observer=self.metrics,
+            destination=destination_label(config.peer),
         )
         self.subscriber = NotificationSubscriber(
             config.subscription_path, self.exporter.handle, config.flow
         )
+        # Readiness probes get their own small pool, short timeouts and no retries.
+        self.probe_transport = HttpTransport(
+            replace(
+                config.http,
+                connect_timeout=min(config.http.connect_timeout, config.health.check_timeout),
+                read_timeout=config.health.check_timeout,
+                pool_size=1,
+            )
+        )
+        self.health = HealthServer(
+            config.health,
+            self.registry,
+            [FunctionCheck("subscriber", self._subscriber_state), self._source_check(source_auth)],
+        )
+
+    def _source_check(self, auth: Authenticator) -> ReadinessCheck:
+        """QIDO-RS on a DICOMweb-root source; with the API base, only the credentials."""
+        source = self.config.source
+        if source.mode is SourceMode.DICOMWEB_ROOT:
+            return DicomwebCheck(
+                DicomwebClient(source.address, self.probe_transport, auth, NO_RETRY)
+            )
+
+        def credentials() -> CheckResult:
+            auth.headers()  # raises AuthError when no credentials can be obtained
+            return CheckResult(
+                True,
+                "credentials available (the API base names no store; each notification does)",
+            )
+
+        return FunctionCheck("dicomweb", credentials)
+
+    def _subscriber_state(self) -> CheckResult:
+        if self.lifecycle.stop_requested.is_set():
+            return CheckResult(False, "shutting down")
+        failure = self.subscriber.failure()
+        if failure is not None:
+            return CheckResult(False, str(failure))
+        if not self.subscriber.running:
+            return CheckResult(False, "not pulling")
+        return CheckResult(True, f"pulling {self.config.subscription_path}")
 
     def start(self) -> None:
         """Start pulling (non-blocking)."""
@@ -108,6 +175,8 @@ class ExportAdapter:
             describe_peer(self.config.peer),
         )
         self.subscriber.start()
+        if self.config.health.enabled:
+            self.health.start()
 
     def stop(self) -> None:
         """Stop pulling, let running exports finish, nack the rest, release connections."""
@@ -126,7 +195,16 @@ class ExportAdapter:
         if isinstance(self.dead_letter, PubSubDeadLetter):
             self.dead_letter.close()
         self.transport.close()
+        self.health.stop()
+        self.probe_transport.close()
         LOG.info("export adapter stopped: %s", self.counters.snapshot())
+
+
+def _package_version() -> str:
+    try:
+        return version("dicom-adapter")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def run(config: ExportConfig) -> int:

@@ -19,6 +19,7 @@ from common.dicomweb.address import DicomwebAddress, address_from_deprecated
 from common.dimse.sender import PeerAddress, SenderSettings
 from common.dimse.tls import TlsSettings, client_context
 from common.errors import ConfigError
+from common.health import HealthConfig
 from common.http import HttpSettings
 from common.logs import configure_logging
 from common.retry import RetryPolicy
@@ -160,6 +161,7 @@ def build_config(params: dict[str, Any]) -> ExportConfig:
         transient_backoff=params["transient_backoff"],
         spool_dir=params["spool_dir"],
         shutdown_grace=params["shutdown_grace"],
+        health=HealthConfig(port=params["metrics_port"]),
     )
 
 
@@ -216,6 +218,9 @@ def build_config(params: dict[str, Any]) -> ExportConfig:
         help="Directory for retrieved instances while they are sent (default: TMPDIR).")
 @option("shutdown_grace", type=click.FloatRange(0), default=30.0, show_default=True,
         help="Seconds in-flight exports get to finish after SIGTERM.")
+@option("metrics_port", type=click.IntRange(0, 65535), default=0, show_default=True,
+        help="Port of /metrics (Prometheus), /healthz and /readyz, on all interfaces "
+             "(0 = not served).")
 @monitoring_option
 @option("verbose", is_flag=True, default=False, help="Debug logging.")
 @option("log_format", type=click.Choice(["text", "json"]), default="text", show_default=True,

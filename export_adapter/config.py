@@ -10,6 +10,7 @@ from common.auth import DEFAULT_SCOPES, AuthConfig
 from common.dicomweb.address import DicomwebAddress
 from common.dimse.sender import PeerAddress, SenderSettings
 from common.errors import ConfigError
+from common.health import HealthConfig
 from common.http import HttpSettings
 from common.retry import RetryPolicy
 from export_adapter.source import SourceLocator
@@ -64,6 +65,7 @@ class ExportConfig:
         transient_backoff: seconds a worker waits before nacking after a transient failure.
         spool_dir: where retrieved instances are written (None: the system temp directory).
         shutdown_grace: seconds in-flight exports get to finish after SIGTERM.
+        health: the ``/metrics``, ``/healthz``, ``/readyz`` endpoint (port 0: not served).
     """
 
     subscription_path: str
@@ -77,6 +79,7 @@ class ExportConfig:
     transient_backoff: float = 1.0
     spool_dir: Path | None = None
     shutdown_grace: float = 30.0
+    health: HealthConfig = field(default_factory=HealthConfig)
 
 
 def _resource_path(project_id: str, kind: str, value: str) -> str:

@@ -2,6 +2,12 @@
 
 :meth:`Exporter.handle` never raises: every outcome becomes a :class:`Disposition`, decided for
 failures by :func:`export_adapter.outcome.classify`.
+
+Each outcome is recorded by one method (``_exported``, ``_transient``, ...) that feeds both the
+in-process :class:`~export_adapter.counters.ExportCounters` (the shutdown summary) and the
+:class:`~common.metrics.ExportObserver` (Prometheus): every message naming an instance is one
+``export_done`` (ok or not); a nack is also a ``retry``; a copy published to the dead-letter
+topic is a ``dead_lettered``. Skipped messages (not an instance) are only counted in-process.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Protocol
 
 from common.errors import AdapterError, ShuttingDownError
 from common.lifecycle import Lifecycle
+from common.metrics import NULL_EXPORT_OBSERVER, ExportObserver
 from common.status import DimseStatus
 from export_adapter.counters import ExportCounters
 from export_adapter.deadletter import DeadLetterError, DeadLetterSink
@@ -69,10 +76,27 @@ class Exporter:
         *,
         spool_dir: Path | None = None,
         transient_backoff: float = 1.0,
+        observer: ExportObserver = NULL_EXPORT_OBSERVER,
+        destination: str = "",
     ) -> None:
+        """Build an exporter.
+
+        Args:
+            fetcher: retrieves instances from the source.
+            sink: the peer.
+            counters: the in-process counters.
+            dead_letter: where messages that can never succeed go.
+            lifecycle: shutdown state and in-flight tracking.
+            spool_dir: where retrieved instances are written (None: the temp directory).
+            transient_backoff: seconds to wait before nacking after a transient failure.
+            observer: receives every outcome (Prometheus metrics).
+            destination: the peer's metrics label (default: the sink's description).
+        """
         self._fetcher = fetcher
         self._sink = sink
         self._counters = counters
+        self._observer = observer
+        self._destination = destination or sink.describe()
         self._dead_letter = dead_letter
         self._lifecycle = lifecycle
         self._spool_dir = spool_dir
@@ -95,8 +119,8 @@ class Exporter:
                     return Disposition.ACK
                 status, fetched = self._export(notification.instance)
         except Exception as exc:  # every failure becomes a disposition here
-            return self._failed(message, exc)
-        self._counters.add("exported")
+            return self._failed(message, exc, started)
+        self._exported(fetched.size, started)
         LOG.info(
             "exported message=%s sop_instance=%s to=%s status=%s bytes=%d ms=%.1f",
             message.message_id,
@@ -121,11 +145,34 @@ class Exporter:
             raise PeerRefusedInstanceError(status, self._sink.describe())
         return status, fetched
 
-    def _failed(self, message: ReceivedMessage, error: Exception) -> Disposition:
+    # -- recording outcomes: each feeds the in-process counters and the observer -------------
+
+    def _exported(self, size: int, started: float) -> None:
+        self._counters.add("exported")
+        self._observer.export_done(self._destination, size, True, time.perf_counter() - started)
+
+    def _transient(self, started: float) -> None:
+        self._counters.add("transient_failures")
+        self._observer.export_done(self._destination, 0, False, time.perf_counter() - started)
+        self._observer.retry(self._destination)
+
+    def _permanent(self, started: float) -> None:
+        self._counters.add("permanent_failures")
+        self._observer.export_done(self._destination, 0, False, time.perf_counter() - started)
+
+    def _dead_lettered(self) -> None:
+        self._counters.add("dead_lettered")
+        self._observer.dead_lettered(self._destination)
+
+    def _kept_for_redelivery(self) -> None:
+        """A permanent failure nacked because its dead-letter copy could not be published."""
+        self._observer.retry(self._destination)
+
+    def _failed(self, message: ReceivedMessage, error: Exception, started: float) -> Disposition:
         kind = classify(error)
         ours = isinstance(error, AdapterError)
         if not kind.permanent:
-            self._counters.add("transient_failures")
+            self._transient(started)
             LOG.warning(
                 "message %s not exported, will be redelivered (%s): %s",
                 message.message_id,
@@ -141,7 +188,7 @@ class Exporter:
             elif self._transient_backoff > 0:
                 self._lifecycle.stop_requested.wait(self._transient_backoff)
             return Disposition.NACK
-        self._counters.add("permanent_failures")
+        self._permanent(started)
         LOG.warning(
             "message %s cannot be exported, acknowledging it (%s): %s",
             message.message_id,
@@ -155,7 +202,8 @@ class Exporter:
             )
         except DeadLetterError as exc:
             LOG.error("message %s kept for redelivery: %s", message.message_id, exc)
+            self._kept_for_redelivery()
             return Disposition.NACK
         if published:
-            self._counters.add("dead_lettered")
+            self._dead_lettered()
         return Disposition.ACK

@@ -116,6 +116,12 @@ class NotificationSubscriber:
         except Exception:
             LOG.exception("cannot %s message %s", disposition.value, message_id)
 
+    @property
+    def running(self) -> bool:
+        """The streaming pull is open (started, not stopped, not ended by an error)."""
+        future = self._future
+        return future is not None and not future.done()
+
     def failure(self) -> SubscriptionError | None:
         """The error that ended the streaming pull, or None while it runs (or was stopped)."""
         future = self._future

@@ -96,7 +96,9 @@ class ImportAdapter:
         if access.enabled(Service.QUERY):
             services.append(
                 replace(
-                    find_service(FindService(self.client, config.query, self.lifecycle)),
+                    find_service(
+                        FindService(self.client, config.query, self.lifecycle, self.metrics)
+                    ),
                     access=Service.QUERY,
                 )
             )
@@ -105,7 +107,15 @@ class ImportAdapter:
                 replace(
                     retrieve_service(
                         RetrieveService(
-                            self.client, config.aet_dictionary, config.retrieve, self.lifecycle
+                            self.client,
+                            config.aet_dictionary,
+                            # C-MOVE sub-operations call as --dimse_cmove_aet, else as we answer.
+                            replace(
+                                config.retrieve,
+                                calling_aet=config.retrieve.calling_aet or config.dimse.ae_title,
+                            ),
+                            self.lifecycle,
+                            self.metrics,
                         )
                     ),
                     access=Service.RETRIEVE,

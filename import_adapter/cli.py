@@ -160,6 +160,7 @@ def command(**params: Any) -> int:
             spool_dir=params["spool_dir"],
             max_pdu_size=params["max_pdu_size"],
             max_instances=params["max_cmove_instances"],
+            calling_aet=params["dimse_cmove_aet"] or "",
         ),
         aet_dictionary=resolve_aet_dictionary(
             params["aet_dictionary"], params["aet_dictionary_inline"]

@@ -4,13 +4,14 @@ The services register pynetdicom handlers (``EVT_C_STORE``, ``EVT_C_ECHO``, asso
 notifications). Associations served by :mod:`common.dimse.fast` call those same functions with
 a small event object that carries the attributes they read (``assoc.requestor``/``acceptor``,
 ``request``, ``context``, ``dataset_path``), so the C-STORE logic stays one handler shared by
-both engines.
+both engines. C-MOVE and C-FIND go to the handlers the retrieve and query services supply for
+this engine (:data:`import_adapter.server.FastQRHandler`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -22,9 +23,9 @@ from pynetdicom import evt
 from pynetdicom.presentation import PresentationContextTuple
 
 from common.dimse.fast.acse import AcceptedContext
-from common.dimse.fast.commands import CEchoRq, CStoreRq
-from common.dimse.fast.scp import AcceptorAssociation, AssociationEvent
-from common.status import SUCCESS, DimseStatus, store_status_for_error
+from common.dimse.fast.commands import CEchoRq, CFindRq, CMoveRq, CStoreRq
+from common.dimse.fast.scp import AcceptorAssociation, AssociationEvent, QRResponse
+from common.status import SUCCESS, DimseStatus, Status, store_status_for_error
 
 LOG = logging.getLogger(__name__)
 
@@ -81,7 +82,14 @@ def _status_from_handler(result: Any) -> DimseStatus:
 class PynetdicomHandlerBridge:
     """Calls pynetdicom-style handlers for the fast engine (implements ``AcceptorHandlers``)."""
 
-    def __init__(self, handlers: Sequence[tuple[Any, ...]]) -> None:
+    def __init__(
+        self,
+        handlers: Sequence[tuple[Any, ...]],
+        move: Callable[..., Iterator[QRResponse]] | None = None,
+        find: Callable[..., Iterator[QRResponse]] | None = None,
+    ) -> None:
+        self._move = move
+        self._find = find
         self._notify: dict[Any, list[tuple[Callable[..., Any], list[Any]]]] = {}
         self._intervene: dict[Any, tuple[Callable[..., Any], list[Any]]] = {}
         for event, handler, *rest in handlers:
@@ -150,3 +158,48 @@ class PynetdicomHandlerBridge:
         except Exception as exc:  # a C-STORE always gets an answer
             LOG.exception("exception in the EVT_C_STORE handler")
             return store_status_for_error(exc)
+
+    def c_move(
+        self,
+        assoc: AcceptorAssociation,
+        request: CMoveRq,
+        context: AcceptedContext,
+        identifier: bytes,
+        is_cancelled: Callable[[], bool],
+    ) -> Iterator[QRResponse]:
+        """Run the fast C-MOVE handler."""
+        return _guarded("C-MOVE", self._move, assoc, request, context, identifier, is_cancelled)
+
+    def c_find(
+        self,
+        assoc: AcceptorAssociation,
+        request: CFindRq,
+        context: AcceptedContext,
+        identifier: bytes,
+        is_cancelled: Callable[[], bool],
+    ) -> Iterator[QRResponse]:
+        """Run the fast C-FIND handler."""
+        return _guarded("C-FIND", self._find, assoc, request, context, identifier, is_cancelled)
+
+
+def _guarded(
+    name: str, handler: Callable[..., Iterator[QRResponse]] | None, *args: Any
+) -> Iterator[QRResponse]:
+    """``handler``'s responses; 0xC000 when there is none, or it fails before its final one."""
+    if handler is None:
+        yield QRResponse(DimseStatus(Status.UNABLE_TO_PROCESS, f"{name} not served"))
+        return
+    responses = handler(*args)
+    final = False
+    try:
+        for response in responses:
+            final = response.status.code not in (Status.PENDING, Status.PENDING_WITH_WARNINGS)
+            yield response
+    except Exception:  # a request always gets a final answer
+        LOG.exception("exception in the fast %s handler", name)
+        if not final:
+            yield QRResponse(DimseStatus(Status.UNABLE_TO_PROCESS))
+    finally:
+        close = getattr(responses, "close", None)
+        if close is not None:
+            close()

@@ -1,15 +1,18 @@
-"""The DIMSE listener: the fast engine for storage and verification, pynetdicom for the rest.
+"""The DIMSE listener: the fast engine for storage, verification and C-MOVE; pynetdicom else.
 
 Services contribute presentation contexts and event handlers (:class:`DimseService`); the server
 sets the association policy (called AE title, limits, timeouts, ``TCP_NODELAY``), receives
 C-STORE datasets straight to spool files, and drains on shutdown.
 
 pynetdicom's server accepts the connections. Each one is then peeked at (``MSG_PEEK``: nothing
-is consumed) until its A-ASSOCIATE-RQ is complete. A request that proposes only Verification and
-storage-like SOP classes, without extended negotiation, is served by :mod:`common.dimse.fast` in
-that connection's thread; any other (C-FIND, C-MOVE, C-GET, storage commitment, role selection,
-user identity...) goes, untouched, to pynetdicom exactly as before. Both engines call the same
-event handlers (:mod:`import_adapter.fast_bridge`), so there is one C-STORE handler.
+is consumed) until its A-ASSOCIATE-RQ is complete. A request that proposes only Verification,
+storage-like and C-MOVE SOP classes, without extended negotiation, is served by
+:mod:`common.dimse.fast` in that connection's thread (C-MOVE only when a service supplies a
+:data:`FastMoveHandler` and the access policy lets the requester retrieve); any other (C-FIND,
+C-GET, storage commitment, role selection, user identity...) goes, untouched, to pynetdicom
+exactly as before. Both engines call the same event handlers
+(:mod:`import_adapter.fast_bridge`), so there is one C-STORE handler; C-MOVE has one retrieval
+core behind its two front ends (:mod:`import_adapter.retrieve`).
 
 With DICOM TLS the connection's thread first completes the handshake (under the ACSE timeout:
 pynetdicom would do it in the accepting thread, where one silent client stalls every other),
@@ -30,21 +33,36 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelMove,
+    PatientStudyOnlyQueryRetrieveInformationModelFind,
+    PatientStudyOnlyQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
 from pynetdicom.transport import ThreadedAssociationServer
 
-from common.dimse.fast.acse import AssociateRequest, decode_associate_rq, encode_associate_rj
+from common.dimse.fast.acse import (
+    AcceptedContext,
+    AssociateRequest,
+    decode_associate_rq,
+    encode_associate_rj,
+)
+from common.dimse.fast.commands import CFindRq, CMoveRq
 from common.dimse.fast.constants import AbortSource, RejectReason, RejectResult, RejectSource
 from common.dimse.fast.scp import (
     AcceptorAssociation,
     AcceptorPolicy,
+    QRResponse,
     fast_path_eligible,
     receive_associate_rq,
 )
@@ -60,6 +78,17 @@ from import_adapter.fast_bridge import PynetdicomHandlerBridge
 from import_adapter.handlers import Handler, association_log_handlers, echo_handlers
 
 LOG = logging.getLogger(__name__)
+
+#: Serves a C-MOVE on the fast engine (see :meth:`common.dimse.fast.scp.AcceptorHandlers.c_move`).
+FastMoveHandler = Callable[
+    [AcceptorAssociation, CMoveRq, AcceptedContext, bytes, Callable[[], bool]],
+    Iterator[QRResponse],
+]
+#: Serves a C-FIND on the fast engine (see :meth:`common.dimse.fast.scp.AcceptorHandlers.c_find`).
+FastFindHandler = Callable[
+    [AcceptorAssociation, CFindRq, AcceptedContext, bytes, Callable[[], bool]],
+    Iterator[QRResponse],
+]
 
 
 @dataclass(frozen=True)
@@ -84,6 +113,10 @@ class DimseService:
         access: the access-policy service its requests belong to (None: not controlled).
         deny_at_negotiation: abstract syntaxes refused at negotiation to requesters the policy
             denies ``access`` (for requests whose handler protocol cannot answer 0x0124 first).
+        fast_move: serves C-MOVE on the fast engine (its contexts among ``contexts`` are the
+            MOVE SOP classes); None: C-MOVE stays with pynetdicom.
+        fast_find: serves C-FIND on the fast engine, on associations that propose C-MOVE too
+            (DCMTK's movescu proposes both); associations for C-FIND alone stay with pynetdicom.
     """
 
     name: str
@@ -91,6 +124,8 @@ class DimseService:
     handlers: Sequence[Handler] = field(default_factory=list)
     access: Service | None = None
     deny_at_negotiation: frozenset[str] = frozenset()
+    fast_move: FastMoveHandler | None = None
+    fast_find: FastFindHandler | None = None
 
 
 def configure_receive_spool(spool_dir: Path | None) -> None:
@@ -107,6 +142,36 @@ def configure_receive_spool(spool_dir: Path | None) -> None:
     if spool_dir is not None:
         spool_dir.mkdir(parents=True, exist_ok=True)
         tempfile.tempdir = str(spool_dir)
+
+
+#: The Query/Retrieve MOVE SOP classes (the fast engine serves no other Q/R class).
+_MOVE_CLASSES = frozenset(
+    str(uid)
+    for uid in (
+        PatientRootQueryRetrieveInformationModelMove,
+        StudyRootQueryRetrieveInformationModelMove,
+        PatientStudyOnlyQueryRetrieveInformationModelMove,
+    )
+)
+
+#: The Query/Retrieve FIND SOP classes.
+_FIND_CLASSES = frozenset(
+    str(uid)
+    for uid in (
+        PatientRootQueryRetrieveInformationModelFind,
+        StudyRootQueryRetrieveInformationModelFind,
+        PatientStudyOnlyQueryRetrieveInformationModelFind,
+    )
+)
+
+
+def _syntaxes(service: DimseService | None, classes: frozenset[str]) -> dict[str, tuple[str, ...]]:
+    """Transfer syntaxes ``service`` accepts for each of ``classes`` it supports."""
+    return {
+        str(cx.abstract_syntax): tuple(str(ts) for ts in cx.transfer_syntaxes)
+        for cx in (service.contexts if service is not None else ())
+        if str(cx.abstract_syntax) in classes
+    }
 
 
 #: Seconds a fast association may stay idle after shutdown asked it to end.
@@ -158,7 +223,20 @@ class DimseServer:
         self._handed_on: dict[tuple[str, int], str] = {}
         self._server: ThreadedAssociationServer | None = None
         self._ae = self._build_ae()
-        self._bridge = PynetdicomHandlerBridge(self._handlers())
+        # The C-MOVE and C-FIND services the fast engine serves, their contexts and syntaxes.
+        mover = next((service for service in services if service.fast_move is not None), None)
+        finder = next((service for service in services if service.fast_find is not None), None)
+        self._move_service = mover
+        self._find_service = finder
+        move_syntaxes = _syntaxes(mover, _MOVE_CLASSES)
+        find_syntaxes = _syntaxes(finder, _FIND_CLASSES)
+        self._move_served = frozenset(move_syntaxes)
+        self._find_served = frozenset(find_syntaxes)
+        self._bridge = PynetdicomHandlerBridge(
+            self._handlers(),
+            move=mover.fast_move if mover is not None else None,
+            find=finder.fast_find if finder is not None else None,
+        )
         # Abstract syntaxes a service negotiates itself: such requests stay with pynetdicom.
         self._reserved = frozenset(
             str(cx.abstract_syntax) for service in services for cx in service.contexts
@@ -170,6 +248,7 @@ class DimseServer:
             dimse_timeout=config.dimse_timeout,
             network_timeout=config.network_timeout,
             max_instance_size=config.max_instance_size,
+            served_syntaxes={**move_syntaxes, **find_syntaxes},
         )
         self._lock = threading.Lock()
         self._fast: set[AcceptorAssociation] = set()
@@ -395,7 +474,8 @@ class DimseServer:
             _reject_and_close(sock, encode_associate_rj(result, source, reason))
             return None
         over_limit = self._active_count() >= config.max_associations
-        if not over_limit and not fast_path_eligible(request, self._reserved):
+        served = self._served_for(request, str(address[0]))
+        if not over_limit and not fast_path_eligible(request, self._reserved, served):
             sock.settimeout(None)  # pynetdicom sets its own timeouts per wait
             with self._lock:
                 self._handed_on[(str(address[0]), int(address[1]))] = (
@@ -414,6 +494,28 @@ class DimseServer:
             with self._lock:
                 self._fast.discard(assoc)
         return None
+
+    def _allowed(self, service: DimseService | None, calling_aet: str, host: str) -> bool:
+        return service is not None and (
+            service.access is None or self._access.allows(service.access, calling_aet, host)
+        )
+
+    def _served_for(self, request: AssociateRequest, host: str) -> frozenset[str]:
+        """The Q/R classes the fast engine may serve this request.
+
+        C-MOVE when the policy lets the requester retrieve (a denied one goes to pynetdicom,
+        which refuses C-MOVE at negotiation); C-FIND as well when the request proposes C-MOVE
+        and the requester may query. Associations for C-FIND alone stay with pynetdicom.
+        """
+        calling = request.calling_ae_title.strip()
+        if not self._allowed(self._move_service, calling, host):
+            return frozenset()
+        proposed = {cx.abstract_syntax for cx in request.contexts}
+        if not proposed & self._move_served:
+            return frozenset()
+        if proposed & self._find_served and self._allowed(self._find_service, calling, host):
+            return self._move_served | self._find_served
+        return self._move_served
 
     def _fast_snapshot(self) -> list[AcceptorAssociation]:
         with self._lock:

@@ -40,8 +40,9 @@ def import_compat_options(func: F) -> F:
     func = option(
         "dimse_cmove_aet",
         type=AE_TITLE,
-        help="Reference adapter flag: calling AE title of C-MOVE sub-operations. C-MOVE "
-        "sub-operations use --dimse_aet; a different title is refused at start-up.",
+        help="Calling AE title of the associations C-MOVE opens to move destinations "
+        "(default: --dimse_aet). A C-MOVE whose association also proposes C-GET, storage "
+        "commitment or extended negotiation is served by pynetdicom and calls as --dimse_aet.",
     )(func)
     return monitoring_option(func)
 
@@ -58,13 +59,6 @@ def explain_monitoring(params: dict[str, Any]) -> None:
 
 def check_import_compat(params: dict[str, Any]) -> None:
     """Refuse reference import flags whose request we cannot honour (before anything runs)."""
-    cmove_aet = params.get("dimse_cmove_aet")
-    if cmove_aet and cmove_aet != params.get("dimse_aet"):
-        raise click.UsageError(
-            f"--dimse_cmove_aet {cmove_aet} differs from --dimse_aet: C-MOVE sub-operations are "
-            "sent with --dimse_aet as calling AE title; configure the move destinations to "
-            "accept that title"
-        )
     location = str(params.get("persistent_file_storage_location") or "")
     if location.startswith("gs:/"):  # click's Path may have collapsed "gs://" already
         raise click.UsageError(

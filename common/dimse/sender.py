@@ -183,6 +183,20 @@ class StoreSender:
         LOG.debug("association to %s: %d contexts accepted", self.peer, len(assoc.contexts))
         return assoc
 
+    def open(self) -> None:
+        """Open the association now, negotiating every proposed context.
+
+        A C-MOVE learns this way that its destination cannot be reached before any
+        sub-operation; :meth:`send` then reuses the association.
+
+        Raises:
+            ValueError: nothing was proposed.
+            PeerUnavailableError / AssociationRejectedError / PeerRejectedError: as :meth:`send`.
+        """
+        if not self._wanted:
+            raise ValueError("no presentation context proposed")
+        self._open(next(iter(self._wanted)))
+
     def _association_for(self, sop_class: str, syntax: str) -> RequestorAssociation:
         assoc = self._assoc
         if assoc is not None and (sop_class, syntax) in self._negotiated:

@@ -3,6 +3,8 @@
 Protocol-free: :meth:`FindService.find` takes the request identifier and its information model
 and yields what pynetdicom's EVT_C_FIND handler yields: Pending responses as QIDO pages arrive,
 then one final status. Every error becomes a status via :func:`common.status.find_status_for_error`.
+Each request is reported once to the :class:`~common.metrics.ImportObserver` with its final
+status (Cancel after a C-CANCEL), the matches returned and its duration.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pydicom.dataset import Dataset
 from common.dicomweb.client import DicomwebApi
 from common.errors import AdapterError
 from common.lifecycle import Lifecycle
+from common.metrics import NULL_IMPORT_OBSERVER, ImportObserver
 from common.status import (
     SUCCESS,
     DimseStatus,
@@ -43,6 +46,8 @@ LOG = logging.getLogger(__name__)
 
 PENDING = DimseStatus(Status.PENDING)
 CANCELLED = DimseStatus(Status.CANCEL)
+#: Reported when the request ends without a final status (the association went away).
+ABANDONED = DimseStatus(Status.UNABLE_TO_PROCESS, "association ended before the final response")
 FindResult = tuple[DimseStatus, Dataset | None]
 
 
@@ -77,13 +82,55 @@ class FindRequest:
 class FindService:
     """The C-FIND SCP's logic, independent of pynetdicom."""
 
-    def __init__(self, client: DicomwebApi, settings: QuerySettings, lifecycle: Lifecycle) -> None:
+    def __init__(
+        self,
+        client: DicomwebApi,
+        settings: QuerySettings,
+        lifecycle: Lifecycle,
+        observer: ImportObserver = NULL_IMPORT_OBSERVER,
+    ) -> None:
         self._client = client
         self._settings = settings
         self._lifecycle = lifecycle
+        self._observer = observer
 
     def find(self, request: FindRequest, is_cancelled: Callable[[], bool]) -> Iterator[FindResult]:
-        """Yield (Pending, match) for each match as it arrives, then the final status."""
+        """Yield (Pending, match) for each match as it arrives, then the final status.
+
+        The request is reported to the observer exactly once: just before its final status is
+        yielded (so the report precedes the SCU seeing it), or when the generator is closed
+        before that (the association ended).
+        """
+        started = time.perf_counter()
+        matches = 0
+        reported = False
+        try:
+            for status, identifier in self._answer(request, is_cancelled):
+                if status.code in (Status.PENDING, Status.PENDING_WITH_WARNINGS):
+                    matches += 1
+                else:
+                    reported = True
+                    self._observer.cfind_done(
+                        request.calling_aet, status, matches, time.perf_counter() - started
+                    )
+                yield status, identifier
+        finally:
+            if not reported:
+                self._observer.cfind_done(
+                    request.calling_aet, ABANDONED, matches, time.perf_counter() - started
+                )
+
+    def refused(self, calling_aet: str, error: BaseException) -> DimseStatus:
+        """Report a C-FIND whose request could not be read; returns its failure status."""
+        status = find_status_for_error(error)
+        LOG.warning("C-FIND calling=%s refused: status=%s error=%s", calling_aet, status, error)
+        self._observer.cfind_done(calling_aet, status, 0, 0.0)
+        return status
+
+    def _answer(
+        self, request: FindRequest, is_cancelled: Callable[[], bool]
+    ) -> Iterator[FindResult]:
+        """The responses of one request (the logic of :meth:`find`, without reporting)."""
         started = time.perf_counter()
         matches = 0
         try:

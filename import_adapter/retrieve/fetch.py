@@ -2,8 +2,9 @@
 
 A :class:`Prefetcher` runs one background thread that retrieves the planned instances with
 WADO-RS (a whole series per request when every instance of it is wanted, else one instance per
-request), writes each multipart part to a spool file as it streams in, parses it, and hands it
-over through a queue of at most ``depth`` instances. The consumer therefore never waits for a
+request), writes each multipart part to a spool file as it streams in, parses it (unless the
+consumer sends files as they are: ``decode=False``), and hands it over through a queue of at
+most ``depth`` instances. The consumer therefore never waits for a
 fetch that could have happened while it was sending, and at most ``depth`` instances are held.
 
 Instances that cannot be fetched (HTTP error, missing from the response, unreadable) are handed
@@ -19,7 +20,7 @@ import queue
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
@@ -38,11 +39,18 @@ DEFER_SIZE = 256 * 1024
 
 @dataclass
 class Fetched:
-    """One retrieved instance: its dataset (file meta included) and its spool file."""
+    """One retrieved instance: its spool file (a Part 10 file), decoded on first use."""
 
     ref: InstanceRef
-    dataset: Dataset
     path: Path
+    _dataset: Dataset | None = field(default=None, repr=False)
+
+    @property
+    def dataset(self) -> Dataset:
+        """The instance's dataset, file meta included (large values stay in the file)."""
+        if self._dataset is None:
+            self._dataset = pydicom.dcmread(self.path, defer_size=DEFER_SIZE)
+        return self._dataset
 
     def release(self) -> None:
         """Delete the spool file (after the dataset has been sent)."""
@@ -86,8 +94,10 @@ class Prefetcher:
         whole_series: bool,
         depth: int = 8,
         spool_dir: Path | None = None,
+        decode: bool = True,
     ) -> None:
         self._client = client
+        self._decode = decode
         self._groups = _groups(instances, whole_series)
         self._whole_series = whole_series
         self._queue: queue.Queue[object] = queue.Queue(maxsize=max(1, depth))
@@ -177,7 +187,7 @@ class Prefetcher:
                 os.close(fd)
                 path = Path(name)
                 part.write_to(path)
-                outcome = self._read(path, pending)
+                outcome = self._read(path, pending, decode=self._decode)
                 if outcome is None:
                     path.unlink(missing_ok=True)
                     continue
@@ -192,7 +202,7 @@ class Prefetcher:
                 return
 
     @staticmethod
-    def _read(path: Path, pending: dict[str, InstanceRef]) -> Fetched | None:
+    def _read(path: Path, pending: dict[str, InstanceRef], *, decode: bool) -> Fetched | None:
         try:
             meta = read_file_meta_info(path)
             uid = str(meta.MediaStorageSOPInstanceUID)
@@ -202,9 +212,11 @@ class Prefetcher:
         ref = pending.get(uid)
         if ref is None:
             return None  # stored after the listing, or not asked for
-        try:
-            dataset = pydicom.dcmread(path, defer_size=DEFER_SIZE)
-        except Exception as exc:
-            LOG.warning("instance %s retrieved but unreadable: %s", uid, exc)
-            return None
-        return Fetched(ref, dataset, path)
+        fetched = Fetched(ref, path)
+        if decode:  # here, in the prefetch thread, rather than while sending
+            try:
+                _ = fetched.dataset
+            except Exception as exc:
+                LOG.warning("instance %s retrieved but unreadable: %s", uid, exc)
+                return None
+        return fetched

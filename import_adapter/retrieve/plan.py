@@ -217,6 +217,19 @@ def destination_contexts(instances: Iterable[InstanceRef]) -> list[PresentationC
     return contexts
 
 
+def destination_pairs(instances: Iterable[InstanceRef]) -> list[tuple[str, str]]:
+    """(SOP class, transfer syntax) pairs to propose for these instances, in first-seen order.
+
+    The stored syntaxes QIDO reported, or the common ones when it reported none (the sender
+    adds an uncompressed fallback per class).
+    """
+    pairs: dict[tuple[str, str], None] = {}
+    for ref in instances:
+        for syntax in ref.transfer_syntaxes or COMMON_SYNTAXES:
+            pairs[(ref.sop_class_uid, syntax)] = None
+    return list(pairs)
+
+
 def choose_syntax(
     sop_class: str, syntax: str, accepted: Mapping[str, frozenset[str]]
 ) -> str | None:

@@ -251,9 +251,15 @@ def test_export_only_deploys_replicas_with_flow_control(chart: Any) -> None:
     assert env["DICOM_ADAPTER_PEER_DIMSE_AET"] == "PACS"
     assert env["DICOM_ADAPTER_PEER_DIMSE_IP"] == "10.10.0.5"
     assert "DICOM_ADAPTER_PEER_DICOMWEB_ADDRESS" not in env
-    # The export adapter does not serve /metrics yet: no probes, no scrape annotations.
-    assert "readinessProbe" not in container
-    assert "DICOM_ADAPTER_METRICS_PORT" not in env
+    # /metrics, /healthz, /readyz on the metrics port: probed and scraped.
+    assert env["DICOM_ADAPTER_METRICS_PORT"] == "8080"
+    assert container["ports"] == [{"name": "metrics", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == "8080"
+    assert annotations["prometheus.io/path"] == "/metrics"
 
 
 def test_both_with_bearer_secret_and_http2_store(chart: Any) -> None:
@@ -276,6 +282,9 @@ def test_both_with_bearer_secret_and_http2_store(chart: Any) -> None:
     exp = next(d for d in workloads(docs) if d["metadata"]["name"].endswith("export"))
     [container] = exp["spec"]["template"]["spec"]["containers"]
     assert env_of(container)["DICOM_ADAPTER_USE_GCP_APPLICATION_DEFAULT_CREDENTIALS"] == "true"
+    # Both adapters serve the operations endpoint on the chart-wide metrics.port.
+    assert env_of(container)["DICOM_ADAPTER_METRICS_PORT"] == "9464"
+    assert exp["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "9464"
     [service] = [s for s in by_kind(docs, "Service") if s["metadata"]["name"].endswith("import")]
     assert service["spec"]["type"] == "ClusterIP"
 
@@ -381,16 +390,24 @@ def test_defaults_need_only_the_store_address(helm: Any, chart: Any) -> None:
     assert image == f"dicom-adapter:{chart.metadata['appVersion']}"
 
 
-def test_export_metrics_switch_adds_probes_and_scraping(chart: Any) -> None:
-    """Off by default (the export adapter does not serve /metrics yet); on, it is wired."""
+def test_export_metrics_switch_turns_probes_and_scraping_off(chart: Any) -> None:
+    """On by default (the export adapter serves --metrics_port); off, nothing refers to it."""
     values = load_values(CHART / "ci" / "export-only-values.yaml")
-    values["export"]["metrics"] = {"enabled": True}
+    values["export"]["metrics"] = {"enabled": False}
     [deployment] = workloads(manifests(render(chart, values)))
     pod = deployment["spec"]["template"]
     [container] = pod["spec"]["containers"]
-    assert env_of(container)["DICOM_ADAPTER_METRICS_PORT"] == "8080"
-    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
-    assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    assert "DICOM_ADAPTER_METRICS_PORT" not in env_of(container)
+    assert "readinessProbe" not in container and "livenessProbe" not in container
+    assert "ports" not in container
+    assert "prometheus.io/scrape" not in pod["metadata"].get("annotations", {})
+
+
+def test_notes_show_the_export_endpoints(chart: Any) -> None:
+    notes = render(chart, load_values(CHART / "ci" / "export-only-values.yaml"))[
+        "dicom-adapter/templates/NOTES.txt"]
+    assert "deployment/rel-dicom-adapter-export 8080" in notes
+    assert "dicomadapter_export_" in notes
 
 
 def test_configmaps_are_accepted_by_the_adapters_loaders(chart: Any) -> None:

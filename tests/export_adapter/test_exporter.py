@@ -169,3 +169,53 @@ def test_draining_nacks_new_messages(tmp_path: Path) -> None:
     exporter, _ = make(tmp_path, fetcher, lifecycle=lifecycle)
     assert exporter.handle(ReceivedMessage("m", PATH)) is Disposition.NACK
     assert fetcher.paths == []
+
+
+class Observed:
+    """An ExportObserver recording its calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ...]] = []
+
+    def export_done(self, destination: str, size: int, ok: bool, seconds: float) -> None:
+        assert seconds >= 0
+        self.calls.append(("done", destination, str(size), str(ok)))
+
+    def retry(self, destination: str) -> None:
+        self.calls.append(("retry", destination))
+
+    def dead_lettered(self, destination: str) -> None:
+        self.calls.append(("dead", destination))
+
+
+@pytest.mark.parametrize(
+    ("fetcher", "sink", "dead", "data", "expected"),
+    [
+        (Fetcher(), Sink(), DeadLetters(), PATH, [("done", "PEER", "10", "True")]),
+        (Fetcher(), Sink(error=PeerUnavailableError("down")), DeadLetters(), PATH,
+         [("done", "PEER", "0", "False"), ("retry", "PEER")]),
+        (Fetcher(InstanceNotFoundError("gone")), Sink(), DeadLetters(), PATH,
+         [("done", "PEER", "0", "False"), ("dead", "PEER")]),
+        (Fetcher(), Sink(), NoDeadLetter(), b"junk", [("done", "PEER", "0", "False")]),
+        (Fetcher(), Sink(), DeadLetters(fail=True), b"junk",
+         [("done", "PEER", "0", "False"), ("retry", "PEER")]),
+    ],
+    ids=["exported", "transient", "dead-lettered", "permanent-no-topic", "dead-letter-failed"],
+)
+def test_every_outcome_reaches_the_observer_once(
+    tmp_path: Path, fetcher: Fetcher, sink: Sink, dead: DeadLetters | NoDeadLetter, data: bytes,
+    expected: list[tuple[str, ...]],
+) -> None:
+    observer = Observed()
+    exporter = Exporter(fetcher, sink, ExportCounters(), dead, Lifecycle(), spool_dir=tmp_path,
+                        transient_backoff=0, observer=observer, destination="PEER")
+    exporter.handle(ReceivedMessage("m", data))
+    assert observer.calls == expected
+
+
+def test_skipped_messages_are_not_exports(tmp_path: Path) -> None:
+    observer = Observed()
+    exporter = Exporter(Fetcher(), Sink(), ExportCounters(), DeadLetters(), Lifecycle(),
+                        spool_dir=tmp_path, observer=observer)
+    exporter.handle(ReceivedMessage("m", PATH, {"action": "DeleteInstances"}))
+    assert observer.calls == []

@@ -128,8 +128,12 @@ def test_reference_compat_flags(captured: list[ImportConfig], capsys: pytest.Cap
                  "--dimse_cmove_aet", "IMPORTADAPTER", "--max_waiting_time_btw_uploads", "900",
                  "--persistent_file_storage_location", "/tmp/spool-compat"]) == 0
     assert captured[0].spool is not None
-    assert _run(["--dicomweb_address", ORTHANC, "--dimse_cmove_aet", "OTHERAET"]) == 2
-    assert "--dimse_cmove_aet OTHERAET differs" in capsys.readouterr().err
+    assert captured[0].retrieve.calling_aet == "IMPORTADAPTER"
+    assert _run(["--dicomweb_address", ORTHANC, "--dimse_aet", "MINE",
+                 "--dimse_cmove_aet", "OTHERAET"]) == 0
+    assert captured[-1].retrieve.calling_aet == "OTHERAET"  # C-MOVE sub-operations call as it
+    assert _run(["--dicomweb_address", ORTHANC, "--dimse_aet", "MINE"]) == 0
+    assert captured[-1].retrieve.calling_aet == ""  # the listener's AE title
     assert _run(["--dicomweb_address", ORTHANC,
                  "--persistent_file_storage_location", "gs://bucket/x"]) == 2
     assert "gs:// is not supported" in capsys.readouterr().err

@@ -48,6 +48,7 @@ def start_adapter(
     prefetch: int = 8,
     fuzzy: bool = False,
     retry_budget: float = 0.0,
+    cmove_aet: str = "",
 ) -> ImportAdapter:
     """Start the import adapter (C-FIND/C-MOVE/C-GET enabled) and return it (call stop())."""
     config = ImportConfig(
@@ -58,7 +59,8 @@ def start_adapter(
         shutdown_grace=1.0,
         query=QuerySettings(retrieve_aet=ADAPTER_AET, page_size=page_size, fuzzy_matching=fuzzy),
         retrieve=RetrieveSettings(page_size=page_size, prefetch=prefetch,
-                                  spool_dir=Path(tempfile.mkdtemp(prefix="qr-spool-"))),
+                                  spool_dir=Path(tempfile.mkdtemp(prefix="qr-spool-")),
+                                  calling_aet=cmove_aet),
         aet_dictionary=aet_dictionary(destinations),
     )
     adapter = ImportAdapter(config)
@@ -98,7 +100,9 @@ def find_matches(
 class ScriptedStoreSCP:
     """A pynetdicom C-STORE SCP answering each instance with a scripted status (default 0).
 
-    ``statuses`` maps SOP Instance UIDs to the status to answer; received UIDs are recorded.
+    ``statuses`` maps SOP Instance UIDs to the status to answer; received UIDs are recorded,
+    with the calling AE title of the association each came on (``callers``) and the Move
+    Originator AE title and message ID of its C-STORE-RQ (``originators``).
     """
 
     def __init__(self, aet: str = "SCRIPTED", statuses: dict[str, int] | None = None) -> None:
@@ -108,6 +112,8 @@ class ScriptedStoreSCP:
         self.port = free_port()
         self.statuses = dict(statuses or {})
         self.received: list[str] = []
+        self.callers: list[str] = []
+        self.originators: list[tuple[str | None, int | None]] = []
         self._ae = AE(ae_title=aet)
         for cx in AllStoragePresentationContexts:
             self._ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
@@ -115,6 +121,12 @@ class ScriptedStoreSCP:
         def on_store(event: Any) -> int:
             uid = str(event.request.AffectedSOPInstanceUID)
             self.received.append(uid)
+            self.callers.append(str(event.assoc.requestor.ae_title).strip())
+            request = event.request
+            originator = request.MoveOriginatorApplicationEntityTitle
+            self.originators.append(
+                (str(originator).strip() if originator else None, request.MoveOriginatorMessageID)
+            )
             return self.statuses.get(uid, 0x0000)
 
         self._server = self._ae.start_server(

@@ -39,6 +39,14 @@ def http_get(port: int, path: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
+def healthz_answers(port: int) -> bool:
+    """``/healthz`` answers 200 (False while the port is not bound yet)."""
+    try:
+        return http_get(port, "/healthz")[0] == 200
+    except OSError:  # URLError: connection refused
+        return False
+
+
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     status, text = http_get(port, "/metrics")
     assert status == 200
@@ -87,7 +95,8 @@ def adapter_process(tmp_path: Path) -> Iterator[Callable[..., tuple[AdapterProce
         )
         processes.append(process)
         process.start()
-        assert wait_for(lambda: http_get(metrics_port, "/healthz")[0] == 200, 15), process.log()
+        # The DIMSE listener starts first: the metrics port may not be bound yet.
+        assert wait_for(lambda: healthz_answers(metrics_port), 15), process.log()
         return process, metrics_port
 
     yield factory
@@ -148,6 +157,116 @@ def test_failed_cstores_and_rejections_are_counted(
     assert metric(samples, "dicomadapter_import_cstore_errors_total", **aet) == 2
     assert sum(v for (name, _), v in samples.items()
                if name == "dicomadapter_import_associations_rejected_total") == 1
+
+
+def _destinations(**entries: int) -> str:
+    return json.dumps([{"name": name, "host": "127.0.0.1", "port": port}
+                       for name, port in entries.items()])
+
+
+def _counts(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], prefix: str,
+            **labels: str) -> dict[str, float]:
+    """Every non-zero ``prefix*`` counter with exactly ``labels``, by name without the prefix
+    (a labelled counter appears once it was first incremented)."""
+    wanted = tuple(sorted(labels.items()))
+    return {name.removeprefix(prefix): value for (name, got), value in samples.items()
+            if name.startswith(prefix) and name.endswith("_total") and got == wanted and value}
+
+
+def test_cfind_cmove_and_cget_are_counted(
+    fresh_orthanc: Callable[..., OrthancServer], adapter_process: Any, store_scp: Any,
+    tmp_path: Path,
+) -> None:
+    """findscu, movescu and getscu through a running adapter: the C-FIND and C-MOVE/C-GET
+    counters match the responses the SCUs got and the bytes storescp received."""
+    from tests.integration.qr_support import ScriptedStoreSCP
+
+    store = fresh_orthanc()
+    corpus = make_corpus(tmp_path / "corpus", 6, studies=1)
+    store.upload_all([s.path for s in corpus])
+    study = corpus[0].study_uid
+    scp = store_scp(aet="MOVEDEST", syntaxes="all")
+    refuse = corpus[2].sop_instance_uid
+    scripted = ScriptedStoreSCP(aet="PICKY", statuses={refuse: 0xA700})
+    try:
+        adapter, metrics_port = adapter_process(
+            store.dicomweb_url, "--aet_dictionary_inline",
+            _destinations(MOVEDEST=scp.port, PICKY=scripted.port, DOWNSCP=free_port()),
+        )
+        # C-FIND: one study; its series; a query the store cannot answer (no level: refused).
+        out = tmp_path / "find"
+        for directory in (out / "study", out / "series", tmp_path / "got"):
+            directory.mkdir(parents=True)
+        studies = dcmtk.findscu("127.0.0.1", adapter.port,
+                                ["0008,0052=STUDY", f"0020,000D={study}"], IMPORT_AET,
+                                calling_aet="QUERIER", output_dir=out / "study")
+        assert studies.returncode == 0, studies.stderr
+        series = dcmtk.findscu("127.0.0.1", adapter.port,
+                               ["0008,0052=SERIES", f"0020,000D={study}", "0020,000E"],
+                               IMPORT_AET, calling_aet="QUERIER", output_dir=out / "series")
+        assert series.returncode == 0, series.stderr
+        matches = len(dcmtk.read_responses(out / "study")) + len(
+            dcmtk.read_responses(out / "series"))
+        assert len(dcmtk.read_responses(out / "study")) == 1 and matches > 2
+        dcmtk.findscu("127.0.0.1", adapter.port, ["0008,0052=NOSUCHLEVEL"], IMPORT_AET,
+                      calling_aet="QUERIER")
+
+        keys = ["0008,0052=STUDY", f"0020,000D={study}"]
+        # C-MOVE: all stored; one refused by the peer (a warning); unknown and down peers.
+        moved = dcmtk.movescu("127.0.0.1", adapter.port, keys, IMPORT_AET,
+                              calling_aet="MOVER", destination="MOVEDEST")
+        assert moved.returncode == 0, moved.stderr
+        dcmtk.movescu("127.0.0.1", adapter.port, keys, IMPORT_AET, calling_aet="MOVER",
+                      destination="PICKY")
+        dcmtk.movescu("127.0.0.1", adapter.port, keys, IMPORT_AET, calling_aet="MOVER",
+                      destination="NOWHERE")
+        dcmtk.movescu("127.0.0.1", adapter.port, keys, IMPORT_AET, calling_aet="MOVER",
+                      destination="DOWNSCP")
+        # C-GET: the sub-operations go back to the caller.
+        got = dcmtk.getscu("127.0.0.1", adapter.port, keys, IMPORT_AET, calling_aet="GETTER",
+                           output_dir=tmp_path / "got")
+        assert got.returncode == 0, got.stderr
+    finally:
+        scripted.stop()
+
+    received = scp.wait_for_files(len(corpus))
+    sent_bytes = sum(len(raw) - meta_end(raw) for raw in (p.read_bytes() for p in received))
+    assert len(list((tmp_path / "got").iterdir())) == len(corpus)
+    assert len(scripted.received) == len(corpus)
+
+    def find_counts() -> dict[str, float]:
+        return _counts(scrape(metrics_port), "dicomadapter_import_cfind_",
+                       calling_aet="QUERIER")
+
+    assert wait_for(lambda: find_counts().get("requests_total") == 3, 10), find_counts()
+    samples = scrape(metrics_port)
+    assert find_counts() == {"requests_total": 3, "errors_total": 1, "matches_total": matches}
+    assert metric(samples, "dicomadapter_import_cfind_seconds_count", calling_aet="QUERIER") == 3
+
+    def move(destination: str) -> dict[str, float]:
+        return _counts(samples, "dicomadapter_import_cmove_", calling_aet="MOVER",
+                       destination=destination)
+
+    def sub(destination: str) -> dict[str, float]:
+        return _counts(samples, "dicomadapter_import_cmove_sub_cstore_", destination=destination)
+
+    no_issue = {"requests_total": 1}
+    assert move("MOVEDEST") == no_issue
+    assert sub("MOVEDEST") == {"requests_total": len(corpus), "bytes_total": sent_bytes}
+    assert move("PICKY") == {**no_issue, "warnings_total": 1}
+    assert sub("PICKY")["requests_total"] == len(corpus)
+    assert sub("PICKY")["errors_total"] == 1
+    assert move("NOWHERE") == {**no_issue, "errors_total": 1}
+    assert move("DOWNSCP") == {**no_issue, "errors_total": 1}
+    assert sub("NOWHERE") == {} and sub("DOWNSCP") == {}
+    # C-GET: the destination is the calling AE.
+    assert _counts(samples, "dicomadapter_import_cmove_", calling_aet="GETTER",
+                   destination="GETTER") == no_issue
+    # Same instances, same (explicit VR little endian) encoding as to storescp.
+    assert sub("GETTER") == {"requests_total": len(corpus), "bytes_total": sent_bytes}
+    # Labels are AE titles only.
+    uids = {s.sop_instance_uid for s in corpus} | {study}
+    assert not [v for (_, labels) in samples for _, v in labels if v in uids]
 
 
 def test_health_and_readiness_follow_the_store(

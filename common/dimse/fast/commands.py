@@ -1,4 +1,4 @@
-"""DIMSE command sets for C-STORE and C-ECHO, encoded and decoded by hand.
+"""DIMSE command sets for C-STORE, C-ECHO, C-FIND and C-MOVE, encoded and decoded by hand.
 
 A command set is a handful of group 0000 elements in implicit VR little endian (PS3.7 6.3.1,
 9.3); pynetdicom builds a pydicom Dataset for each one and encodes it through the generic
@@ -290,3 +290,178 @@ class CEchoRsp:
             sop_class_uid=command.text(Tag.AFFECTED_SOP_CLASS_UID, VERIFICATION_SOP_CLASS),
             error_comment=command.text(Tag.ERROR_COMMENT),
         )
+
+
+@dataclass(frozen=True)
+class CMoveRq:
+    """A C-MOVE-RQ command set (PS3.7 9.1.4.1.1); its identifier follows as a dataset."""
+
+    message_id: int
+    sop_class_uid: str
+    move_destination: str
+    priority: int = Priority.MEDIUM
+
+    def encode(self) -> bytes:
+        """The command set bytes (as pynetdicom's, for tests and an SCU)."""
+        return encode_elements(
+            [
+                (Tag.AFFECTED_SOP_CLASS_UID, _uid(self.sop_class_uid)),
+                (Tag.COMMAND_FIELD, _us(CommandField.C_MOVE_RQ)),
+                (Tag.MESSAGE_ID, _us(self.message_id)),
+                (Tag.MOVE_DESTINATION, _text(self.move_destination)),
+                (Tag.PRIORITY, _us(self.priority)),
+                (Tag.COMMAND_DATA_SET_TYPE, _us(DataSetType.PRESENT)),
+            ]
+        )
+
+    @classmethod
+    def from_command(cls, command: CommandSet) -> CMoveRq:
+        """Read a decoded C-MOVE-RQ (the destination may be empty: the SCP answers 0xA801).
+
+        Raises:
+            CommandSetError: the Message ID is missing or malformed.
+        """
+        return cls(
+            message_id=command.us(Tag.MESSAGE_ID),
+            sop_class_uid=command.text(Tag.AFFECTED_SOP_CLASS_UID),
+            move_destination=command.text(Tag.MOVE_DESTINATION),
+            priority=command.us(Tag.PRIORITY) if command.has(Tag.PRIORITY) else Priority.MEDIUM,
+        )
+
+
+@dataclass(frozen=True)
+class SubOperationCounts:
+    """The Number of Remaining/Completed/Failed/Warning Sub-operations of a C-MOVE-RSP.
+
+    ``remaining`` is None where the response must not carry it (final responses other than
+    Cancel, PS3.4 C.4.2.1.6).
+    """
+
+    completed: int
+    failed: int
+    warning: int
+    remaining: int | None = None
+
+
+@dataclass(frozen=True)
+class CMoveRsp:
+    """A C-MOVE-RSP command set (PS3.7 9.1.4.1.2), elements as pynetdicom encodes them."""
+
+    message_id_being_responded_to: int
+    sop_class_uid: str
+    status: int
+    counts: SubOperationCounts | None = None
+    error_comment: str = ""
+    has_identifier: bool = False
+
+    def encode(self) -> bytes:
+        """The command set bytes."""
+        elements = [
+            (Tag.AFFECTED_SOP_CLASS_UID, _uid(self.sop_class_uid)),
+            (Tag.COMMAND_FIELD, _us(CommandField.C_MOVE_RSP)),
+            (Tag.MESSAGE_ID_BEING_RESPONDED_TO, _us(self.message_id_being_responded_to)),
+            (
+                Tag.COMMAND_DATA_SET_TYPE,
+                _us(DataSetType.PRESENT if self.has_identifier else DataSetType.NONE),
+            ),
+            (Tag.STATUS, _us(self.status)),
+        ]
+        if self.error_comment:
+            elements.append((Tag.ERROR_COMMENT, _text(self.error_comment)))
+        counts = self.counts
+        if counts is not None:
+            if counts.remaining is not None:
+                elements.append((Tag.NUMBER_OF_REMAINING_SUBOPERATIONS, _us(counts.remaining)))
+            elements += [
+                (Tag.NUMBER_OF_COMPLETED_SUBOPERATIONS, _us(counts.completed)),
+                (Tag.NUMBER_OF_FAILED_SUBOPERATIONS, _us(counts.failed)),
+                (Tag.NUMBER_OF_WARNING_SUBOPERATIONS, _us(counts.warning)),
+            ]
+        return encode_elements(elements)
+
+
+@dataclass(frozen=True)
+class CCancelRq:
+    """A C-CANCEL-RQ command set (PS3.7 9.3.2.3): cancels the request it responds to."""
+
+    message_id_being_responded_to: int
+
+    def encode(self) -> bytes:
+        """The command set bytes (as pynetdicom's)."""
+        return encode_elements(
+            [
+                (Tag.COMMAND_FIELD, _us(CommandField.C_CANCEL_RQ)),
+                (Tag.MESSAGE_ID_BEING_RESPONDED_TO, _us(self.message_id_being_responded_to)),
+                (Tag.COMMAND_DATA_SET_TYPE, _us(DataSetType.NONE)),
+            ]
+        )
+
+    @classmethod
+    def from_command(cls, command: CommandSet) -> CCancelRq:
+        """Read a decoded C-CANCEL-RQ.
+
+        Raises:
+            CommandSetError: the Message ID Being Responded To is missing.
+        """
+        return cls(command.us(Tag.MESSAGE_ID_BEING_RESPONDED_TO))
+
+
+@dataclass(frozen=True)
+class CFindRq:
+    """A C-FIND-RQ command set (PS3.7 9.1.2.1.1); its identifier follows as a dataset."""
+
+    message_id: int
+    sop_class_uid: str
+    priority: int = Priority.MEDIUM
+
+    def encode(self) -> bytes:
+        """The command set bytes (as pynetdicom's, for tests and an SCU)."""
+        return encode_elements(
+            [
+                (Tag.AFFECTED_SOP_CLASS_UID, _uid(self.sop_class_uid)),
+                (Tag.COMMAND_FIELD, _us(CommandField.C_FIND_RQ)),
+                (Tag.MESSAGE_ID, _us(self.message_id)),
+                (Tag.PRIORITY, _us(self.priority)),
+                (Tag.COMMAND_DATA_SET_TYPE, _us(DataSetType.PRESENT)),
+            ]
+        )
+
+    @classmethod
+    def from_command(cls, command: CommandSet) -> CFindRq:
+        """Read a decoded C-FIND-RQ.
+
+        Raises:
+            CommandSetError: the Message ID is missing or malformed.
+        """
+        return cls(
+            message_id=command.us(Tag.MESSAGE_ID),
+            sop_class_uid=command.text(Tag.AFFECTED_SOP_CLASS_UID),
+            priority=command.us(Tag.PRIORITY) if command.has(Tag.PRIORITY) else Priority.MEDIUM,
+        )
+
+
+@dataclass(frozen=True)
+class CFindRsp:
+    """A C-FIND-RSP command set (PS3.7 9.1.2.1.2), elements as pynetdicom encodes them."""
+
+    message_id_being_responded_to: int
+    sop_class_uid: str
+    status: int
+    error_comment: str = ""
+    has_identifier: bool = False
+
+    def encode(self) -> bytes:
+        """The command set bytes."""
+        elements = [
+            (Tag.AFFECTED_SOP_CLASS_UID, _uid(self.sop_class_uid)),
+            (Tag.COMMAND_FIELD, _us(CommandField.C_FIND_RSP)),
+            (Tag.MESSAGE_ID_BEING_RESPONDED_TO, _us(self.message_id_being_responded_to)),
+            (
+                Tag.COMMAND_DATA_SET_TYPE,
+                _us(DataSetType.PRESENT if self.has_identifier else DataSetType.NONE),
+            ),
+            (Tag.STATUS, _us(self.status)),
+        ]
+        if self.error_comment:
+            elements.append((Tag.ERROR_COMMENT, _text(self.error_comment)))
+        return encode_elements(elements)

@@ -1,11 +1,13 @@
-"""An association we accept: peek and classify the request, then serve storage and verification.
+"""An association we accept: peek and classify the request, then serve it (storage, C-MOVE...).
 
 The listener hands each accepted connection to :func:`peek_associate_rq`, which waits (without
 consuming anything) for the whole A-ASSOCIATE-RQ; :func:`fast_path_eligible` decides whether this
-engine can serve it (only Verification and storage-like contexts, no extended negotiation) or
-whether the untouched socket goes to pynetdicom. :class:`AcceptorAssociation` then runs the whole
-association in the calling thread: negotiation, C-ECHO, C-STORE into a spool file, release,
-abort, timeouts. What to do with a C-STORE is the caller's (:class:`AcceptorHandlers`).
+engine can serve it (only Verification, storage-like and served C-MOVE contexts, no extended
+negotiation) or whether the untouched socket goes to pynetdicom. :class:`AcceptorAssociation`
+then runs the whole association in the calling thread: negotiation, C-ECHO, C-STORE into a spool
+file, C-MOVE (its responses streamed as the caller produces them, a C-CANCEL-RQ noticed between
+them), release, abort, timeouts. What to do with a C-STORE or a C-MOVE is the caller's
+(:class:`AcceptorHandlers`).
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -40,11 +42,17 @@ from common.dimse.fast.acse import (
     pdu_length,
 )
 from common.dimse.fast.commands import (
+    CCancelRq,
     CEchoRq,
     CEchoRsp,
+    CFindRq,
+    CFindRsp,
+    CMoveRq,
+    CMoveRsp,
     CommandSetError,
     CStoreRq,
     CStoreRsp,
+    SubOperationCounts,
     decode_command_set,
 )
 from common.dimse.fast.constants import (
@@ -80,6 +88,8 @@ LOG = logging.getLogger(__name__)
 
 #: Buffer of the spool file writer: fragments are small, system calls are not free.
 _SPOOL_BUFFER = 1 << 20
+#: The largest C-MOVE identifier accepted (a handful of keys; anything huge is hostile).
+MAX_IDENTIFIER_SIZE = 1 << 20
 
 
 def _peek_exact(sock: socket.socket, count: int, deadline: float | None) -> bytes:
@@ -203,16 +213,23 @@ def is_storage_like(abstract_syntax: str) -> bool:
     return sop_classes.uid_to_service_class(uid) is StorageServiceClass
 
 
-def fast_path_eligible(request: AssociateRequest, reserved: Collection[str] = ()) -> bool:
+def fast_path_eligible(
+    request: AssociateRequest,
+    reserved: Collection[str] = (),
+    served: Collection[str] = (),
+) -> bool:
     """Whether this engine can serve the association the same way pynetdicom would.
 
     Args:
         request: the decoded A-ASSOCIATE-RQ.
         reserved: abstract syntaxes other services registered (they keep pynetdicom).
+        served: reserved abstract syntaxes this engine serves all the same (C-MOVE).
     """
     if not request.user_item_types <= FAST_USER_ITEMS:
         return False  # role selection, user identity, extended negotiation, async ops
     for cx in request.contexts:
+        if cx.abstract_syntax in served:
+            continue
         if cx.abstract_syntax in reserved:
             return False
         if cx.abstract_syntax != VERIFICATION_SOP_CLASS and not is_storage_like(
@@ -236,6 +253,8 @@ class AcceptorPolicy:
             larger one is not written: its remaining fragments are read and dropped and the
             C-STORE is answered with :func:`common.status.instance_too_large_status`; one
             beyond twice the limit aborts the association (the peer is not bounded otherwise).
+        served_syntaxes: transfer syntaxes accepted per non-storage abstract syntax this engine
+            serves (the C-MOVE SOP classes), in the order of pynetdicom's supported contexts.
     """
 
     ae_title: str
@@ -244,6 +263,23 @@ class AcceptorPolicy:
     dimse_timeout: float | None
     network_timeout: float | None
     max_instance_size: int = 0
+    served_syntaxes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class QRResponse:
+    """One C-MOVE-RSP/C-FIND-RSP a handler produces (the SCP adds message ID and SOP class).
+
+    Attributes:
+        status: the response's status (and error comment).
+        counts: the sub-operation counts to include (None: none).
+        identifier: an encoded identifier dataset in the context's transfer syntax (a C-FIND
+            match, the Failed SOP Instance UID List of a final C-MOVE response), or None.
+    """
+
+    status: DimseStatus
+    counts: SubOperationCounts | None = None
+    identifier: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -284,6 +320,31 @@ class AcceptorHandlers(Protocol):
     ) -> DimseStatus:
         """Handle a C-STORE whose dataset is in ``spool_path`` (a Part 10 file)."""
 
+    def c_move(
+        self,
+        assoc: AcceptorAssociation,
+        request: CMoveRq,
+        context: AcceptedContext,
+        identifier: bytes,
+        is_cancelled: Callable[[], bool],
+    ) -> Iterator[QRResponse]:
+        """Serve a C-MOVE: yield its responses, the final one last.
+
+        ``is_cancelled`` becomes True once a C-CANCEL-RQ for it arrived (or the requestor went
+        away); the handler then ends with a Cancel response. Closing the generator early must
+        release what it holds.
+        """
+
+    def c_find(
+        self,
+        assoc: AcceptorAssociation,
+        request: CFindRq,
+        context: AcceptedContext,
+        identifier: bytes,
+        is_cancelled: Callable[[], bool],
+    ) -> Iterator[QRResponse]:
+        """Serve a C-FIND (on an association that also proposed C-MOVE): as :meth:`c_move`."""
+
 
 @dataclass(frozen=True)
 class _SocketHolder:
@@ -299,6 +360,10 @@ class _DulView:
 
 class _Ended(Exception):
     """The association is over (released, aborted or dropped); unwinds the serve loop."""
+
+
+class _Cancelled(Exception):
+    """Marks a C-MOVE cancelled by a C-CANCEL-RQ (never raised)."""
 
 
 class AcceptorAssociation:
@@ -525,10 +590,13 @@ class AcceptorAssociation:
             )
         return None
 
-    @staticmethod
-    def _choose_syntax(abstract_syntax: str, proposed: tuple[str, ...]) -> str | None:
+    def _choose_syntax(self, abstract_syntax: str, proposed: tuple[str, ...]) -> str | None:
         if not proposed:
             return None
+        supported = self._policy.served_syntaxes.get(abstract_syntax)
+        if supported is not None:
+            # As pynetdicom's acceptor: the first proposed syntax the context supports.
+            return next((ts for ts in proposed if ts in supported), None)
         if abstract_syntax == VERIFICATION_SOP_CLASS:
             # As pynetdicom's Verification SCP: the first proposed syntax it supports.
             return next((ts for ts in proposed if ts in ALL_TRANSFER_SYNTAXES), None)
@@ -558,6 +626,19 @@ class AcceptorAssociation:
                     if command.has_dataset:
                         self._stream.read_dataset(context_id, lambda _data: None)
                     self._c_echo(CEchoRq.from_command(command), context)
+                elif (
+                    field in (CommandField.C_MOVE_RQ, CommandField.C_FIND_RQ)
+                    and context.abstract_syntax in self._policy.served_syntaxes
+                ):
+                    query: CMoveRq | CFindRq = (
+                        CMoveRq.from_command(command)
+                        if field == CommandField.C_MOVE_RQ
+                        else CFindRq.from_command(command)
+                    )
+                    self._query_retrieve(query, context, command.has_dataset)
+                elif field == CommandField.C_CANCEL_RQ:
+                    # For a request already answered (as pynetdicom: nothing to do).
+                    LOG.debug("%r: C-CANCEL-RQ for no request in progress; ignored", self)
                 else:
                     raise DimseProtocolError(
                         f"unsupported command 0x{field:04X}",
@@ -636,6 +717,93 @@ class AcceptorAssociation:
             status.comment,
         )
         self._send_command(context.context_id, response.encode())
+
+    def _query_retrieve(
+        self, request: CMoveRq | CFindRq, context: AcceptedContext, has_dataset: bool
+    ) -> None:
+        """Serve a C-MOVE or C-FIND: stream the handler's responses, watching for C-CANCEL."""
+        if not has_dataset:
+            raise DimseProtocolError(
+                "request without an identifier", AbortReason.INVALID_PDU_PARAMETER_VALUE
+            )
+        parts: list[bytes] = []
+        size = 0
+
+        def collect(data: memoryview) -> None:
+            nonlocal size
+            size += len(data)
+            if size > MAX_IDENTIFIER_SIZE:
+                raise DimseProtocolError(
+                    "request identifier too large", AbortReason.INVALID_PDU_PARAMETER_VALUE
+                )
+            parts.append(bytes(data))
+
+        self._stream.read_dataset(context.context_id, collect)
+        interrupted: list[BaseException] = []
+
+        def is_cancelled() -> bool:
+            """Look for a C-CANCEL-RQ (or the requestor's departure) without waiting."""
+            if interrupted:
+                return True
+            try:
+                while self._stream.has_input():
+                    context_id, raw = self._stream.read_command()
+                    command = decode_command_set(raw)
+                    if command.command_field != CommandField.C_CANCEL_RQ:
+                        raise DimseProtocolError(
+                            "another request while a C-FIND/C-MOVE is in progress",
+                            AbortReason.UNEXPECTED_PDU,
+                        )
+                    cancel = CCancelRq.from_command(command)
+                    if cancel.message_id_being_responded_to == request.message_id:
+                        LOG.info("%r: C-CANCEL-RQ for request %d", self, request.message_id)
+                        interrupted.append(_Cancelled())
+                        return True
+                    LOG.debug("%r: C-CANCEL-RQ on context %d for another request; ignored",
+                              self, context_id)
+            except (ConnectionError, ReleaseRequestedError, DimseProtocolError, CommandSetError,
+                    TimeoutError, OSError) as exc:
+                interrupted.append(exc)  # re-raised once the handler has cleaned up
+                return True
+            return False
+
+        responses = (
+            self._handlers.c_move(self, request, context, b"".join(parts), is_cancelled)
+            if isinstance(request, CMoveRq)
+            else self._handlers.c_find(self, request, context, b"".join(parts), is_cancelled)
+        )
+        try:
+            for response in responses:
+                gone = [exc for exc in interrupted if not isinstance(exc, _Cancelled)]
+                if gone:
+                    raise gone[0]
+                self._send_qr_response(request, context, response)
+        finally:
+            close = getattr(responses, "close", None)
+            if close is not None:
+                close()
+
+    def _send_qr_response(
+        self, request: CMoveRq | CFindRq, context: AcceptedContext, response: QRResponse
+    ) -> None:
+        status = response.status
+        sop_class = request.sop_class_uid or context.abstract_syntax
+        has_identifier = response.identifier is not None
+        command = (
+            CMoveRsp(
+                request.message_id, sop_class, status.code, response.counts, status.comment,
+                has_identifier=has_identifier,
+            ).encode()
+            if isinstance(request, CMoveRq)
+            else CFindRsp(
+                request.message_id, sop_class, status.code, status.comment,
+                has_identifier=has_identifier,
+            ).encode()
+        )
+        pdus = pdata_pdus(context.context_id, command, True, self._fragment)
+        if response.identifier is not None:
+            pdus += pdata_pdus(context.context_id, response.identifier, False, self._fragment)
+        self._send(b"".join(pdus))
 
     def _receive_to_spool(self, request: CStoreRq, context: AcceptedContext) -> Path | None:
         """Write the preamble, file meta from the command set and the dataset as received.

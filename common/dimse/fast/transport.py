@@ -9,6 +9,7 @@ idle timeout before each wait, so a stalled peer surfaces as :class:`TimeoutErro
 
 from __future__ import annotations
 
+import select
 import socket
 import ssl
 import struct
@@ -227,6 +228,15 @@ class PduStream:
             )
         self._pdata_pos = end
         return context_id, control, self._pdata[pos + PDV_HEADER_LENGTH : end]
+
+    def has_input(self) -> bool:
+        """Whether a read would find data without waiting (buffered, decrypted or on the wire)."""
+        if self._pdata_pos < len(self._pdata) or self._pos < len(self._buffer):
+            return True
+        if pending_bytes(self.sock):
+            return True
+        readable, _, _ = select.select([self.sock], [], [], 0)
+        return bool(readable)
 
     def read_command(self) -> tuple[int, bytes]:
         """The next command set: its presentation context ID and bytes.

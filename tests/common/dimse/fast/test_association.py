@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,13 +20,14 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from common.dimse.fast.acse import AcceptedContext, ProposedContext, decode_associate_rq
-from common.dimse.fast.commands import CEchoRq, CStoreRq
+from common.dimse.fast.commands import CEchoRq, CFindRq, CMoveRq, CStoreRq
 from common.dimse.fast.constants import RejectReason, RejectResult, RejectSource
 from common.dimse.fast.meta import read_file_meta
 from common.dimse.fast.scp import (
     AcceptorAssociation,
     AcceptorPolicy,
     AssociationEvent,
+    QRResponse,
     fast_path_eligible,
     is_storage_like,
     peek_associate_rq,
@@ -138,6 +139,18 @@ class _Recorder:
     ) -> DimseStatus:
         self.stored.append((request, context, spool_path.read_bytes()))
         return DimseStatus(0xB000, "coerced")
+
+    def c_move(
+        self, assoc: AcceptorAssociation, request: CMoveRq, context: AcceptedContext,
+        identifier: bytes, is_cancelled: Callable[[], bool],
+    ) -> Iterator[QRResponse]:
+        return iter(())  # no C-MOVE context is served here
+
+    def c_find(
+        self, assoc: AcceptorAssociation, request: CFindRq, context: AcceptedContext,
+        identifier: bytes, is_cancelled: Callable[[], bool],
+    ) -> Iterator[QRResponse]:
+        return iter(())  # no C-FIND context is served here
 
 
 @pytest.fixture
