@@ -50,10 +50,7 @@ _PROCESS_GLOBALS = (
 )
 
 
-@pytest.fixture(autouse=True)
-def _isolate_process_globals() -> Iterator[None]:
-    """Undo the process-wide settings an in-process adapter makes (pynetdicom's ``_config``,
-    ``tempfile.tempdir``), so a later test's own pynetdicom peer behaves as configured."""
+def _restoring_process_globals() -> Iterator[None]:
     import tempfile
 
     from pynetdicom import _config
@@ -64,6 +61,19 @@ def _isolate_process_globals() -> Iterator[None]:
     for name, value in saved.items():
         setattr(_config, name, value)
     tempfile.tempdir = saved_tempdir
+
+
+@pytest.fixture(autouse=True)
+def _isolate_process_globals() -> Iterator[None]:
+    """Undo the process-wide settings an in-process adapter makes (pynetdicom's ``_config``,
+    ``tempfile.tempdir``), so a later test's own pynetdicom peer behaves as configured."""
+    yield from _restoring_process_globals()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _isolate_process_globals_per_module() -> Iterator[None]:
+    """The same around each module: module-scoped adapter fixtures set them up front."""
+    yield from _restoring_process_globals()
 
 
 @pytest.fixture(scope="session")

@@ -59,6 +59,7 @@ from common.dicom.transcode import convert_dataset
 from common.dicomweb.client import DicomwebApi
 from common.dimse.aet_dictionary import AetDictionary
 from common.dimse.fast.commands import SubOperationCounts
+from common.dimse.fast.meta import read_file_meta
 from common.dimse.sender import SenderSettings, StoreSender
 from common.dimse.sockets import SOCKET_HANDLERS
 from common.dimse.tls import pynetdicom_tls_args
@@ -587,7 +588,10 @@ class RetrieveService:
                 size = 0
                 if isinstance(outcome, Fetched) and not lost:
                     try:
-                        size = outcome.path.stat().st_size
+                        # The dataset bytes, as on the wire (the file meta is not sent).
+                        size = outcome.path.stat().st_size - read_file_meta(
+                            outcome.path
+                        ).dataset_offset
                         status = sender.send(
                             outcome.path,
                             move_originator=(request.calling_aet, request.message_id),
