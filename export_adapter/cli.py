@@ -13,9 +13,9 @@ from typing import Any
 import click
 
 from common.cli.compat import explain_monitoring, monitoring_option
-from common.cli.options import auth_config, auth_options, option
+from common.cli.options import auth_config, auth_options, option, resolve_dicomweb_address
 from common.cli.params import AE_TITLE, DICOMWEB_ADDRESS, PORT
-from common.dicomweb.address import DicomwebAddress, address_from_deprecated
+from common.dicomweb.address import DicomwebAddress
 from common.dimse.sender import PeerAddress, SenderSettings
 from common.dimse.tls import TlsSettings, client_context
 from common.errors import ConfigError
@@ -46,19 +46,7 @@ def resolve_stow_address(
     address: DicomwebAddress | None, deprecated_addr: str | None, stow_path: str | None
 ) -> DicomwebAddress:
     """The peer's DICOMweb root from ``--peer_dicomweb_address`` or the deprecated pair."""
-    if address is not None:
-        if deprecated_addr or stow_path:
-            raise click.UsageError(
-                "give --peer_dicomweb_address, or the deprecated --peer_dicomweb_addr with "
-                "--peer_dicomweb_stow_path, not both"
-            )
-        return address
-    if deprecated_addr and stow_path:
-        try:
-            return address_from_deprecated(deprecated_addr, stow_path)
-        except ConfigError as exc:
-            raise click.UsageError(str(exc)) from exc
-    raise click.UsageError("--peer_dicomweb_addr and --peer_dicomweb_stow_path go together")
+    return resolve_dicomweb_address(address, deprecated_addr, stow_path, prefix="peer_")
 
 
 def resolve_peer(params: dict[str, Any]) -> DimsePeerConfig | StowPeerConfig:

@@ -14,9 +14,9 @@ from typing import Any
 import click
 
 from common.cli.compat import check_import_compat, explain_import_compat, import_compat_options
-from common.cli.options import auth_config, auth_options, option
+from common.cli.options import auth_config, auth_options, option, resolve_dicomweb_address
 from common.cli.params import AE_TITLE, DICOMWEB_ADDRESS, PORT
-from common.dicomweb.address import DicomwebAddress, address_from_deprecated
+from common.dicomweb.address import DicomwebAddress
 from common.dimse.aet_dictionary import AetDictionary, load_aet_dictionary
 from common.errors import ConfigError
 from common.health import HealthConfig
@@ -35,21 +35,7 @@ def resolve_address(
     address: DicomwebAddress | None, deprecated_addr: str | None, stow_path: str | None
 ) -> DicomwebAddress:
     """The DICOMweb root from ``--dicomweb_address`` or the deprecated pair."""
-    if address is not None:
-        if deprecated_addr or stow_path:
-            raise click.UsageError(
-                "give --dicomweb_address, or the deprecated --dicomweb_addr with "
-                "--dicomweb_stow_path, not both"
-            )
-        return address
-    if deprecated_addr and stow_path:
-        try:
-            return address_from_deprecated(deprecated_addr, stow_path)
-        except ConfigError as exc:
-            raise click.UsageError(str(exc)) from exc
-    if deprecated_addr or stow_path:
-        raise click.UsageError("--dicomweb_addr and --dicomweb_stow_path go together")
-    raise click.UsageError("missing --dicomweb_address (the DICOMweb root of the store)")
+    return resolve_dicomweb_address(address, deprecated_addr, stow_path)
 
 
 def resolve_aet_dictionary(path: Path | None, inline: str | None) -> AetDictionary:

@@ -10,6 +10,8 @@ import click
 
 from common.auth import DEFAULT_SCOPES, AuthConfig, AuthKind, env_secret
 from common.cli.params import env_name, spellings
+from common.dicomweb.address import DicomwebAddress, address_from_deprecated
+from common.errors import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -79,3 +81,37 @@ def auth_config(params: dict[str, Any]) -> AuthConfig:
         basic_password_file=params["basic_auth_password_file"],
         basic_password=env_secret(BASIC_PASSWORD_ENV),
     )
+
+
+def resolve_dicomweb_address(
+    address: DicomwebAddress | None,
+    deprecated_addr: str | None,
+    stow_path: str | None,
+    *,
+    prefix: str = "",
+) -> DicomwebAddress:
+    """A DICOMweb root from an address flag or the reference adapter's deprecated pair.
+
+    The flags are ``--{prefix}dicomweb_address``, or ``--{prefix}dicomweb_addr`` with
+    ``--{prefix}dicomweb_stow_path``.
+
+    Raises:
+        click.UsageError: both forms, half of the pair, neither, or a bad combined address.
+    """
+    flag, addr_flag, path_flag = (
+        f"--{prefix}dicomweb_address", f"--{prefix}dicomweb_addr", f"--{prefix}dicomweb_stow_path"
+    )
+    if address is not None:
+        if deprecated_addr or stow_path:
+            raise click.UsageError(
+                f"give {flag}, or the deprecated {addr_flag} with {path_flag}, not both"
+            )
+        return address
+    if deprecated_addr and stow_path:
+        try:
+            return address_from_deprecated(deprecated_addr, stow_path)
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from exc
+    if deprecated_addr or stow_path:
+        raise click.UsageError(f"{addr_flag} and {path_flag} go together")
+    raise click.UsageError(f"missing {flag} (the DICOMweb root of the store)")
