@@ -62,11 +62,22 @@ class AetDictionary:
 
 def _entry(index: int, item: Any, source: str) -> PeerAddress:
     where = f"{source}: entry {index}"
+    if isinstance(item, dict) and isinstance(item.get("name"), str):
+        where = f"{where} ({item['name']!r})"
+    return peer_from_entry(item, where)
+
+
+def peer_from_entry(item: Any, where: str) -> PeerAddress:
+    """A peer from a reference-format ``{"name", "host", "port"}`` object (plus TLS keys).
+
+    Shared by the AET dictionary and DIMSE routing destinations.
+
+    Raises:
+        ConfigError: a key is missing or invalid; the message starts with ``where``.
+    """
     if not isinstance(item, dict):
         raise ConfigError(f"{where} is not an object with name, host and port")
     name = item.get("name")
-    if isinstance(name, str):
-        where = f"{where} ({name!r})"
     missing = sorted(_KEYS - item.keys())
     if missing:
         raise ConfigError(f"{where} lacks {', '.join(missing)}")

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.dicomweb.address import DicomwebAddress, parse_dicomweb_address
-from common.dimse.ae_title import validate_ae_title
+from common.dimse.aet_dictionary import peer_from_entry
 from common.dimse.sender import PeerAddress
-from common.dimse.tls import TLS_ENTRY_KEYS, tls_from_entry
 from common.errors import ConfigError
 
 
@@ -75,31 +74,7 @@ def dimse_destination(value: Any, where: str) -> DimseDestination:
     Raises:
         ConfigError: a key is missing or invalid; the message starts with ``where``.
     """
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}: dicom_destination must be an object with name, host, port")
-    missing = sorted({"name", "host", "port"} - value.keys())
-    if missing:
-        raise ConfigError(f"{where}: dicom_destination lacks {', '.join(missing)}")
-    unknown = sorted(set(value) - {"name", "host", "port"} - TLS_ENTRY_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"{where}: dicom_destination has unknown key(s) {', '.join(map(str, unknown))}"
-        )
-    name, host, port = value["name"], value["host"], value["port"]
-    if not isinstance(name, str):
-        raise ConfigError(f"{where}: dicom_destination name must be an AE title")
-    try:
-        title = validate_ae_title(name)
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: dicom_destination name: {exc}") from exc
-    if not isinstance(host, str) or not host.strip():
-        raise ConfigError(f"{where}: dicom_destination host must be a non-empty string")
-    if isinstance(port, str) and port.strip().isdigit():
-        port = int(port)
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise ConfigError(f"{where}: dicom_destination port must be 1-65535, not {port!r}")
-    tls = tls_from_entry(value, f"{where}: dicom_destination")
-    return DimseDestination(PeerAddress(title, host.strip(), port, tls))
+    return DimseDestination(peer_from_entry(value, f"{where}: dicom_destination"))
 
 
 def dicomweb_destination(value: Any, where: str) -> DicomwebDestination:
