@@ -17,7 +17,7 @@ from typing import Any
 
 import pydicom
 import pytest
-from pynetdicom import AE, _config, evt
+from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from common.dicom.part10 import dataset_offset
@@ -347,10 +347,6 @@ class RefusingPeer:
         return 0x0000
 
     def __enter__(self) -> RefusingPeer:
-        # An in-process import adapter (another test's fixture) may have switched pynetdicom to
-        # accept every storage class; this peer must refuse what it was not configured for.
-        # (tests/conftest.py restores the process-wide settings after each test.)
-        _config.UNRESTRICTED_STORAGE_SERVICE = False
         self._server = self.ae.start_server(
             ("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._on_store)]
         )
