@@ -76,6 +76,7 @@ from import_adapter.access import AccessPolicy, Service, guard_handlers
 from import_adapter.config import DimseServerConfig
 from import_adapter.fast_bridge import PynetdicomHandlerBridge
 from import_adapter.handlers import Handler, association_log_handlers, echo_handlers
+from import_adapter.listener_ae import ListenerAE
 
 LOG = logging.getLogger(__name__)
 
@@ -257,7 +258,7 @@ class DimseServer:
 
     def _build_ae(self) -> AE:
         config = self._config
-        ae = AE(ae_title=config.ae_title)
+        ae = ListenerAE(config.ae_title)
         ae.require_called_aet = True
         ae.maximum_associations = config.max_associations
         ae.maximum_pdu_size = config.max_pdu_size

@@ -41,8 +41,7 @@ def import_compat_options(func: F) -> F:
         "dimse_cmove_aet",
         type=AE_TITLE,
         help="Calling AE title of the associations C-MOVE opens to move destinations "
-        "(default: --dimse_aet). A C-MOVE whose association also proposes C-GET, storage "
-        "commitment or extended negotiation is served by pynetdicom and calls as --dimse_aet.",
+        "(default: --dimse_aet).",
     )(func)
     return monitoring_option(func)
 

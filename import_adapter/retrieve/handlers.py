@@ -16,6 +16,7 @@ from common.dimse.fast.acse import AcceptedContext
 from common.dimse.fast.commands import CMoveRq
 from common.dimse.fast.scp import AcceptorAssociation, QRResponse
 from import_adapter.handlers import Handler
+from import_adapter.listener_ae import ListenerAE
 from import_adapter.query.handlers import QUERY_SYNTAXES
 from import_adapter.query.model import MODELS, model_for
 from import_adapter.retrieve.service import RetrieveRequest, RetrieveService
@@ -23,6 +24,8 @@ from import_adapter.retrieve.tally import EventBinding, SubOperationTally
 from import_adapter.server import DimseService, FastMoveHandler, SupportedContext
 
 _RETRIEVE_CLASSES = frozenset(uid for m in MODELS for uid in (m.find, m.move, m.get))
+#: Marks the end of a handler generator.
+_DONE = object()
 
 
 def _request(event: Any, move_destination: str = "") -> RetrieveRequest:
@@ -68,7 +71,20 @@ def retrieve_handlers(service: RetrieveService) -> list[Handler]:
         except Exception as exc:  # reported, then pynetdicom answers with a failure status
             service.refused(event.assoc.requestor.ae_title, destination, exc)
             raise
-        yield from service.move(request, lambda: bool(event.is_cancelled))
+        updates = service.move(request, lambda: bool(event.is_cancelled))
+        ae = event.assoc.ae
+        if not isinstance(ae, ListenerAE):
+            yield from updates
+            return
+        # pynetdicom reads the Move Originator of each sub-operation from the AE's title after
+        # the destination and count have been yielded (see ListenerAE).
+        for _ in range(2):
+            first = next(updates, _DONE)
+            if first is _DONE:
+                return
+            yield first
+        with ae.acting_as(request.calling_aet):
+            yield from updates
 
     def on_c_get(event: Any) -> Iterator[Any]:
         try:

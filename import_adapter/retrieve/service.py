@@ -78,6 +78,7 @@ from common.status import (
     retrieve_status_for_error,
     too_many_instances_status,
 )
+from import_adapter.listener_ae import CALLING_AE_TITLE
 from import_adapter.query.model import InformationModel, Level
 from import_adapter.query.translate import QidoSearch, attribute_id, tag_id
 from import_adapter.retrieve.fetch import Fetched, FetchFailure, FetchOutcome, Prefetcher
@@ -119,9 +120,9 @@ class RetrieveSettings:
             65535); a larger request is refused with
             :func:`common.status.too_many_instances_status` (0xA701) before anything is sent.
         calling_aet: the calling AE title of the associations to move destinations opened by
-            :meth:`RetrieveService.move_direct` (``--dimse_cmove_aet``; empty: the listener's
-            AE title, ``--dimse_aet``). C-MOVEs that pynetdicom serves (proposed with C-GET on
-            one association) always use the listener's AE title.
+            C-MOVE (``--dimse_cmove_aet``; empty: the listener's AE title, ``--dimse_aet``),
+            on either engine (pynetdicom's through
+            :class:`import_adapter.listener_ae.ListenerAE`).
     """
 
     page_size: int = 1000
@@ -469,6 +470,8 @@ class RetrieveService:
             }
             if peer.tls is not None:  # the destination's AET dictionary entry asks for DICOM TLS
                 options["tls_args"] = pynetdicom_tls_args(peer.tls, peer.host)
+            if self._settings.calling_aet:  # --dimse_cmove_aet (see ListenerAE)
+                options[CALLING_AE_TITLE] = self._settings.calling_aet
             yield peer.host, peer.port, options
             if failure is not None or job is None:
                 # pynetdicom has no way to fail before the sub-operation count; one failed

@@ -1,9 +1,8 @@
 """C-MOVE on the fast DIMSE engine: movescu, the C-MOVE calling AE title, C-FIND beside C-MOVE.
 
 The destination is a pynetdicom storage SCP that records the calling AE title of the
-association each instance came on and the Move Originator of each C-STORE. Only the fast
-engine honours ``--dimse_cmove_aet`` (pynetdicom calls as the listener's AE title), so seeing
-it at the destination shows which engine served the C-MOVE.
+association each instance came on and the Move Originator of each C-STORE. Whichever engine
+serves the C-MOVE, the destination must be called as ``--dimse_cmove_aet``.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelMove,
 )
 
+from common.dimse.fast.scp import AcceptorAssociation
 from import_adapter.app import ImportAdapter
 from tests.integration.qr_support import ADAPTER_AET, LOCALHOST, ScriptedStoreSCP, start_adapter
 from tests.support import dcmtk
@@ -112,19 +112,23 @@ def test_find_and_move_on_one_fast_association(
     assert set(recorder.originators) == {("QRSCU", 11)}
 
 
-def test_move_beside_get_stays_with_pynetdicom(
+def test_move_beside_get_is_served_by_pynetdicom_with_the_cmove_aet(
     adapter: ImportAdapter, recorder: ScriptedStoreSCP, corpus: list[SampleInstance]
 ) -> None:
-    """C-GET needs role selection: pynetdicom serves the association, as the listener's AE."""
+    """C-GET needs role selection: pynetdicom serves the association, still as --dimse_cmove_aet."""
     ae = AE(ae_title="QRSCU")
     ae.add_requested_context(MOVE)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
     assoc = ae.associate(LOCALHOST, adapter.server.port, ae_title=ADAPTER_AET)
     assert assoc.is_established
     try:
+        serving = adapter.server.active_associations
         statuses = [status for status, _ in assoc.send_c_move(
-            _study(corpus[0].study_uid), "RECORDER", MOVE)]
+            _study(corpus[0].study_uid), "RECORDER", MOVE, msg_id=12)]
     finally:
         assoc.release()
+    assert serving and not any(isinstance(a, AcceptorAssociation) for a in serving)
     assert int(statuses[-1].Status) == 0x0000
-    assert set(recorder.callers) == {ADAPTER_AET}
+    assert sorted(recorder.received) == sorted(s.sop_instance_uid for s in corpus)
+    assert set(recorder.callers) == {CMOVE_AET}
+    assert set(recorder.originators) == {("QRSCU", 12)}
