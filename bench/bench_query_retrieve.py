@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from import_adapter.query.service import QuerySettings
 from tests.integration.qr_support import ADAPTER_AET, LOCALHOST, start_adapter
 from tests.support import dcmtk
 from tests.support.dcmtk import StoreSCP
@@ -63,7 +64,7 @@ def main() -> int:
             orthanc.upload_all([s.path for s in small + big])
             adapter = start_adapter(
                 orthanc.dicomweb_url,
-                page_size=1000,
+                page_size=QuerySettings().page_size,  # the CLI's defaults
                 prefetch=16,
                 destinations=[("BENCHSCP", LOCALHOST, scp.port)],
             )

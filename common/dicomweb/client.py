@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol, TypeVar
@@ -51,7 +53,7 @@ class DicomwebApi(Protocol):
         ...
 
     def search(
-        self, resource: Sequence[str], query: Query, *, page_size: int = ...
+        self, resource: Sequence[str], query: Query, *, page_size: int = ..., parallel: int = ...
     ) -> Iterator[dict[str, Any]]:
         """QIDO-RS, yielding DICOM JSON results across all pages."""
         ...
@@ -162,22 +164,43 @@ class DicomwebClient:
     # -- QIDO-RS ------------------------------------------------------------------------------
 
     def search(
-        self, resource: Sequence[str], query: Query, *, page_size: int = 1000
+        self, resource: Sequence[str], query: Query, *, page_size: int = 1000, parallel: int = 1
     ) -> Iterator[dict[str, Any]]:
         """QIDO-RS ``{root}/{resource}?query``, paging with ``limit``/``offset`` until done.
 
-        Results are yielded as each page arrives. A server that ignores ``limit`` (returns more
-        than asked) is taken to have returned everything.
+        Results are yielded in order as each page arrives. A server that ignores ``limit``
+        (returns more than asked) is taken to have returned everything.
+
+        Args:
+            resource: the path below the root (``studies``, ``studies/{uid}/series``...).
+            query: the search parameters, without ``limit``/``offset``.
+            page_size: the ``limit`` of each page.
+            parallel: pages requested at once. The first page is always requested alone, so a
+                search that fits in one page costs one request; once it comes back full, up to
+                ``parallel`` further pages are in flight while results are consumed, and at
+                most ``parallel - 1`` requests past the last page are wasted. A store that
+                builds each result (Orthanc reads every study from disk) answers a large
+                search up to ``parallel`` times sooner.
         """
-        offset = 0
-        while True:
+
+        def page_at(offset: int) -> list[dict[str, Any]]:
             page_query = [*query, ("limit", str(page_size)), ("offset", str(offset))]
             url = self.address.url(*resource, query=page_query)
-            page = self._with_retry(partial(self._get_json, url), f"QIDO-RS {resource}")
-            yield from page
-            if len(page) != page_size:
-                return
-            offset += len(page)
+            return self._with_retry(partial(self._get_json, url), f"QIDO-RS {resource}")
+
+        page = page_at(0)
+        yield from page
+        if len(page) != page_size:
+            return
+        if parallel <= 1:
+            offset = page_size
+            while True:
+                page = page_at(offset)
+                yield from page
+                if len(page) != page_size:
+                    return
+                offset += page_size
+        yield from _pages_ahead(page_at, page_size, parallel)
 
     def _get_json(self, url: str) -> list[dict[str, Any]]:
         response = self._send("GET", url, {"Accept": DICOM_JSON})
@@ -235,3 +258,25 @@ class DicomwebClient:
 def _chunks(response: Response) -> Iterator[bytes]:
     with translate_stream_errors(response.url or ""):
         yield from response.stream(_STREAM_CHUNK)
+
+
+def _pages_ahead(
+    page_at: Callable[[int], list[dict[str, Any]]], page_size: int, parallel: int
+) -> Iterator[dict[str, Any]]:
+    """The results of pages 2, 3, ... with ``parallel`` of them requested ahead, in order."""
+    pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="qido-page")
+    pending: deque[Future[list[dict[str, Any]]]] = deque()
+    offset = page_size
+    try:
+        while True:
+            while len(pending) < parallel:
+                pending.append(pool.submit(page_at, offset))
+                offset += page_size
+            page = pending.popleft().result()
+            yield from page
+            if len(page) != page_size:
+                return
+    finally:
+        # Pages past the end, or not wanted any more (C-CANCEL, association gone): requests
+        # not started are dropped; one in flight ends on its own, its result unused.
+        pool.shutdown(wait=False, cancel_futures=True)

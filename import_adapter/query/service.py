@@ -58,13 +58,16 @@ class QuerySettings:
     Attributes:
         retrieve_aet: the AE title put in RetrieveAETitle (where matches can be moved from).
         page_size: QIDO ``limit`` per page; results are paged with ``offset`` until done.
+        parallel_pages: pages requested at once after a full first page (see
+            :meth:`common.dicomweb.client.DicomwebClient.search`).
         fuzzy_matching: ask the store for fuzzy matching of person names.
         max_results: the most matches one C-FIND returns (0 = no limit); past it the query
             ends with :func:`common.status.too_many_matches_status` (0xA700).
     """
 
     retrieve_aet: str = "IMPORTADAPTER"
-    page_size: int = 1000
+    page_size: int = 200
+    parallel_pages: int = 2
     fuzzy_matching: bool = False
     max_results: int = 0
 
@@ -181,9 +184,12 @@ class FindService:
         key = plan.unique_key if not plan.group_patients else None
         for search in plan.searches:
             for item in self._client.search(
-                search.resource, search.query, page_size=self._settings.page_size
+                search.resource,
+                search.query,
+                page_size=self._settings.page_size,
+                parallel=self._settings.parallel_pages,
             ):
-                found = dataset_from_json(item)
+                found = dataset_from_json(item, plan.result_keys)
                 if not sequence_filters_match(found, plan.request):
                     continue
                 if key is not None and len(plan.searches) > 1:

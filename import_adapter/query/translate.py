@@ -107,6 +107,8 @@ class FindPlan:
         group_patients: PATIENT level: results are studies, grouped into distinct patients.
         count_patient_studies: the SCU asked for NumberOfPatientRelated* counts, so all
             studies must be seen before a patient can be answered.
+        result_keys: the attributes of a QIDO result the answer needs (DICOM JSON keys);
+            the others a store returns by default are not even converted. None: all.
     """
 
     level: Level
@@ -115,6 +117,7 @@ class FindPlan:
     unique_key: int
     group_patients: bool = False
     count_patient_studies: bool = False
+    result_keys: frozenset[str] | None = None
 
 
 def _values(element: DataElement) -> list[str]:
@@ -208,6 +211,8 @@ def build_find_plan(
                 in_path = None
             searches.append(QidoSearch(_resource(level, study, in_path), tuple(query)))
     unique = dict.fromkeys(searches)  # a repeated UID must not search twice
+    needed = [tag_id(element.tag) for element in elements]
+    needed += [tag_id(level.unique_key), *include]
     return FindPlan(
         level=level,
         searches=tuple(unique),
@@ -215,6 +220,7 @@ def build_find_plan(
         unique_key=level.unique_key,
         group_patients=group,
         count_patient_studies=count,
+        result_keys=frozenset(needed),
     )
 
 
@@ -268,10 +274,14 @@ def _clean_element(element: Any) -> dict[str, Any] | None:
     return clean
 
 
-def _clean_dataset(data: Mapping[str, Any]) -> dict[str, Any]:
+def _clean_dataset(
+    data: Mapping[str, Any], keys: frozenset[str] | None = None
+) -> dict[str, Any]:
     cleaned: dict[str, Any] = {}
     for key, element in data.items():
         if not isinstance(key, str) or len(key) != 8:
+            continue
+        if keys is not None and key.upper() not in keys:
             continue
         try:
             int(key, 16)
@@ -283,26 +293,27 @@ def _clean_dataset(data: Mapping[str, Any]) -> dict[str, Any]:
     return cleaned
 
 
-def _no_bulk_data(*_args: Any) -> bytes:
-    return b""
-
-
-def dataset_from_json(data: Mapping[str, Any]) -> Dataset:
+def dataset_from_json(data: Mapping[str, Any], keys: frozenset[str] | None = None) -> Dataset:
     """A Dataset from one QIDO-RS result, tolerating the odd forms stores return.
 
-    Elements that cannot be read even after cleaning are dropped (and logged at debug level).
+    Args:
+        data: the DICOM JSON object.
+        keys: the attributes to keep (uppercase DICOM JSON keys, ``"0020000D"``); None: all.
+
+    Elements that cannot be read even after cleaning are dropped (and logged at debug level);
+    bulk data URIs become empty values (pydicom's behaviour without a bulk data handler).
     """
-    cleaned = _clean_dataset(data)
+    cleaned = _clean_dataset(data, keys)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            return Dataset.from_json(cleaned, bulk_data_uri_handler=_no_bulk_data)
+            return Dataset.from_json(cleaned)
         except Exception:  # one bad element: read them one by one and drop the bad ones
             LOG.debug("QIDO result not readable as a whole; reading element by element")
         ds = Dataset()
         for key, element in cleaned.items():
             try:
-                ds.update(Dataset.from_json({key: element}, bulk_data_uri_handler=_no_bulk_data))
+                ds.update(Dataset.from_json({key: element}))
             except Exception as exc:
                 LOG.debug("dropping unreadable element %s from a QIDO result: %s", key, exc)
         return ds
@@ -318,13 +329,17 @@ def _empty(tag: BaseTag, vr: str) -> DataElement:
 def _project_sequence(found: DataElement, asked: DataElement) -> DataElement:
     template = asked.value[0] if asked.value else None
     if template is None or len(template) == 0:
-        return copy.deepcopy(found)  # universal sequence matching: the whole sequence
+        return found  # universal sequence matching: the whole sequence
     items = Sequence([project_keys(item, template) for item in found.value or []])
     return DataElement(found.tag, "SQ", items)
 
 
 def project_keys(found: Dataset, request: Dataset) -> Dataset:
-    """The elements of ``request`` with the values of ``found`` (empty where it has none)."""
+    """The elements of ``request`` with the values of ``found`` (empty where it has none).
+
+    The result shares its elements with ``found`` (a QIDO result converted for this one
+    response): copying each element cost more than the rest of a response together.
+    """
     out = Dataset()
     for asked in request:
         tag = asked.tag
@@ -335,7 +350,7 @@ def project_keys(found: Dataset, request: Dataset) -> Dataset:
             if asked.VR == "SQ" and element.VR == "SQ":
                 out.add(_project_sequence(element, asked))
             else:
-                out.add(copy.deepcopy(element))
+                out.add(element)
         else:
             vr = asked.VR if asked.VR and "or" not in asked.VR else _dictionary_vr(tag)
             out.add(_empty(tag, vr))

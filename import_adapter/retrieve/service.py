@@ -113,6 +113,8 @@ class RetrieveSettings:
 
     Attributes:
         page_size: QIDO ``limit`` per page when listing instances.
+        parallel_pages: pages requested at once after a full first page (see
+            :meth:`common.dicomweb.client.DicomwebClient.search`).
         prefetch: instances fetched ahead of the one being sent (bounds memory and disk).
         spool_dir: where fetched instances are written (None: the system temp directory).
         max_pdu_size: the largest PDU we accept on associations to move destinations.
@@ -125,7 +127,8 @@ class RetrieveSettings:
             :class:`import_adapter.listener_ae.ListenerAE`).
     """
 
-    page_size: int = 1000
+    page_size: int = 200
+    parallel_pages: int = 2
     prefetch: int = 8
     spool_dir: Path | None = None
     max_pdu_size: int = 0
@@ -245,7 +248,10 @@ class RetrieveService:
         instances: dict[str, InstanceRef] = {}
         for search in searches:
             for item in self._client.search(
-                search.resource, search.query, page_size=self._settings.page_size
+                search.resource,
+                search.query,
+                page_size=self._settings.page_size,
+                parallel=self._settings.parallel_pages,
             ):
                 ref = instance_ref(item)
                 if ref is not None:

@@ -186,8 +186,8 @@ class FakeClient:
         self.error = error
         self.searches: list[tuple[Sequence[str], Any, int]] = []
 
-    def search(self, resource: Sequence[str], query: Any, *, page_size: int = 1000
-               ) -> Iterator[dict[str, Any]]:
+    def search(self, resource: Sequence[str], query: Any, *, page_size: int = 1000,
+               parallel: int = 1) -> Iterator[dict[str, Any]]:
         self.searches.append((resource, list(query), page_size))
         if self.error is not None:
             raise self.error

@@ -44,7 +44,7 @@ class Client:
         self.error = error
 
     def search(
-        self, resource: Sequence[str], query: Any, *, page_size: int = 0
+        self, resource: Sequence[str], query: Any, *, page_size: int = 0, parallel: int = 1
     ) -> Iterator[dict[str, Any]]:
         if self.error is not None:
             raise self.error

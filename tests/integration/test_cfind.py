@@ -228,3 +228,41 @@ def test_dicomweb_down_is_unable_to_process(tmp_path: Path) -> None:
         adapter.stop()
     assert ours == []
     assert "unabletoprocess" in (result.stdout + result.stderr).lower()  # 0xC000
+
+
+def test_pynetdicom_served_find_answers_as_the_fast_engine(
+    pair: Pair, data: dict[str, list[SampleInstance]], adapter_port: int, tmp_path: Path
+) -> None:
+    """C-FIND beside C-GET goes to pynetdicom; findscu's goes to our engine: same answers."""
+    from pydicom.dataset import Dataset
+    from pynetdicom import AE
+    from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+        StudyRootQueryRetrieveInformationModelFind,
+        StudyRootQueryRetrieveInformationModelGet,
+    )
+
+    keys = ["0008,0052=SERIES", "0020,000E", "0008,0060", "0020,1209"]
+    fast, result = find_matches(adapter_port, keys, tmp_path)
+    assert result.returncode == 0, result.stderr
+    ae = AE(ae_title="PYSCU")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    assoc = ae.associate(LOCALHOST, adapter_port, ae_title=ADAPTER_AET)
+    assert assoc.is_established
+    query = Dataset()
+    query.QueryRetrieveLevel = "SERIES"
+    query.SeriesInstanceUID = ""
+    query.Modality = ""
+    query.NumberOfSeriesRelatedInstances = ""
+    try:
+        answers = [identifier for status, identifier in assoc.send_c_find(
+            query, StudyRootQueryRetrieveInformationModelFind) if status.Status == 0xFF00]
+    finally:
+        assoc.release()
+
+    def by_series(found: list[pydicom.Dataset]) -> dict[str, tuple[str, int]]:
+        return {str(r.SeriesInstanceUID): (str(r.Modality), int(r.NumberOfSeriesRelatedInstances))
+                for r in found}
+
+    assert len(fast) > 7  # more than one page on both paths
+    assert by_series(answers) == by_series(fast)

@@ -81,7 +81,8 @@ class FakeStore:
         self.instances = instances
         self.fail = fail
 
-    def search(self, resource: Sequence[str], query: Any, *, page_size: int = 10) -> Iterator[
+    def search(self, resource: Sequence[str], query: Any, *, page_size: int = 10,
+               parallel: int = 1) -> Iterator[
         dict[str, Any]
     ]:
         uid = dict(query)["SOPInstanceUID"]
