@@ -88,8 +88,12 @@ def resolve_aet_dictionary(path: Path | None, inline: str | None) -> AetDictiona
 @option("aet_dictionary_inline", help="C-MOVE destinations as inline JSON (same format).")
 @option("fuzzy_matching", is_flag=True, default=False,
         help="Ask the DICOMweb store for fuzzy matching of person names in C-FIND.")
-@option("qido_page_size", type=click.IntRange(1, 100000), default=1000, show_default=True,
-        help="QIDO-RS results per page (limit); pages are fetched with offset until done.")
+@option("qido_page_size", type=click.IntRange(1, 100000), default=200, show_default=True,
+        help="QIDO-RS results per page (limit); pages are fetched with offset until done. "
+             "Smaller pages give a C-FIND its first matches sooner.")
+@option("qido_parallel_pages", type=click.IntRange(1, 16), default=2, show_default=True,
+        help="QIDO-RS pages of one C-FIND or C-MOVE/C-GET listing requested at once, once "
+             "the first page came back full (1 = one page after another).")
 @option("retrieve_prefetch", type=click.IntRange(1, 1000), default=8, show_default=True,
         help="Instances fetched with WADO-RS ahead of the C-STORE being sent (C-MOVE/C-GET).")
 @option("metrics_port", type=click.IntRange(0, 65535), default=0, show_default=True,
@@ -121,6 +125,7 @@ def command(**params: Any) -> int:
             max_associations_per_aet=params["max_associations_per_aet"],
             max_pending_connections=params["max_pending_connections"],
             max_instance_size=params["max_instance_size_mb"] << 20,
+            min_receive_rate=params["min_receive_rate"],
             tls=listener_tls(params),
         ),
         dicomweb=address,
@@ -137,11 +142,13 @@ def command(**params: Any) -> int:
         query=QuerySettings(
             retrieve_aet=params["dimse_aet"],
             page_size=params["qido_page_size"],
+            parallel_pages=params["qido_parallel_pages"],
             fuzzy_matching=params["fuzzy_matching"],
             max_results=params["max_cfind_results"],
         ),
         retrieve=RetrieveSettings(
             page_size=params["qido_page_size"],
+            parallel_pages=params["qido_parallel_pages"],
             prefetch=params["retrieve_prefetch"],
             spool_dir=params["spool_dir"],
             max_pdu_size=params["max_pdu_size"],

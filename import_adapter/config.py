@@ -8,6 +8,7 @@ from pathlib import Path
 from common.auth import AuthConfig
 from common.dicomweb.address import DicomwebAddress
 from common.dimse.aet_dictionary import AetDictionary
+from common.dimse.pdu_guard import DEFAULT_MIN_RECEIVE_RATE
 from common.dimse.tls import TlsSettings
 from common.health import HealthConfig
 from common.http import HttpSettings
@@ -30,17 +31,20 @@ class DimseServerConfig:
         port: the TCP port to listen on.
         bind_address: the interface to listen on.
         max_associations: associations served at once; more are rejected (transient).
-        max_pdu_size: the largest PDU we accept (0 = unlimited); a longer one aborts the
-            association (fast engine).
+        max_pdu_size: the Maximum Length Received we announce (0 = unlimited); a longer
+            P-DATA-TF aborts the association (both engines).
         acse_timeout: seconds to wait for association messages; the whole association request
             (and the TLS handshake) must arrive within it.
-        dimse_timeout: seconds to wait for DIMSE messages.
+        dimse_timeout: seconds to wait for each part of a DIMSE message once it started: the
+            slack of ``min_receive_rate`` (:class:`common.dimse.pdu_guard.TransferPace`).
         network_timeout: seconds an association may stay idle before it is aborted.
         max_associations_per_aet: associations one calling AE title may have open at once
             (0 = no limit beyond ``max_associations``); more are rejected (transient).
         max_pending_connections: connections that have not yet sent their association request;
             beyond it new connections are closed at once (a connect flood cannot pile up).
         max_instance_size: the largest C-STORE dataset accepted, in bytes (0 = unlimited).
+        min_receive_rate: bytes per second a PDU or DIMSE message must average once started
+            (0: no floor, only ``dimse_timeout`` per read); slower peers are aborted.
         tls: DICOM TLS for the listener (None: plain TCP).
     """
 
@@ -55,6 +59,7 @@ class DimseServerConfig:
     max_associations_per_aet: int = 0
     max_pending_connections: int = 256
     max_instance_size: int = 0
+    min_receive_rate: int = DEFAULT_MIN_RECEIVE_RATE
     tls: TlsSettings | None = None
 
 

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from common.cli.options import option
+from common.dimse.pdu_guard import DEFAULT_MIN_RECEIVE_RATE
 from common.dimse.tls import TlsSettings, server_context
 from common.errors import ConfigError
 from import_adapter.access import AccessPolicy, Service, load_access_policy
@@ -70,7 +71,12 @@ def security_options(func: F) -> F:
         option("max_instance_size_mb", type=click.IntRange(0, 1 << 20), default=0,
                show_default=True,
                help="Largest C-STORE dataset accepted, in MiB (0 = no limit); larger ones get "
-                    "0xA700."),
+                    "0xA700 (associations served by pynetdicom: A-ABORT while receiving)."),
+        option("min_receive_rate", type=click.IntRange(0, 1 << 30),
+               default=DEFAULT_MIN_RECEIVE_RATE, show_default=True,
+               help="Bytes per second a PDU or DIMSE message must average once its first byte "
+                    "arrived, with --dimse_timeout of slack (a pause up to it is fine); a "
+                    "slower peer (slow loris) is aborted. 0 = no floor."),
         option("max_cfind_results", type=click.IntRange(0, 10_000_000), default=0,
                show_default=True,
                help="Most matches one C-FIND returns (0 = no limit); then 0xA700."),

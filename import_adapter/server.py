@@ -1,4 +1,4 @@
-"""The DIMSE listener: the fast engine for storage, verification and C-MOVE; pynetdicom else.
+"""The DIMSE listener: the fast engine for storage, verification, C-FIND, C-MOVE; pynetdicom else.
 
 Services contribute presentation contexts and event handlers (:class:`DimseService`); the server
 sets the association policy (called AE title, limits, timeouts, ``TCP_NODELAY``), receives
@@ -6,13 +6,14 @@ C-STORE datasets straight to spool files, and drains on shutdown.
 
 pynetdicom's server accepts the connections. Each one is then peeked at (``MSG_PEEK``: nothing
 is consumed) until its A-ASSOCIATE-RQ is complete. A request that proposes only Verification,
-storage-like and C-MOVE SOP classes, without extended negotiation, is served by
-:mod:`common.dimse.fast` in that connection's thread (C-MOVE only when a service supplies a
-:data:`FastMoveHandler` and the access policy lets the requester retrieve); any other (C-FIND,
-C-GET, storage commitment, role selection, user identity...) goes, untouched, to pynetdicom
-exactly as before. Both engines call the same event handlers
-(:mod:`import_adapter.fast_bridge`), so there is one C-STORE handler; C-MOVE has one retrieval
-core behind its two front ends (:mod:`import_adapter.retrieve`).
+storage-like, C-FIND and C-MOVE SOP classes, without extended negotiation, is served by
+:mod:`common.dimse.fast` in that connection's thread (C-FIND and C-MOVE only when a service
+supplies a :data:`FastFindHandler` / :data:`FastMoveHandler` and the access policy lets the
+requester query / retrieve); any other (C-GET, storage commitment, role selection, user
+identity...) goes, untouched, to pynetdicom exactly as before. Both engines call the same event
+handlers (:mod:`import_adapter.fast_bridge`), so there is one C-STORE handler; C-FIND and
+C-MOVE each have one core behind their two front ends (:mod:`import_adapter.query`,
+:mod:`import_adapter.retrieve`).
 
 With DICOM TLS the connection's thread first completes the handshake (under the ACSE timeout:
 pynetdicom would do it in the accepting thread, where one silent client stalls every other),
@@ -22,7 +23,11 @@ TLS cannot be peeked at.
 Before either engine sees a request, the listener applies what holds for both: connections
 still waiting for their request are bounded, the access policy
 (:mod:`import_adapter.access`) rejects requesters that may use nothing, and the total and
-per-calling-AE association limits reject (transient) what is over them.
+per-calling-AE association limits reject (transient) what is over them. Afterwards both engines
+enforce the same limits on what the peer sends and how slowly (:mod:`common.dimse.pdu_guard`):
+the fast engine as it parses, pynetdicom through a read guard on the socket it is handed
+(:class:`common.dimse.sockets.ReadGuard`), which aborts the association at the first PDU,
+message or C-STORE dataset over its limit or its deadline.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import ssl
 import tempfile
 import threading
 import time
@@ -67,11 +73,11 @@ from common.dimse.fast.scp import (
     receive_associate_rq,
 )
 from common.dimse.fast.transport import DimseProtocolError, abort_pdu
-from common.dimse.sockets import SOCKET_HANDLERS
-from common.dimse.tls import server_context, server_handshake
+from common.dimse.pdu_guard import PduGuard, PduLimits
+from common.dimse.sockets import SOCKET_HANDLERS, GuardedSocket, ReadGuard
+from common.dimse.tls import ReplayableSSLSocket, server_context, server_handshake
 from common.errors import ConfigError
 from common.lifecycle import Lifecycle
-from common.status import instance_too_large_status
 from import_adapter.access import AccessPolicy, Service, guard_handlers
 from import_adapter.config import DimseServerConfig
 from import_adapter.fast_bridge import PynetdicomHandlerBridge
@@ -116,8 +122,7 @@ class DimseService:
             denies ``access`` (for requests whose handler protocol cannot answer 0x0124 first).
         fast_move: serves C-MOVE on the fast engine (its contexts among ``contexts`` are the
             MOVE SOP classes); None: C-MOVE stays with pynetdicom.
-        fast_find: serves C-FIND on the fast engine, on associations that propose C-MOVE too
-            (DCMTK's movescu proposes both); associations for C-FIND alone stay with pynetdicom.
+        fast_find: serves C-FIND on the fast engine; None: C-FIND stays with pynetdicom.
     """
 
     name: str
@@ -250,6 +255,11 @@ class DimseServer:
             network_timeout=config.network_timeout,
             max_instance_size=config.max_instance_size,
             served_syntaxes={**move_syntaxes, **find_syntaxes},
+            min_receive_rate=config.min_receive_rate,
+        )
+        # What associations handed to pynetdicom may send (it announces max_pdu_size too).
+        self._limits = PduLimits(
+            max_receive=config.max_pdu_size, max_instance_size=config.max_instance_size
         )
         self._lock = threading.Lock()
         self._fast: set[AcceptorAssociation] = set()
@@ -282,29 +292,10 @@ class DimseServer:
         handlers.append((evt.EVT_CONN_OPEN, self._restrict_contexts))
         for service in self._services:
             service_handlers = list(service.handlers)
-            if service.access is Service.STORE:
-                service_handlers = self._size_guard(service_handlers)
             if service.access is not None:
                 service_handlers = guard_handlers(service_handlers, service.access, self._access)
             handlers += service_handlers
         return handlers
-
-    def _size_guard(self, handlers: list[Handler]) -> list[Handler]:
-        """C-STOREs received by pynetdicom beyond the instance size limit get 0xA700.
-
-        The fast engine refuses them while receiving; pynetdicom has written the file by the
-        time a handler runs, so this bounds what is forwarded, not what was received.
-        """
-        limit = self._config.max_instance_size
-        if not limit:
-            return handlers
-        guarded: list[Handler] = []
-        for item in handlers:
-            if item[0] is evt.EVT_C_STORE:
-                guarded.append((item[0], _size_limited(item[1], limit), *item[2:]))
-            else:
-                guarded.append(item)
-        return guarded
 
     def _restrict_contexts(self, event: Any) -> None:
         """EVT_CONN_OPEN (pynetdicom): drop contexts the policy denies this requester."""
@@ -477,12 +468,12 @@ class DimseServer:
         over_limit = self._active_count() >= config.max_associations
         served = self._served_for(request, str(address[0]))
         if not over_limit and not fast_path_eligible(request, self._reserved, served):
-            sock.settimeout(None)  # pynetdicom sets its own timeouts per wait
+            guarded = self._guarded(sock, request, address)
             with self._lock:
                 self._handed_on[(str(address[0]), int(address[1]))] = (
                     request.calling_ae_title.strip()
                 )
-            return sock
+            return guarded
         local = sock.getsockname()
         assoc = AcceptorAssociation(
             sock, (address[0], address[1]), (local[0], local[1]), self._policy, self._bridge
@@ -496,6 +487,29 @@ class DimseServer:
                 self._fast.discard(assoc)
         return None
 
+    def _guarded(
+        self, sock: socket.socket, request: AssociateRequest, address: Any
+    ) -> socket.socket:
+        """``sock`` for pynetdicom, its reads under a fresh PDU guard.
+
+        Between guarded reads the socket times out after the network timeout, which bounds a
+        send to a peer that stopped reading (pynetdicom's sockets otherwise block forever).
+        """
+        config = self._config
+        guard = ReadGuard(
+            PduGuard(self._limits, self._policy.pace),
+            f"{request.calling_ae_title.strip() or '-'}@{address[0]}:{address[1]}",
+            resting_timeout=config.network_timeout,
+        )
+        if isinstance(sock, ReplayableSSLSocket):
+            sock.read_guard = guard
+        elif isinstance(sock, ssl.SSLSocket):  # the listener's context makes Replayable ones
+            raise TypeError("a TLS socket not made by common.dimse.tls.server_context")
+        else:
+            sock = GuardedSocket.adopt(sock, guard)
+        sock.settimeout(config.network_timeout)
+        return sock
+
     def _allowed(self, service: DimseService | None, calling_aet: str, host: str) -> bool:
         return service is not None and (
             service.access is None or self._access.allows(service.access, calling_aet, host)
@@ -504,19 +518,18 @@ class DimseServer:
     def _served_for(self, request: AssociateRequest, host: str) -> frozenset[str]:
         """The Q/R classes the fast engine may serve this request.
 
-        C-MOVE when the policy lets the requester retrieve (a denied one goes to pynetdicom,
-        which refuses C-MOVE at negotiation); C-FIND as well when the request proposes C-MOVE
-        and the requester may query. Associations for C-FIND alone stay with pynetdicom.
+        C-MOVE and C-FIND, each when the request proposes it and the policy lets the requester
+        use it; a requester denied one goes to pynetdicom, which refuses it at negotiation (or
+        answers it with Not Authorized).
         """
         calling = request.calling_ae_title.strip()
-        if not self._allowed(self._move_service, calling, host):
-            return frozenset()
         proposed = {cx.abstract_syntax for cx in request.contexts}
-        if not proposed & self._move_served:
-            return frozenset()
+        served: frozenset[str] = frozenset()
+        if proposed & self._move_served and self._allowed(self._move_service, calling, host):
+            served |= self._move_served
         if proposed & self._find_served and self._allowed(self._find_service, calling, host):
-            return self._move_served | self._find_served
-        return self._move_served
+            served |= self._find_served
+        return served
 
     def _fast_snapshot(self) -> list[AcceptorAssociation]:
         with self._lock:
@@ -603,22 +616,6 @@ def _reject_and_close(sock: socket.socket, pdu: bytes) -> None:
     except OSError:
         pass  # the peer is gone already
     _close(sock)
-
-
-def _size_limited(handler: Any, limit: int) -> Any:
-    def on_c_store(event: Any, *args: Any) -> Any:
-        path = getattr(event, "dataset_path", None)
-        try:
-            size = Path(path).stat().st_size if path is not None else 0
-        except OSError:
-            size = 0  # the handler reports the missing file itself
-        if size > limit:
-            LOG.warning("C-STORE from %s refused: instance larger than %d bytes",
-                        event.assoc.requestor.ae_title, limit)
-            return instance_too_large_status(limit).as_dataset()
-        return handler(event, *args)
-
-    return on_c_store
 
 
 def _abort_and_close(sock: socket.socket, error: DimseProtocolError) -> None:

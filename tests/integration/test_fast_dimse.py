@@ -14,6 +14,7 @@ import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
     Verification,
 )
 
@@ -132,9 +133,22 @@ def test_echoscu_and_wrong_called_ae(adapter: ImportAdapter) -> None:
     assert "Called AE Title Not Recognized" in rejected.stdout + rejected.stderr
 
 
-def test_query_associations_still_go_to_pynetdicom(adapter: ImportAdapter) -> None:
+def test_query_associations_are_served_by_the_fast_engine(adapter: ImportAdapter) -> None:
     ae = AE(ae_title="PYSCU")
     ae.add_requested_context(PatientRootQueryRetrieveInformationModelFind)
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", adapter.server.port, ae_title=IMPORT_AET)
+    try:
+        assert assoc.is_established
+        assert _fast_associations(adapter)
+        assert assoc.send_c_echo().Status == 0
+    finally:
+        assoc.release()
+
+
+def test_get_associations_still_go_to_pynetdicom(adapter: ImportAdapter) -> None:
+    ae = AE(ae_title="PYSCU")
+    ae.add_requested_context(PatientRootQueryRetrieveInformationModelGet)
     ae.add_requested_context(Verification)
     assoc = ae.associate("127.0.0.1", adapter.server.port, ae_title=IMPORT_AET)
     try:

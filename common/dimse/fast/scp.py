@@ -61,7 +61,6 @@ from common.dimse.fast.constants import (
     PDU_HEADER_LENGTH,
     VERIFICATION_SOP_CLASS,
     AbortReason,
-    AbortSource,
     CommandField,
     ContextResult,
     PduType,
@@ -75,11 +74,12 @@ from common.dimse.fast.transport import (
     PduStream,
     PeerAbortedError,
     ReleaseRequestedError,
-    abort_pdu,
+    acceptor_abort_pdu,
     max_pdv_data,
     pdata_pdus,
     release_pdu,
 )
+from common.dimse.pdu_guard import DEFAULT_MIN_RECEIVE_RATE, DeadlineExceededError, TransferPace
 from common.dimse.tls import ReplayableSSLSocket
 from common.errors import MalformedDatasetError
 from common.status import DimseStatus, instance_too_large_status
@@ -249,6 +249,8 @@ class AcceptorPolicy:
         acse_timeout / dimse_timeout / network_timeout: seconds (``None`` waits forever) for
             the association request (in total) and the release answer, for the rest of a
             message once it started, and for an idle association between messages.
+        min_receive_rate: bytes per second a PDU or message must average once started, with
+            ``dimse_timeout`` of slack (:class:`~common.dimse.pdu_guard.TransferPace`).
         max_instance_size: the largest C-STORE dataset accepted, in bytes (0 = unlimited). A
             larger one is not written: its remaining fragments are read and dropped and the
             C-STORE is answered with :func:`common.status.instance_too_large_status`; one
@@ -264,6 +266,12 @@ class AcceptorPolicy:
     network_timeout: float | None
     max_instance_size: int = 0
     served_syntaxes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    min_receive_rate: int = DEFAULT_MIN_RECEIVE_RATE
+
+    @property
+    def pace(self) -> TransferPace:
+        """How fast a PDU or DIMSE message must keep arriving once started (both engines)."""
+        return TransferPace(self.dimse_timeout, float(self.min_receive_rate))
 
 
 @dataclass(frozen=True)
@@ -387,7 +395,7 @@ class AcceptorAssociation:
         self._policy = policy
         self._handlers = handlers
         self._spool_dir = spool_dir
-        self._stream = PduStream(sock, policy.max_pdu_size)
+        self._stream = PduStream(sock, policy.max_pdu_size, policy.pace)
         self._send_lock = threading.Lock()
         self._closed = False
         # Shutdown: _busy is set while a request is being received or handled; a stop request
@@ -412,12 +420,7 @@ class AcceptorAssociation:
 
     def abort(self, reason: AbortReason = AbortReason.NOT_SPECIFIED) -> None:
         """Send an A-ABORT and close the connection (wakes the serving thread)."""
-        source = (
-            AbortSource.SERVICE_USER
-            if reason == AbortReason.NOT_SPECIFIED
-            else AbortSource.SERVICE_PROVIDER
-        )
-        self._send_final(abort_pdu(source, reason))
+        self._send_final(acceptor_abort_pdu(reason))
 
     def request_stop(self) -> None:
         """Ask the association to end at shutdown, after answering one more request.
@@ -612,6 +615,9 @@ class AcceptorAssociation:
                 self._set_busy(True)
                 self._sock.settimeout(policy.dimse_timeout)
                 command = decode_command_set(raw)
+                with contextlib.suppress(CommandSetError):  # refused below, if it matters
+                    if not command.has_dataset:
+                        self._stream.end_message()  # the request is complete
                 context = self.contexts.get(context_id)
                 if context is None:
                     raise DimseProtocolError(
@@ -657,6 +663,10 @@ class AcceptorAssociation:
             except DimseProtocolError as exc:
                 LOG.warning("%r: protocol error (%s); aborting", self, exc)
                 self._end_with_abort(exc.reason)
+            except DeadlineExceededError as exc:
+                LOG.warning("%r: %s (under %d bytes/s, or silent for %ss); aborting",
+                            self, exc, policy.min_receive_rate, policy.dimse_timeout)
+                self._end_with_abort(AbortReason.NOT_SPECIFIED)
             except TimeoutError:
                 LOG.warning("%r: no message within the timeout; aborting", self)
                 self._end_with_abort(AbortReason.NOT_SPECIFIED)
@@ -749,6 +759,7 @@ class AcceptorAssociation:
                 while self._stream.has_input():
                     context_id, raw = self._stream.read_command()
                     command = decode_command_set(raw)
+                    self._stream.end_message()
                     if command.command_field != CommandField.C_CANCEL_RQ:
                         raise DimseProtocolError(
                             "another request while a C-FIND/C-MOVE is in progress",

@@ -4,7 +4,9 @@ Every PDU is a 6-byte header (type, reserved, big endian length) and a body (PS3
 DIMSE message travels as PDV items inside P-DATA-TF PDUs: first the command set, then the
 dataset, each cut into fragments that fit the peer's Maximum Length Received, the last fragment
 of each flagged (PS3.8 E.2). The caller owns the socket's timeout: it sets the ACSE, DIMSE or
-idle timeout before each wait, so a stalled peer surfaces as :class:`TimeoutError`.
+idle timeout before each wait, so a stalled peer surfaces as :class:`TimeoutError`. Limits and
+the pace of a PDU or message once started are :mod:`common.dimse.pdu_guard`'s, shared with the
+associations pynetdicom serves.
 """
 
 from __future__ import annotations
@@ -18,13 +20,19 @@ from collections.abc import Callable
 from io import BufferedIOBase, RawIOBase
 
 from common.dimse.fast.constants import (
-    MAX_CONTROL_PDU_LENGTH,
     PDU_HEADER_LENGTH,
     PDV_HEADER_LENGTH,
     AbortReason,
     AbortSource,
     PduType,
     PdvControl,
+)
+from common.dimse.pdu_guard import (
+    MAX_COMMAND_SET_LENGTH,
+    DeadlineExceededError,
+    TransferClock,
+    TransferPace,
+    pdu_length_limit,
 )
 
 _PDU_HEADER = struct.Struct(">BBI")
@@ -38,8 +46,6 @@ _RECV_SIZE = 1 << 18
 UNLIMITED_PDV_DATA = (1 << 20) - PDV_HEADER_LENGTH
 #: How many bytes of fragments to gather into one ``sendall`` while streaming a file.
 _SEND_BATCH = 1 << 18
-#: A P-DATA-TF PDU longer than this is treated as garbage when we announced no limit.
-_MAX_UNLIMITED_PDU = 1 << 26
 
 
 def pending_bytes(sock: object) -> int:
@@ -47,8 +53,6 @@ def pending_bytes(sock: object) -> int:
     if isinstance(sock, ssl.SSLSocket):
         return int(sock.pending())
     return 0
-
-_KNOWN_PDU_TYPES = frozenset(int(t) for t in PduType)
 
 
 class ConnectionClosedError(ConnectionError):
@@ -95,6 +99,20 @@ def abort_pdu(source: AbortSource, reason: AbortReason = AbortReason.NOT_SPECIFI
     return _ABORT.pack(PduType.ABORT, 0, 4, 0, 0, source, reason)
 
 
+def acceptor_abort_pdu(reason: AbortReason) -> bytes:
+    """The A-ABORT we send as an acceptor.
+
+    From the service provider with a protocol ``reason``; from the service user when the reason
+    is ``NOT_SPECIFIED`` (timeouts, limits, shutdown: the reason field is then not significant).
+    """
+    source = (
+        AbortSource.SERVICE_USER
+        if reason == AbortReason.NOT_SPECIFIED
+        else AbortSource.SERVICE_PROVIDER
+    )
+    return abort_pdu(source, reason)
+
+
 def release_pdu(pdu_type: PduType) -> bytes:
     """An A-RELEASE-RQ or A-RELEASE-RP PDU (PS3.8 9.3.6-7)."""
     return _RELEASE.pack(pdu_type, 0, 4, 0)
@@ -130,12 +148,19 @@ class PduStream:
         deadline: a :func:`time.monotonic` time by which the current read must be complete
             (None: only the socket timeout applies). It bounds the whole read, so a peer that
             trickles one byte per timeout period (slow loris) is still dropped.
+        clock: the pace (:class:`~common.dimse.pdu_guard.TransferPace`) a PDU, and a DIMSE
+            message from :meth:`read_command` to :meth:`end_message`, must keep once their
+            first byte arrived; each read waits at most until its deadline.
     """
 
-    def __init__(self, sock: socket.socket, max_receive: int = 0) -> None:
+    def __init__(
+        self, sock: socket.socket, max_receive: int = 0, pace: TransferPace | None = None
+    ) -> None:
         self.sock = sock
         self.max_receive = max_receive
         self.deadline: float | None = None
+        self.clock = TransferClock(pace or TransferPace(None))
+        self._in_message = False
         self._buffer = bytearray()
         self._pos = 0
         # The P-DATA-TF body being walked PDV by PDV, and the offset of the next PDV.
@@ -151,24 +176,41 @@ class PduStream:
                 # Drop what has been consumed before growing the buffer.
                 del self._buffer[: self._pos]
                 self._pos = 0
-            if self.deadline is not None:
-                self._apply_deadline(self.deadline)
-            chunk = self.sock.recv(max(_RECV_SIZE, count - available))
+            self._apply_deadlines()
+            try:
+                chunk = self.sock.recv(max(_RECV_SIZE, count - available))
+            except TimeoutError:
+                if self.clock.running:  # the socket timeout was the clock's deadline
+                    raise DeadlineExceededError("PDU or message not complete in time") from None
+                raise
             if not chunk:
                 raise ConnectionClosedError("peer closed the connection")
+            self.clock.received(len(chunk), time.monotonic())
             self._buffer += chunk
             available += len(chunk)
         start = self._pos
         self._pos += count
         return bytes(self._buffer[start : self._pos])
 
-    def _apply_deadline(self, deadline: float) -> None:
-        remaining = deadline - time.monotonic()
+    def _apply_deadlines(self) -> None:
+        """Lower the socket timeout to what the deadline and the clock leave."""
+        now = time.monotonic()
+        remaining = self.clock.remaining(now)
+        if self.deadline is not None:
+            left = self.deadline - now
+            remaining = left if remaining is None else min(remaining, left)
+        if remaining is None:
+            return
         if remaining <= 0:
-            raise TimeoutError("deadline passed before the PDU was complete")
+            raise DeadlineExceededError("PDU or message not complete in time")
         timeout = self.sock.gettimeout()
         if timeout is None or timeout > remaining:
             self.sock.settimeout(remaining)
+
+    def end_message(self) -> None:
+        """The DIMSE message is complete: its clock stops (the next byte starts a new one)."""
+        self._in_message = False
+        self.clock.stop()
 
     def read_pdu(self) -> tuple[int, bytes]:
         """The next PDU's type and body.
@@ -176,22 +218,23 @@ class PduStream:
         Raises:
             ConnectionClosedError: the peer closed the connection.
             DimseProtocolError: an unknown PDU type, or an implausible length.
-            TimeoutError: the socket timeout expired.
+            TimeoutError: the socket timeout expired (:class:`DeadlineExceededError`: the
+                deadline, or the pace's, of a PDU or message in progress).
         """
         pdu_type, _reserved, length = _PDU_HEADER.unpack(self._read_exact(PDU_HEADER_LENGTH))
-        if pdu_type not in _KNOWN_PDU_TYPES:
+        limit = pdu_length_limit(pdu_type, self.max_receive)
+        if limit is None:
             raise DimseProtocolError(
                 f"unrecognised PDU type 0x{pdu_type:02X}", AbortReason.UNRECOGNIZED_PDU
             )
-        if pdu_type == PduType.P_DATA_TF:
-            limit = self.max_receive if self.max_receive else _MAX_UNLIMITED_PDU
-        else:
-            limit = MAX_CONTROL_PDU_LENGTH
         if length > limit:
             raise DimseProtocolError(
                 f"PDU of {length} bytes exceeds the limit", AbortReason.INVALID_PDU_PARAMETER_VALUE
             )
-        return pdu_type, self._read_exact(length)
+        body = self._read_exact(length)
+        if not self._in_message:
+            self.clock.stop()
+        return pdu_type, body
 
     def next_pdv(self) -> tuple[int, int, memoryview]:
         """The next PDV: presentation context ID, control header and data.
@@ -241,11 +284,19 @@ class PduStream:
     def read_command(self) -> tuple[int, bytes]:
         """The next command set: its presentation context ID and bytes.
 
+        A new DIMSE message starts: its clock runs from its first byte until
+        :meth:`end_message` (which :meth:`read_dataset` calls at the dataset's end; call it
+        for a command without a dataset).
+
         Raises:
-            DimseProtocolError: a dataset fragment came first, or fragments switched context.
+            DimseProtocolError: a dataset fragment came first, fragments switched context, or
+                the command set is implausibly long.
             (and whatever :meth:`next_pdv` raises)
         """
+        self.end_message()
+        self._in_message = True
         parts: list[memoryview] = []
+        size = 0
         context: int | None = None
         while True:
             context_id, control, data = self.next_pdv()
@@ -259,12 +310,19 @@ class PduStream:
                     AbortReason.INVALID_PDU_PARAMETER_VALUE,
                 )
             context = context_id
+            size += len(data)
+            if size > MAX_COMMAND_SET_LENGTH:
+                raise DimseProtocolError(
+                    "command set too long", AbortReason.INVALID_PDU_PARAMETER_VALUE
+                )
             parts.append(data)
             if control & PdvControl.LAST_FRAGMENT:
                 return context_id, b"".join(parts)
 
     def read_dataset(self, context_id: int, write: Callable[[memoryview], object]) -> int:
         """Pass each fragment of the dataset that follows a command to ``write``.
+
+        The message ends (:meth:`end_message`) with its last fragment.
 
         Returns:
             The number of dataset bytes.
@@ -288,6 +346,7 @@ class PduStream:
                 write(data)
                 total += len(data)
             if control & PdvControl.LAST_FRAGMENT:
+                self.end_message()
                 return total
 
     # -- writing ------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -12,8 +13,8 @@ from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu import P_DATA_TF
 
-from common.dimse.fast.commands import CStoreRq, decode_command_set
-from common.dimse.fast.constants import AbortReason, PduType
+from common.dimse.fast.commands import CEchoRq, CStoreRq, decode_command_set
+from common.dimse.fast.constants import AbortReason, PduType, PdvControl
 from common.dimse.fast.transport import (
     DimseProtocolError,
     PduStream,
@@ -24,6 +25,7 @@ from common.dimse.fast.transport import (
     pdata_pdus,
     release_pdu,
 )
+from common.dimse.pdu_guard import DeadlineExceededError, TransferPace
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 
@@ -148,3 +150,86 @@ def test_oversized_pdu_is_refused(pair: tuple[socket.socket, socket.socket]) -> 
 def test_max_pdv_data() -> None:
     assert max_pdv_data(16384) == 16378
     assert max_pdv_data(0) > 16384
+
+
+# -- the pace rule (common.dimse.pdu_guard) on the fast engine ---------------------------------
+
+
+def _trickle(sock: socket.socket, pieces: list[bytes], gap: float) -> threading.Thread:
+    def run() -> None:
+        for piece in pieces:
+            try:
+                sock.sendall(piece)
+            except OSError:
+                return
+            time.sleep(gap)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_tiny_pdus_trickled_inside_a_message_hit_the_deadline(
+    pair: tuple[socket.socket, socket.socket]
+) -> None:
+    """Each PDU well within the per-read timeout, the message never complete: cut all the same."""
+    a, b = pair
+    b.settimeout(1.0)  # the per-read timeout: never reached by the trickle
+    stream = PduStream(b, pace=TransferPace(0.6, 1000.0))
+    a.sendall(b"".join(pdata_pdus(1, CStoreRq(1, CT, "1.2.3").encode(), True, 1000)))
+    stream.read_command()
+    not_last = pdata_pdus(1, b"xx", False, 1)[0]  # a 1-byte fragment, not the last
+    _trickle(a, [not_last] * 100, 0.1)
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceededError):
+        stream.read_dataset(1, lambda _data: None)
+    assert time.monotonic() - started < 1.5
+
+
+def test_a_pdu_header_then_silence_hits_the_deadline(
+    pair: tuple[socket.socket, socket.socket]
+) -> None:
+    a, b = pair
+    b.settimeout(30.0)
+    stream = PduStream(b, pace=TransferPace(0.3, 1000.0))
+    a.sendall(b"\x04\x00\x00\x00\x01\x00")
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceededError):
+        stream.read_pdu()
+    assert time.monotonic() - started < 1.5
+
+
+def test_the_clock_stops_between_messages(pair: tuple[socket.socket, socket.socket]) -> None:
+    a, b = pair
+    b.settimeout(5.0)
+    stream = PduStream(b, pace=TransferPace(0.2, 1000.0))
+    echo = b"".join(pdata_pdus(1, CEchoRq(1).encode(), True, 1000))
+    a.sendall(echo)
+    stream.read_command()
+    stream.end_message()
+    assert not stream.clock.running
+    time.sleep(0.4)  # idle longer than the pace's patience: the idle timeout's business
+    a.sendall(echo)
+    stream.read_command()
+
+
+def test_a_steady_sender_is_not_cut(pair: tuple[socket.socket, socket.socket]) -> None:
+    a, b = pair
+    b.settimeout(5.0)
+    stream = PduStream(b, pace=TransferPace(0.3, 10_000.0))
+    a.sendall(b"".join(pdata_pdus(1, CStoreRq(1, CT, "1.2.3").encode(), True, 1000)))
+    stream.read_command()
+    pdus = pdata_pdus(1, b"x" * 40_000, False, 994)  # 1000-byte PDUs at ~20,000 bytes/s
+    _trickle(a, pdus, 0.05)
+    assert stream.read_dataset(1, lambda _data: None) == 40_000
+    assert not stream.clock.running
+
+
+def test_command_set_that_never_ends_is_refused(pair: tuple[socket.socket, socket.socket]) -> None:
+    a, b = pair
+    fragment = pdata_pdus(1, b"\0" * 16000, True, 16000)[0]
+    fragment = fragment[:11] + bytes([PdvControl.COMMAND]) + fragment[12:]  # never the last
+    _trickle(a, [fragment] * 10, 0)
+    b.settimeout(5.0)
+    with pytest.raises(DimseProtocolError, match="command set too long"):
+        PduStream(b).read_command()
