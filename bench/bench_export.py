@@ -109,8 +109,17 @@ def adapter_export(
         ]
         for future in futures:
             future.result(timeout=60)
-        wait_files(scp, len(samples))
+        # Done when the peer has confirmed every C-STORE, as Orthanc's synchronous push is.
+        # The adapter runs in this process: polling storescp's directory here (a glob and a
+        # stat of every file) would take the GIL from it, so its own counter is watched and the
+        # files are checked after the clock stops.
+        deadline = time.monotonic() + 600
+        while adapter.counters.snapshot().exported < len(samples):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {adapter.counters.snapshot()} after 600 s")
+            time.sleep(0.005)
         elapsed = time.perf_counter() - started
+        wait_files(scp, len(samples))
     finally:
         adapter.stop()
     counters = adapter.counters.snapshot()

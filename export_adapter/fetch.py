@@ -6,10 +6,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydicom.filereader import read_file_meta_info
-
-from common.dicom.part10 import dataset_offset
 from common.dicomweb.client import DicomwebApi
+from common.dimse.fast.meta import read_file_meta
 from common.errors import DicomwebHttpError, MalformedDatasetError
 from export_adapter.errors import InstanceNotFoundError
 from export_adapter.notification import InstanceRef
@@ -90,21 +88,15 @@ def describe_part10(path: Path, size: int, instance: InstanceRef) -> FetchedInst
     Raises:
         MalformedDatasetError: no usable file meta, or it names another instance.
     """
-    try:
-        offset = dataset_offset(path)
-        meta = read_file_meta_info(path)
-        fetched = FetchedInstance(
-            path=path,
-            size=size,
-            sop_class_uid=str(meta.MediaStorageSOPClassUID),
-            sop_instance_uid=str(meta.MediaStorageSOPInstanceUID),
-            transfer_syntax_uid=str(meta.TransferSyntaxUID),
-            dataset_offset=offset,
-        )
-    except MalformedDatasetError:
-        raise
-    except Exception as exc:  # pydicom raises several kinds for bad file meta
-        raise MalformedDatasetError(f"retrieved part has no usable file meta: {exc}") from exc
+    meta = read_file_meta(path)  # our reader: pydicom's builds a dataset for three UIDs
+    fetched = FetchedInstance(
+        path=path,
+        size=size,
+        sop_class_uid=meta.sop_class_uid,
+        sop_instance_uid=meta.sop_instance_uid,
+        transfer_syntax_uid=meta.transfer_syntax_uid,
+        dataset_offset=meta.dataset_offset,
+    )
     if fetched.sop_instance_uid != instance.instance_uid:
         raise MalformedDatasetError(
             f"source returned instance {fetched.sop_instance_uid} when asked for "
