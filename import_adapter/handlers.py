@@ -32,7 +32,7 @@ def _peer(event: Any) -> str:
 def store_handlers(service: StoreService) -> list[Handler]:
     """The EVT_C_STORE handler bound to ``service``."""
 
-    def on_c_store(event: Any) -> Dataset:
+    def on_c_store(event: Any) -> Dataset | int:
         request = event.request
         store_request = StoreRequest(
             calling_aet=event.assoc.requestor.ae_title,
@@ -43,7 +43,9 @@ def store_handlers(service: StoreService) -> list[Handler]:
             transfer_syntax_uid=str(event.context.transfer_syntax),
             spool_path=Path(event.dataset_path),
         )
-        return service.handle(store_request).as_dataset()
+        status = service.handle(store_request)
+        # A bare code when there is nothing else to say (pynetdicom takes either form).
+        return status.as_dataset() if status.comment else int(status.code)
 
     return [(evt.EVT_C_STORE, on_c_store)]
 

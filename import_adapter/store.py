@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from common.dicom.part10 import Part10Instance, dataset_offset
-from common.dicom.scan import scan_dataset
+from common.dicom.part10 import Part10Instance, dataset_offset, meta_end
+from common.dicom.scan import scan_buffer, scan_dataset
 from common.dicomweb.client import DicomwebApi
 from common.errors import AdapterError, MalformedDatasetError, UidMismatchError
 from common.lifecycle import Lifecycle
@@ -23,6 +23,11 @@ from common.metrics import NULL_IMPORT_OBSERVER, ImportObserver
 from common.status import DimseStatus, store_status_for_error
 
 LOG = logging.getLogger(__name__)
+
+#: Spooled instances up to this size are read into memory once, to be checked and uploaded.
+READ_WHOLE_LIMIT = 1 << 20
+#: The bytes of a Part 10 file that hold its preamble and file meta group length.
+_META_HEAD = 144
 
 
 @dataclass(frozen=True)
@@ -72,13 +77,23 @@ def check_instance(request: StoreRequest) -> Part10Instance:
         MalformedDatasetError: the dataset is truncated or cannot be parsed.
         UidMismatchError: the dataset's SOP Class/Instance UID differ from the command's.
     """
-    offset = dataset_offset(request.spool_path)
-    length = os.path.getsize(request.spool_path) - offset
-    if length <= 0:
-        raise MalformedDatasetError("C-STORE request carried an empty dataset")
-    with request.spool_path.open("rb") as fp:
-        fp.seek(offset)
-        summary = scan_dataset(fp, length, request.transfer_syntax_uid)
+    loaded: bytes | None = None
+    if os.path.getsize(request.spool_path) <= READ_WHOLE_LIMIT:
+        # One read serves the check and the upload (no second open, no mmap).
+        data = request.spool_path.read_bytes()
+        offset = meta_end(data[:_META_HEAD])
+        loaded = data[offset:]
+        if not loaded:
+            raise MalformedDatasetError("C-STORE request carried an empty dataset")
+        summary = scan_buffer(data, offset, len(data), request.transfer_syntax_uid)
+    else:
+        offset = dataset_offset(request.spool_path)
+        length = os.path.getsize(request.spool_path) - offset
+        if length <= 0:
+            raise MalformedDatasetError("C-STORE request carried an empty dataset")
+        with request.spool_path.open("rb") as fp:
+            fp.seek(offset)
+            summary = scan_dataset(fp, length, request.transfer_syntax_uid)
     if not summary.sop_instance_uid or not summary.sop_class_uid:
         raise MalformedDatasetError("dataset has no SOP Class UID or SOP Instance UID")
     if summary.sop_class_uid != request.sop_class_uid:
@@ -97,6 +112,7 @@ def check_instance(request: StoreRequest) -> Part10Instance:
         transfer_syntax_uid=request.transfer_syntax_uid,
         source_aet=request.calling_aet,
         offset=offset,
+        loaded=loaded,
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydicom.uid import UID
@@ -107,6 +107,8 @@ class Part10Instance:
         dataset_path: the file that holds the dataset bytes.
         dataset_offset: where the dataset starts in that file.
         dataset_length: how many bytes the dataset has.
+        loaded: the dataset bytes when they were already read (a small instance, read once to
+            be checked and uploaded); None: read from ``dataset_path`` when needed.
     """
 
     sop_class_uid: str
@@ -116,6 +118,7 @@ class Part10Instance:
     dataset_path: Path
     dataset_offset: int
     dataset_length: int
+    loaded: bytes | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_spooled(
@@ -127,10 +130,14 @@ class Part10Instance:
         transfer_syntax_uid: str,
         source_aet: str = "",
         offset: int | None = None,
+        loaded: bytes | None = None,
     ) -> Part10Instance:
-        """Describe the dataset held in ``path`` (from ``offset``) with freshly built meta."""
+        """Describe the dataset held in ``path`` (from ``offset``) with freshly built meta.
+
+        ``loaded``: the dataset bytes, if the caller has read them already.
+        """
         start = dataset_offset(path) if offset is None else offset
-        length = os.path.getsize(path) - start
+        length = len(loaded) if loaded is not None else os.path.getsize(path) - start
         if length < 0:
             raise MalformedDatasetError("spooled dataset is shorter than its header")
         return cls(
@@ -146,6 +153,7 @@ class Part10Instance:
             dataset_path=path,
             dataset_offset=start,
             dataset_length=length,
+            loaded=loaded,
         )
 
     @property
@@ -168,6 +176,8 @@ class Part10Instance:
 
     def read_dataset_bytes(self) -> bytes:
         """The dataset bytes (for small instances only: this loads them)."""
+        if self.loaded is not None:
+            return self.loaded
         with self.dataset_path.open("rb") as fp:
             fp.seek(self.dataset_offset)
             return fp.read(self.dataset_length)

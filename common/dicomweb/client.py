@@ -35,6 +35,8 @@ DICOM_JSON = "application/dicom+json"
 #: Accept header for a WADO-RS retrieve of instances in any transfer syntax (no transcoding).
 ACCEPT_ANY_SYNTAX = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 _STREAM_CHUNK = 256 * 1024
+#: With parallel QIDO paging the first page asks for ``page_size // FIRST_PAGE_DIVISOR``.
+FIRST_PAGE_DIVISOR = 4
 
 
 @dataclass(frozen=True)
@@ -175,22 +177,26 @@ class DicomwebClient:
             resource: the path below the root (``studies``, ``studies/{uid}/series``...).
             query: the search parameters, without ``limit``/``offset``.
             page_size: the ``limit`` of each page.
-            parallel: pages requested at once. The first page is always requested alone, so a
-                search that fits in one page costs one request; once it comes back full, up to
-                ``parallel`` further pages are in flight while results are consumed, and at
-                most ``parallel - 1`` requests past the last page are wasted. A store that
-                builds each result (Orthanc reads every study from disk) answers a large
-                search up to ``parallel`` times sooner.
+            parallel: pages requested at once. The first page is requested alone (with
+                ``parallel`` > 1 it holds ``page_size // FIRST_PAGE_DIVISOR`` results, so it is
+                back sooner), so a search that fits in it costs one request; once it comes
+                back full, up to ``parallel`` further pages are in flight while results are
+                consumed, and at most ``parallel - 1`` requests past the last page are wasted.
+                A store that builds each result (Orthanc reads every study from disk) answers
+                a large search up to ``parallel`` times sooner.
         """
 
-        def page_at(offset: int) -> list[dict[str, Any]]:
-            page_query = [*query, ("limit", str(page_size)), ("offset", str(offset))]
+        def page_at(offset: int, limit: int = page_size) -> list[dict[str, Any]]:
+            page_query = [*query, ("limit", str(limit)), ("offset", str(offset))]
             url = self.address.url(*resource, query=page_query)
             return self._with_retry(partial(self._get_json, url), f"QIDO-RS {resource}")
 
-        page = page_at(0)
+        # In parallel mode the first page is smaller: it is fetched alone, so the sooner it
+        # is back the sooner the parallel pages start (and the first responses go out).
+        first = page_size if parallel <= 1 else max(1, page_size // FIRST_PAGE_DIVISOR)
+        page = page_at(0, first)
         yield from page
-        if len(page) != page_size:
+        if len(page) != first:
             return
         if parallel <= 1:
             offset = page_size
@@ -200,7 +206,7 @@ class DicomwebClient:
                 if len(page) != page_size:
                     return
                 offset += page_size
-        yield from _pages_ahead(page_at, page_size, parallel)
+        yield from _pages_ahead(page_at, first, page_size, parallel)
 
     def _get_json(self, url: str) -> list[dict[str, Any]]:
         response = self._send("GET", url, {"Accept": DICOM_JSON})
@@ -261,12 +267,12 @@ def _chunks(response: Response) -> Iterator[bytes]:
 
 
 def _pages_ahead(
-    page_at: Callable[[int], list[dict[str, Any]]], page_size: int, parallel: int
+    page_at: Callable[[int], list[dict[str, Any]]], start: int, page_size: int, parallel: int
 ) -> Iterator[dict[str, Any]]:
-    """The results of pages 2, 3, ... with ``parallel`` of them requested ahead, in order."""
+    """The results from ``start`` on, ``parallel`` pages requested ahead, in order."""
     pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="qido-page")
     pending: deque[Future[list[dict[str, Any]]]] = deque()
-    offset = page_size
+    offset = start
     try:
         while True:
             while len(pending) < parallel:

@@ -14,7 +14,7 @@ import pytest
 
 from common.auth import NoAuth
 from common.dicomweb.address import parse_dicomweb_address
-from common.dicomweb.client import DicomwebClient
+from common.dicomweb.client import FIRST_PAGE_DIVISOR, DicomwebClient
 from common.http import Body
 from common.retry import RetryPolicy
 
@@ -72,9 +72,11 @@ def test_every_result_once_in_order(total: int, parallel: int) -> None:
     assert store.most_in_flight <= parallel
 
 
-def test_a_search_that_fits_in_one_page_costs_one_request() -> None:
-    store = _Store(7)
-    assert len(list(_client(store).search(["studies"], [], page_size=10, parallel=4))) == 7
+@pytest.mark.parametrize(("parallel", "fits"), [(1, 10), (4, 10 // FIRST_PAGE_DIVISOR)])
+def test_a_search_that_fits_in_the_first_page_costs_one_request(parallel: int, fits: int) -> None:
+    store = _Store(fits - 1)
+    found = list(_client(store).search(["studies"], [], page_size=10, parallel=parallel))
+    assert len(found) == fits - 1
     assert store.offsets == [0]
 
 
@@ -82,9 +84,10 @@ def test_pages_after_the_first_are_requested_ahead_in_parallel() -> None:
     store = _Store(100, delay=0.05)
     assert len(list(_client(store).search(["studies"], [], page_size=10, parallel=4))) == 100
     assert 2 <= store.most_in_flight <= 4  # all 4 at once unless the machine is very busy
-    assert sorted(store.offsets)[:10] == list(range(0, 100, 10))
+    first = 10 // FIRST_PAGE_DIVISOR
+    assert sorted(store.offsets)[:11] == [0, *range(first, 100, 10)]
     # Wasted requests past the end: at most parallel - 1.
-    assert len(store.offsets) <= 10 + 3
+    assert len(store.offsets) <= 11 + 3
 
 
 def test_closing_the_search_early_stops_asking_for_pages() -> None:
