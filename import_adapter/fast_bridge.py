@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pydicom import config
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom import evt
@@ -28,6 +29,15 @@ from common.dimse.fast.scp import AcceptorAssociation, AssociationEvent, QRRespo
 from common.status import SUCCESS, DimseStatus, Status, store_status_for_error
 
 LOG = logging.getLogger(__name__)
+
+
+def _uid(value: str) -> UID:
+    """A UID from the wire for a handler, as pynetdicom types it, without re-validating it.
+
+    pydicom checks every new UID against a pattern; on the C-STORE hot path that check cost
+    more than encoding the response, and the store check compares these UIDs with the dataset.
+    """
+    return UID(value, validation_mode=config.IGNORE)
 
 _NOTIFICATIONS: dict[AssociationEvent, Any] = {
     AssociationEvent.CONN_OPEN: evt.EVT_CONN_OPEN,
@@ -117,7 +127,7 @@ class PynetdicomHandlerBridge:
         event = FastEvent(
             assoc,
             evt.EVT_C_ECHO,
-            request=RequestView(request.message_id, UID(request.sop_class_uid)),
+            request=RequestView(request.message_id, _uid(request.sop_class_uid)),
         )
         try:
             return _status_from_handler(handler(event, *args))
@@ -142,14 +152,14 @@ class PynetdicomHandlerBridge:
             evt.EVT_C_STORE,
             request=RequestView(
                 MessageID=request.message_id,
-                AffectedSOPClassUID=UID(request.sop_class_uid),
-                AffectedSOPInstanceUID=UID(request.sop_instance_uid),
+                AffectedSOPClassUID=_uid(request.sop_class_uid),
+                AffectedSOPInstanceUID=_uid(request.sop_instance_uid),
                 Priority=request.priority,
                 MoveOriginatorApplicationEntityTitle=request.move_originator_aet,
                 MoveOriginatorMessageID=request.move_originator_message_id,
             ),
             context=PresentationContextTuple(
-                context.context_id, UID(context.abstract_syntax), UID(context.transfer_syntax)
+                context.context_id, _uid(context.abstract_syntax), _uid(context.transfer_syntax)
             ),
             dataset_path=spool_path,
         )
