@@ -37,6 +37,11 @@ def _element(tag: int, vr: bytes, value: bytes, pad: bytes) -> bytes:
 
 _SHORT_HEADER = struct.Struct("<HH2sH")
 _LONG_HEADER = struct.Struct("<HH2sHI")
+#: The elements that are the same in every file meta we write (encoded once).
+_VERSION = _element(0x00020001, b"OB", b"\x00\x01", b"\x00")
+_IMPLEMENTATION = _element(
+    0x00020012, b"UI", IMPLEMENTATION_CLASS_UID.encode("ascii"), b"\x00"
+) + _element(0x00020013, b"SH", IMPLEMENTATION_VERSION_NAME.encode("ascii"), b" ")
 
 
 def build_file_meta(
@@ -57,12 +62,11 @@ def build_file_meta(
         raise MalformedDatasetError("a file meta UID is empty or longer than 64 characters")
     body = b"".join(
         (
-            _element(0x00020001, b"OB", b"\x00\x01", b"\x00"),
+            _VERSION,
             _element(0x00020002, b"UI", sop_class_uid.encode("ascii"), b"\x00"),
             _element(0x00020003, b"UI", sop_instance_uid.encode("ascii"), b"\x00"),
             _element(0x00020010, b"UI", transfer_syntax_uid.encode("ascii"), b"\x00"),
-            _element(0x00020012, b"UI", IMPLEMENTATION_CLASS_UID.encode("ascii"), b"\x00"),
-            _element(0x00020013, b"SH", IMPLEMENTATION_VERSION_NAME.encode("ascii"), b" "),
+            _IMPLEMENTATION,
             _element(0x00020016, b"AE", source_aet.strip().encode("ascii", "replace"), b" ")
             if source_aet.strip()
             else b"",
