@@ -576,12 +576,15 @@ class AcceptorAssociation:
                 cx.context_id, cx.abstract_syntax, syntax
             )
         self._fragment = max_pdv_data(request.max_length)
+        # Established before the A-ASSOCIATE-AC leaves: the requestor may ask for a second
+        # association the moment it has the AC, and the association limits count this one.
+        self.is_established = True
         try:
             self._send(encode_associate_ac(request, results, policy.max_pdu_size))
         except OSError as exc:
+            self.is_established = False
             LOG.info("%r: connection lost while accepting: %s", self, exc)
             return False
-        self.is_established = True
         self._handlers.notify(AssociationEvent.ESTABLISHED, self)
         return True
 
