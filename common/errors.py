@@ -1,7 +1,8 @@
 """The adapter's own exception tree.
 
-Foreign exceptions (urllib3, google-auth, pydicom, pynetdicom, OS errors) are translated at the
-boundary where they arise, with ``raise Ours(...) from exc``, so callers only ever see these::
+Foreign exceptions (socket and TLS errors, httpx, google-auth, pydicom, pynetdicom) are
+translated at the boundary where they arise, with ``raise Ours(...) from exc``, so callers only
+ever see these::
 
     AdapterError
     ├── ConfigError                 bad flag, bad address, bad JSON config (a usage error)

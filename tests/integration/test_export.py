@@ -270,7 +270,10 @@ def test_skipped_malformed_and_missing_are_acked_and_dead_lettered(
         subscription, orthanc, dimse_peer(scp.aet, scp.port), dead_letter_topic=dlq_topic
     ) as adapter:
         publish_all(pubsub_emulator, topic, messages)
-        counters = wait_counters(adapter, lambda c: c.received >= 4 and c.exported == 1)
+        # Dead-lettering ends after a Pub/Sub publish: wait for it too, not just the export.
+        counters = wait_counters(
+            adapter, lambda c: c.received >= 4 and c.exported == 1 and c.dead_lettered >= 2
+        )
         time.sleep(1.5)  # acked messages are not redelivered
         assert adapter.counters.snapshot() == counters
     assert counters == CountersSnapshot(
