@@ -18,7 +18,9 @@ stay out of the figures. A dcmsend phase ends when the last dcmsend returns: the
 answers each C-STORE only after the store accepted the instance. A STOW-RS phase ends when
 the last response has been read. The counts are checked afterwards, outside the clock. Each
 phase runs ``--repeat`` times (fresh servers each time) and the median run is shown, with the
-instances/s of every run at the end of its row. ``--profile-dir`` adds (c) runs under py-spy and
+instances/s of every run at the end of its row. Orthanc syncs every instance to disk, so its
+speed drifts with the disk's state: the disk is synced before every Orthanc phase, and the runs
+of (a) and (b) are interleaved, alternating which goes first. ``--profile-dir`` adds (c) runs under py-spy and
 prints the top of their profiles.
 
 Run it from the repository root, preferably in a private network namespace like the tests::
@@ -729,13 +731,35 @@ class Bench:
 
     def guarded(self, corpus: Corpus, phase: str, streams: int, run: Callable[[], Result]) -> None:
         """Run a phase ``repeat`` times and record the median run (by instances/s)."""
-        results = []
-        for _ in range(self.repeat):
-            try:
-                results.append(run())
-            except Exception as exc:  # a broken phase must not hide the others
-                trace = traceback.format_exc(limit=4)
-                results.append(failed(corpus, phase, streams, f"{exc!r}\n{trace}"))
+        results = [self._attempt(corpus, phase, streams, run) for _ in range(self.repeat)]
+        self._record_median(results)
+
+    def guarded_pair(
+        self, corpus: Corpus, streams: int, runs: Sequence[tuple[str, Callable[[], Result]]]
+    ) -> None:
+        """Run two phases ``repeat`` times each, interleaved, alternating which goes first.
+
+        (a) and (b) both store into Orthanc, whose speed drifts with the state of the disk
+        (it syncs every instance): interleaving gives both the same conditions, where running
+        all of one and then all of the other favoured whichever came first.
+        """
+        results: dict[str, list[Result]] = {phase: [] for phase, _ in runs}
+        for index in range(self.repeat):
+            order = runs if index % 2 == 0 else list(reversed(runs))
+            for phase, run in order:
+                results[phase].append(self._attempt(corpus, phase, streams, run))
+        for phase, _ in runs:
+            self._record_median(results[phase])
+
+    @staticmethod
+    def _attempt(corpus: Corpus, phase: str, streams: int, run: Callable[[], Result]) -> Result:
+        try:
+            return run()
+        except Exception as exc:  # a broken phase must not hide the others
+            trace = traceback.format_exc(limit=4)
+            return failed(corpus, phase, streams, f"{exc!r}\n{trace}")
+
+    def _record_median(self, results: list[Result]) -> None:
         good = sorted((r for r in results if not r.error), key=lambda r: r.instances_per_s)
         chosen = good[(len(good) - 1) // 2] if good else results[-1]
         chosen.runs = [round(r.instances_per_s, 1) for r in results]
@@ -752,10 +776,16 @@ class Bench:
             "a": self.adapter_to_orthanc,
         }
         for phase in PHASE_ORDER:
-            if phase[0] not in phases:
-                continue
+            if phase[0] not in phases or (phase == "a" and "b" in phases):
+                continue  # (a) runs with (b), interleaved
             for streams in self.streams():
-                self.guarded(corpus, phase, streams, partial(runners[phase], corpus, streams))
+                if phase == "b" and "a" in phases:
+                    self.guarded_pair(corpus, streams, [
+                        ("b", partial(runners["b"], corpus, streams)),
+                        ("a", partial(runners["a"], corpus, streams)),
+                    ])  # fmt: skip
+                else:
+                    self.guarded(corpus, phase, streams, partial(runners[phase], corpus, streams))
 
     def profile(self, corpus: Corpus) -> None:
         """Extra (c) runs, one association, under py-spy; their figures are not in the ratios."""
@@ -896,6 +926,10 @@ class Bench:
         try:
             orthanc.start()
             self.versions.setdefault("orthanc", str(orthanc.system().get("Version")))
+            # Orthanc syncs every instance it stores: the write-back of the previous phase's
+            # files (and of its deleted store) must not land on this phase's clock. Without
+            # this, whichever of (a)/(b) runs second paid for the first one's disk writes.
+            os.sync()
             yield orthanc, child_pid(str(orthanc.config_path))
         finally:
             orthanc.cleanup()
