@@ -20,8 +20,8 @@ the last response has been read. The counts are checked afterwards, outside the 
 phase runs ``--repeat`` times (fresh servers each time) and the median run is shown, with the
 instances/s of every run at the end of its row. Orthanc syncs every instance to disk, so its
 speed drifts with the disk's state: the disk is synced before every Orthanc phase, and the runs
-of (a) and (b) are interleaved, alternating which goes first. ``--profile-dir`` adds (c) runs under py-spy and
-prints the top of their profiles.
+of (a) and (b) are interleaved, alternating which goes first. ``--profile-dir`` adds (c) runs
+under py-spy and prints the top of their profiles.
 
 Run it from the repository root, preferably in a private network namespace like the tests::
 
