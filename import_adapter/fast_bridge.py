@@ -70,6 +70,8 @@ class FastEvent:
     request: RequestView | None = None
     context: PresentationContextTuple | None = None
     dataset_path: Path | None = None
+    #: The bytes of ``dataset_path`` when our engine kept them (small files; pynetdicom: never).
+    dataset_content: bytes | None = None
     timestamp: datetime = field(default_factory=datetime.now)
 
     @property
@@ -141,8 +143,9 @@ class PynetdicomHandlerBridge:
         request: CStoreRq,
         context: AcceptedContext,
         spool_path: Path,
+        content: bytes | None = None,
     ) -> DimseStatus:
-        """Run the EVT_C_STORE handler on the spooled dataset."""
+        """Run the EVT_C_STORE handler on the spooled dataset (``content``: the file's bytes)."""
         bound = self._intervene.get(evt.EVT_C_STORE)
         if bound is None:
             return store_status_for_error(RuntimeError("no C-STORE handler bound"))
@@ -162,6 +165,7 @@ class PynetdicomHandlerBridge:
                 context.context_id, _uid(context.abstract_syntax), _uid(context.transfer_syntax)
             ),
             dataset_path=spool_path,
+            dataset_content=content,
         )
         try:
             return _status_from_handler(handler(event, *args))

@@ -42,6 +42,8 @@ def store_handlers(service: StoreService) -> list[Handler]:
             sop_instance_uid=str(request.AffectedSOPInstanceUID),
             transfer_syntax_uid=str(event.context.transfer_syntax),
             spool_path=Path(event.dataset_path),
+            # Our engine hands over a small file's bytes too; pynetdicom's events have none.
+            content=getattr(event, "dataset_content", None),
         )
         status = service.handle(store_request)
         # A bare code when there is nothing else to say (pynetdicom takes either form).

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -40,6 +40,8 @@ class StoreRequest:
         sop_class_uid / sop_instance_uid: the Affected SOP Class/Instance UIDs of the command.
         transfer_syntax_uid: the presentation context's transfer syntax.
         spool_path: a Part 10 file holding the dataset exactly as received.
+        content: the bytes of ``spool_path`` when the receiver kept them (small files), so they
+            are not read back; None: read the file.
     """
 
     calling_aet: str
@@ -49,6 +51,7 @@ class StoreRequest:
     sop_instance_uid: str
     transfer_syntax_uid: str
     spool_path: Path
+    content: bytes | None = field(default=None, repr=False, compare=False)
 
 
 class InstanceSink(Protocol):
@@ -78,9 +81,11 @@ def check_instance(request: StoreRequest) -> Part10Instance:
         UidMismatchError: the dataset's SOP Class/Instance UID differ from the command's.
     """
     loaded: bytes | None = None
-    if os.path.getsize(request.spool_path) <= READ_WHOLE_LIMIT:
+    data = request.content
+    if data is None and os.path.getsize(request.spool_path) <= READ_WHOLE_LIMIT:
         # One read serves the check and the upload (no second open, no mmap).
         data = request.spool_path.read_bytes()
+    if data is not None:
         offset = meta_end(data[:_META_HEAD])
         loaded = data[offset:]
         if not loaded:

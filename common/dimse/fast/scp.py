@@ -90,6 +90,8 @@ LOG = logging.getLogger(__name__)
 
 #: Buffer of the spool file writer: fragments are small, system calls are not free.
 _SPOOL_BUFFER = 1 << 20
+#: Received files up to this size are also kept in memory and handed to the C-STORE handler.
+KEEP_IN_MEMORY = 1 << 20
 #: The largest C-MOVE identifier accepted (a handful of keys; anything huge is hostile).
 MAX_IDENTIFIER_SIZE = 1 << 20
 #: Spool file names: unique to this process, then a counter (see :func:`_new_spool_file`).
@@ -346,8 +348,13 @@ class AcceptorHandlers(Protocol):
         request: CStoreRq,
         context: AcceptedContext,
         spool_path: Path,
+        content: bytes | None = None,
     ) -> DimseStatus:
-        """Handle a C-STORE whose dataset is in ``spool_path`` (a Part 10 file)."""
+        """Handle a C-STORE whose dataset is in ``spool_path`` (a Part 10 file).
+
+        ``content``: the file's bytes, when it is small enough to have been kept in memory
+        while it was written (:data:`KEEP_IN_MEMORY`), so it need not be read back.
+        """
 
     def c_move(
         self,
@@ -727,8 +734,8 @@ class AcceptorAssociation:
             raise DimseProtocolError(
                 "C-STORE-RQ without a dataset", AbortReason.INVALID_PDU_PARAMETER_VALUE
             )
-        path = self._receive_to_spool(request, context)
-        if path is None:
+        spooled = self._receive_to_spool(request, context)
+        if spooled is None:
             limit = self._policy.max_instance_size
             LOG.warning("%r: C-STORE of %s refused: dataset larger than %d bytes",
                         self, request.sop_instance_uid, limit)
@@ -737,8 +744,9 @@ class AcceptorAssociation:
                                  request.sop_instance_uid, status.code, status.comment)
             self._send_command(context.context_id, response.encode())
             return
+        path, content = spooled
         try:
-            status = self._handlers.c_store(self, request, context, path)
+            status = self._handlers.c_store(self, request, context, path, content)
         finally:
             # As pynetdicom: the handler may have moved the file into a queue already.
             with contextlib.suppress(OSError):
@@ -840,41 +848,55 @@ class AcceptorAssociation:
             pdus += pdata_pdus(context.context_id, response.identifier, False, self._fragment)
         self._send(b"".join(pdus))
 
-    def _receive_to_spool(self, request: CStoreRq, context: AcceptedContext) -> Path | None:
+    def _receive_to_spool(
+        self, request: CStoreRq, context: AcceptedContext
+    ) -> tuple[Path, bytes | None] | None:
         """Write the preamble, file meta from the command set and the dataset as received.
 
-        Returns None (and keeps no file) when the dataset exceeded the instance size limit.
+        Returns the file and, when it is at most :data:`KEEP_IN_MEMORY` bytes, its content
+        (kept while writing); None (and keeps no file) when the dataset exceeded the instance
+        size limit.
         """
         fd, name = _new_spool_file(self._spool_dir() or tempfile.gettempdir())
         path = Path(name)
         limit = self._policy.max_instance_size
         received = 0
+        # The file's content so far while it is small: written in one go at the end, and
+        # handed to the handler so that it need not read the file back.
+        head = bytearray()
+        kept: bytearray | None = head
         try:
             with os.fdopen(fd, "wb", buffering=_SPOOL_BUFFER) as fp:
-                try:
-                    meta = build_file_meta(
+                # An unusable UID: no meta, so the store check refuses the instance with a
+                # status instead of the association failing.
+                with contextlib.suppress(MalformedDatasetError):
+                    head += build_file_meta(
                         sop_class_uid=request.sop_class_uid,
                         sop_instance_uid=request.sop_instance_uid,
                         transfer_syntax_uid=context.transfer_syntax,
                     )
-                except MalformedDatasetError:
-                    # An unusable UID: no meta, so the store check refuses the instance with a
-                    # status instead of the association failing.
-                    meta = b""
-                fp.write(meta)
 
                 def write(data: memoryview) -> None:
-                    nonlocal received
+                    nonlocal received, kept
                     received += len(data)
-                    if not limit or received <= limit:
-                        fp.write(data)
-                    elif received > 2 * limit:
-                        raise DimseProtocolError(
-                            "dataset far beyond the instance size limit",
-                            AbortReason.NOT_SPECIFIED,
-                        )
+                    if limit and received > limit:
+                        if received > 2 * limit:
+                            raise DimseProtocolError(
+                                "dataset far beyond the instance size limit",
+                                AbortReason.NOT_SPECIFIED,
+                            )
+                        return  # read and dropped: the C-STORE gets 0xA700
+                    if kept is not None:
+                        if len(kept) + len(data) <= KEEP_IN_MEMORY:
+                            kept += data
+                            return
+                        fp.write(kept)  # too big to keep: from now on, straight to the file
+                        kept = None
+                    fp.write(data)
 
                 self._stream.read_dataset(context.context_id, write)
+                if kept is not None:
+                    fp.write(kept)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(path)
@@ -883,7 +905,7 @@ class AcceptorAssociation:
             with contextlib.suppress(OSError):
                 os.unlink(path)
             return None
-        return path
+        return path, None if kept is None else bytes(kept)
 
     def _send_command(self, context_id: int, command: bytes) -> None:
         self._send(b"".join(pdata_pdus(context_id, command, True, self._fragment)))

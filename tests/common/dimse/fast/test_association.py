@@ -136,8 +136,11 @@ class _Recorder:
     def c_store(
         self, assoc: AcceptorAssociation, request: CStoreRq, context: AcceptedContext,
         spool_path: Path,
+        content: bytes | None = None,
     ) -> DimseStatus:
-        self.stored.append((request, context, spool_path.read_bytes()))
+        on_disk = spool_path.read_bytes()
+        assert content is None or content == on_disk  # what was kept is what was written
+        self.stored.append((request, context, on_disk))
         return DimseStatus(0xB000, "coerced")
 
     def c_move(

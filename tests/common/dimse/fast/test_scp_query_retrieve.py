@@ -52,7 +52,8 @@ class _Handlers:
         return SUCCESS
 
     def c_store(self, assoc: AcceptorAssociation, request: CStoreRq,
-                context: AcceptedContext, spool_path: Path) -> DimseStatus:
+                context: AcceptedContext, spool_path: Path,
+                content: bytes | None = None) -> DimseStatus:
         return SUCCESS
 
     def c_move(self, assoc: AcceptorAssociation, request: CMoveRq, context: AcceptedContext,
