@@ -28,7 +28,10 @@ class JsonFormatter(logging.Formatter):
     """Formats records as one JSON object per line, with fields Cloud Logging understands."""
 
     def format(self, record: logging.LogRecord) -> str:
-        """The record as JSON (``severity``, ``message``, ``time``, ``logger`` and extras)."""
+        """The record as JSON (``severity``, ``message``, ``time``, ``logger`` and extras).
+
+        The extras are the record's ``fields``: a dict, or a callable returning one.
+        """
         payload: dict[str, Any] = {
             "severity": _SEVERITY.get(record.levelno, record.levelname),
             "message": record.getMessage(),
@@ -36,6 +39,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
         }
         fields = getattr(record, "fields", None)
+        if callable(fields):  # built on demand: only this formatter uses them
+            fields = fields()
         if isinstance(fields, dict):
             payload.update(fields)
         if record.exc_info:

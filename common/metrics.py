@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -207,6 +207,8 @@ class ImportMetrics:
     def __init__(self, registry: CollectorRegistry, *, label_limit: int = MAX_LABEL_VALUES):
         self._aet = LabelLimiter(label_limit)
         self._destination = LabelLimiter(label_limit)
+        # The C-STORE metrics' children by calling AE (bounded by the label limiter).
+        self._cstore_children: dict[str, tuple[Any, Any, Any]] = {}
         aet = ("calling_aet",)
         aet_dest = ("calling_aet", "destination")
         dest = ("destination",)
@@ -313,9 +315,18 @@ class ImportMetrics:
     ) -> None:
         """Count one C-STORE, its bytes, its latency, and whether it failed."""
         aet = self._aet(calling_aet)
-        self.cstore_requests.labels(aet).inc()
-        self.cstore_bytes.labels(aet).inc(max(size, 0))
-        self.cstore_seconds.labels(aet).observe(max(seconds, 0.0))
+        children = self._cstore_children.get(aet)
+        if children is None:  # labels() takes a lock and checks its arguments on every call
+            children = (
+                self.cstore_requests.labels(aet),
+                self.cstore_bytes.labels(aet),
+                self.cstore_seconds.labels(aet),
+            )
+            self._cstore_children[aet] = children
+        requests, received, seconds_histogram = children
+        requests.inc()
+        received.inc(max(size, 0))
+        seconds_histogram.observe(max(seconds, 0.0))
         if _is_error(status):
             self.cstore_errors.labels(aet).inc()
 

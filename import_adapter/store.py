@@ -11,6 +11,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -122,7 +123,7 @@ def check_instance(request: StoreRequest) -> Part10Instance:
 
 
 def log_fields(
-    request: StoreRequest, size: int, status: DimseStatus, started: float
+    request: StoreRequest, size: int, status: DimseStatus, seconds: float
 ) -> dict[str, object]:
     """Structured fields of a C-STORE log line (for ``--log_format json``): no patient data."""
     return {
@@ -134,7 +135,7 @@ def log_fields(
         "sop_instance_uid": request.sop_instance_uid,
         "bytes": size,
         "status": f"0x{status.code:04X}",
-        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+        "duration_ms": round(seconds * 1000, 1),
     }
 
 
@@ -172,11 +173,14 @@ class StoreService:
                 status.code,
                 exc,
                 exc_info=not isinstance(exc, AdapterError),  # a traceback only for our bugs
-                extra={"fields": log_fields(request, size, status, started)},
+                extra={"fields": partial(
+                    log_fields, request, size, status, time.perf_counter() - started
+                )},
             )
             self._done(request, received, status, started)
             return status
         self._done(request, received, status, started)
+        seconds = time.perf_counter() - started
         LOG.info(
             "C-STORE calling=%s sop_instance=%s msg_id=%d bytes=%d status=%s ms=%.1f",
             request.calling_aet,
@@ -184,8 +188,9 @@ class StoreService:
             request.message_id,
             size,
             status,
-            (time.perf_counter() - started) * 1000,
-            extra={"fields": log_fields(request, size, status, started)},
+            seconds * 1000,
+            # Built only by the JSON formatter: the text format does not use them.
+            extra={"fields": partial(log_fields, request, size, status, seconds)},
         )
         return status
 
