@@ -8,6 +8,7 @@ and a truncated or garbled dataset is refused before anything is sent to the sto
 
 from __future__ import annotations
 
+import functools
 import io
 import mmap
 import struct
@@ -84,8 +85,9 @@ _LONG_LE, _LONG_BE = struct.Struct("<I"), struct.Struct(">I")
 _IMPLICIT_LE = _Encoding(implicit=True, little=True)
 
 
+@functools.lru_cache(maxsize=64)
 def encoding_of(transfer_syntax_uid: str) -> tuple[bool, bool, bool]:
-    """``(implicit_vr, little_endian, deflated)`` for a transfer syntax.
+    """``(implicit_vr, little_endian, deflated)`` for a transfer syntax (cached: few exist).
 
     Unknown (private) transfer syntaxes are explicit VR little endian, as PS3.5 10.1 requires of
     every transfer syntax but the three that say otherwise.
