@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Protocol
 
-from common.dicom.part10 import Part10Instance, dataset_offset, meta_end
+from common.dicom.part10 import IN_MEMORY_LIMIT, Part10Instance, dataset_offset, meta_end
 from common.dicom.scan import scan_buffer, scan_dataset
 from common.dicomweb.client import DicomwebApi
 from common.errors import AdapterError, MalformedDatasetError, UidMismatchError
@@ -25,8 +25,6 @@ from common.status import DimseStatus, store_status_for_error
 
 LOG = logging.getLogger(__name__)
 
-#: Spooled instances up to this size are read into memory once, to be checked and uploaded.
-READ_WHOLE_LIMIT = 1 << 20
 #: The bytes of a Part 10 file that hold its preamble and file meta group length.
 _META_HEAD = 144
 
@@ -83,7 +81,7 @@ def check_instance(request: StoreRequest) -> Part10Instance:
     """
     loaded: bytes | None = None
     data = request.content
-    if data is None and os.path.getsize(request.spool_path) <= READ_WHOLE_LIMIT:
+    if data is None and os.path.getsize(request.spool_path) <= IN_MEMORY_LIMIT:
         # One read serves the check and the upload (no second open, no mmap).
         data = request.spool_path.read_bytes()
     if data is not None:

@@ -23,6 +23,9 @@ IMPLEMENTATION_CLASS_UID = UID("2.25.304361583492442832814601423797810114360")
 IMPLEMENTATION_VERSION_NAME = "DICOMADAPTER_01"
 
 PREAMBLE = b"\x00" * 128 + b"DICM"
+#: A Part 10 file up to this size is small: it may be held in memory whole (received, checked
+#: and uploaded from the same bytes); larger ones are only ever streamed.
+IN_MEMORY_LIMIT = 1 << 20
 _CHUNK = 1 << 20
 
 

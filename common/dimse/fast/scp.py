@@ -33,7 +33,7 @@ from pydicom.uid import UID
 from pynetdicom import ALL_TRANSFER_SYNTAXES
 from pynetdicom.service_class import StorageServiceClass
 
-from common.dicom.part10 import build_file_meta
+from common.dicom.part10 import IN_MEMORY_LIMIT, build_file_meta
 from common.dimse.fast.acse import (
     FAST_USER_ITEMS,
     AcceptedContext,
@@ -90,8 +90,6 @@ LOG = logging.getLogger(__name__)
 
 #: Buffer of the spool file writer: fragments are small, system calls are not free.
 _SPOOL_BUFFER = 1 << 20
-#: Received files up to this size are also kept in memory and handed to the C-STORE handler.
-KEEP_IN_MEMORY = 1 << 20
 #: The largest C-MOVE identifier accepted (a handful of keys; anything huge is hostile).
 MAX_IDENTIFIER_SIZE = 1 << 20
 #: Spool file names: unique to this process, then a counter (see :func:`_new_spool_file`).
@@ -353,7 +351,8 @@ class AcceptorHandlers(Protocol):
         """Handle a C-STORE whose dataset is in ``spool_path`` (a Part 10 file).
 
         ``content``: the file's bytes, when it is small enough to have been kept in memory
-        while it was written (:data:`KEEP_IN_MEMORY`), so it need not be read back.
+        while it was written (:data:`~common.dicom.part10.IN_MEMORY_LIMIT`), so it need not
+        be read back.
         """
 
     def c_move(
@@ -853,9 +852,9 @@ class AcceptorAssociation:
     ) -> tuple[Path, bytes | None] | None:
         """Write the preamble, file meta from the command set and the dataset as received.
 
-        Returns the file and, when it is at most :data:`KEEP_IN_MEMORY` bytes, its content
-        (kept while writing); None (and keeps no file) when the dataset exceeded the instance
-        size limit.
+        Returns the file and, when it is at most :data:`~common.dicom.part10.IN_MEMORY_LIMIT`
+        bytes, its content (kept while writing); None (and keeps no file) when the dataset
+        exceeded the instance size limit.
         """
         fd, name = _new_spool_file(self._spool_dir() or tempfile.gettempdir())
         path = Path(name)
@@ -887,7 +886,7 @@ class AcceptorAssociation:
                             )
                         return  # read and dropped: the C-STORE gets 0xA700
                     if kept is not None:
-                        if len(kept) + len(data) <= KEEP_IN_MEMORY:
+                        if len(kept) + len(data) <= IN_MEMORY_LIMIT:
                             kept += data
                             return
                         fp.write(kept)  # too big to keep: from now on, straight to the file
