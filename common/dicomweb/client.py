@@ -198,14 +198,6 @@ class DicomwebClient:
         yield from page
         if len(page) != first:
             return
-        if parallel <= 1:
-            offset = page_size
-            while True:
-                page = page_at(offset)
-                yield from page
-                if len(page) != page_size:
-                    return
-                offset += page_size
         yield from _pages_ahead(page_at, first, page_size, parallel)
 
     def _get_json(self, url: str) -> list[dict[str, Any]]:
@@ -270,6 +262,14 @@ def _pages_ahead(
     page_at: Callable[[int], list[dict[str, Any]]], start: int, page_size: int, parallel: int
 ) -> Iterator[dict[str, Any]]:
     """The results from ``start`` on, ``parallel`` pages requested ahead, in order."""
+    if parallel <= 1:  # one page after another, in the caller's thread
+        offset = start
+        while True:
+            page = page_at(offset)
+            yield from page
+            if len(page) != page_size:
+                return
+            offset += page_size
     pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="qido-page")
     pending: deque[Future[list[dict[str, Any]]]] = deque()
     offset = start
