@@ -10,6 +10,7 @@ this engine (:data:`import_adapter.server.FastQRHandler`).
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -70,7 +71,8 @@ class FastEvent:
     request: RequestView | None = None
     context: PresentationContextTuple | None = None
     dataset_path: Path | None = None
-    #: The bytes of ``dataset_path`` when our engine kept them (small files; pynetdicom: never).
+    #: The Part 10 file's bytes when our engine kept a small one in memory only (then no file
+    #: ``dataset_path`` exists); pynetdicom's events never have them.
     dataset_content: bytes | None = None
     timestamp: datetime = field(default_factory=datetime.now)
 
@@ -79,6 +81,8 @@ class FastEvent:
         """The received dataset, decoded (slow; handlers here use ``dataset_path``)."""
         from pydicom import dcmread
 
+        if self.dataset_content is not None:
+            return dcmread(io.BytesIO(self.dataset_content))
         if self.dataset_path is None:
             raise AttributeError("this event carries no dataset")
         return dcmread(self.dataset_path)
@@ -145,7 +149,11 @@ class PynetdicomHandlerBridge:
         spool_path: Path,
         content: bytes | None = None,
     ) -> DimseStatus:
-        """Run the EVT_C_STORE handler on the spooled dataset (``content``: the file's bytes)."""
+        """Run the EVT_C_STORE handler on the received dataset.
+
+        ``content``: the Part 10 file's bytes when it was kept in memory only (see
+        :meth:`AcceptorHandlers.c_store`).
+        """
         bound = self._intervene.get(evt.EVT_C_STORE)
         if bound is None:
             return store_status_for_error(RuntimeError("no C-STORE handler bound"))

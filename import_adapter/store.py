@@ -38,9 +38,10 @@ class StoreRequest:
         message_id: the request's Message ID.
         sop_class_uid / sop_instance_uid: the Affected SOP Class/Instance UIDs of the command.
         transfer_syntax_uid: the presentation context's transfer syntax.
-        spool_path: a Part 10 file holding the dataset exactly as received.
-        content: the bytes of ``spool_path`` when the receiver kept them (small files), so they
-            are not read back; None: read the file.
+        spool_path: a Part 10 file holding the dataset exactly as received; when ``content``
+            is set, it only names where that file would go, and may not exist.
+        content: the Part 10 file's bytes when the receiver kept them (small files: our engine
+            then writes no file at all); None: read ``spool_path``.
     """
 
     calling_aet: str

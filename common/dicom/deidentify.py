@@ -399,7 +399,7 @@ class Redactor:
         if deflated:
             return self._redact_in_memory(instance, destination, source_aet)
         new_uid = name_based_uid(instance.sop_instance_uid)
-        with instance.dataset_path.open("rb") as source:
+        with instance.open_dataset() as source:
             try:
                 parts = _split(source, instance, implicit, little)
             except _EncodingMismatch:

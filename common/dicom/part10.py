@@ -8,6 +8,7 @@ bytes stay exactly as the SCU sent them.
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 from collections.abc import Iterator
@@ -106,16 +107,21 @@ def meta_end(head: bytes) -> int:
 
 @dataclass(frozen=True)
 class Part10Instance:
-    """A Part 10 file made of in-memory file meta followed by a byte range of a file on disk.
+    """A Part 10 file: in-memory file meta, then a dataset in a file or held in memory.
+
+    Read the dataset with :meth:`open_dataset`, :meth:`iter_chunks` or
+    :meth:`read_dataset_bytes`, never from ``dataset_path`` directly: a small received instance
+    may exist in memory only.
 
     Attributes:
         sop_class_uid / sop_instance_uid / transfer_syntax_uid: the instance's identity.
         meta: preamble, ``DICM`` and encoded file meta.
-        dataset_path: the file that holds the dataset bytes.
+        dataset_path: the file that holds the dataset bytes (when ``loaded`` is set, it may not
+            exist: it then names where the instance was received, e.g. to derive scratch names).
         dataset_offset: where the dataset starts in that file.
         dataset_length: how many bytes the dataset has.
-        loaded: the dataset bytes when they were already read (a small instance, read once to
-            be checked and uploaded); None: read from ``dataset_path`` when needed.
+        loaded: the dataset bytes when they are in memory (a small instance, read or received
+            once, checked and uploaded from the same bytes); None: read ``dataset_path``.
     """
 
     sop_class_uid: str
@@ -171,6 +177,11 @@ class Part10Instance:
     def iter_chunks(self, chunk_size: int = _CHUNK) -> Iterator[bytes]:
         """Yield the Part 10 bytes in chunks of at most ``chunk_size`` (after the meta)."""
         yield self.meta
+        if self.loaded is not None:
+            view = memoryview(self.loaded)
+            for start in range(0, len(view), chunk_size):
+                yield bytes(view[start : start + chunk_size])
+            return
         remaining = self.dataset_length
         with self.dataset_path.open("rb") as fp:
             fp.seek(self.dataset_offset)
@@ -180,6 +191,18 @@ class Part10Instance:
                     raise MalformedDatasetError("spooled dataset shrank while being read")
                 remaining -= len(chunk)
                 yield chunk
+
+    def open_dataset(self) -> io.BytesIO | io.BufferedReader:
+        """A binary stream over the file that holds the dataset, positioned where it starts.
+
+        The dataset sits at ``dataset_offset`` in the stream, as in ``dataset_path``, so
+        positions read from it are positions in that file; close it (a context manager).
+        """
+        if self.loaded is not None:
+            return _PlacedBytes(self.loaded, self.dataset_offset)
+        fp = self.dataset_path.open("rb")
+        fp.seek(self.dataset_offset)
+        return fp
 
     def read_dataset_bytes(self) -> bytes:
         """The dataset bytes (for small instances only: this loads them)."""
@@ -194,3 +217,27 @@ class Part10Instance:
         with path.open("wb") as out:
             for chunk in self.iter_chunks():
                 out.write(chunk)
+
+
+class _PlacedBytes(io.BytesIO):
+    """In-memory dataset bytes that read as if they sat at ``offset`` in a file.
+
+    ``seek`` and ``tell`` use the file's positions, so code written for the spool file (which
+    records and revisits positions) works unchanged on an instance received into memory.
+    """
+
+    def __init__(self, data: bytes, offset: int) -> None:
+        super().__init__(data)
+        self._offset = offset
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        """Move to ``pos`` (a file position when ``whence`` is SEEK_SET)."""
+        if whence == io.SEEK_SET:
+            if pos < self._offset:
+                raise ValueError(f"position {pos} is before the dataset ({self._offset})")
+            pos -= self._offset
+        return super().seek(pos, whence) + self._offset
+
+    def tell(self) -> int:
+        """The current file position."""
+        return super().tell() + self._offset

@@ -46,7 +46,7 @@ class MultipartBody(io.RawIOBase):
         self._length = len(self.head) + instance.dataset_length + len(self.tail)
         self._stage = 0
         self._buffer = memoryview(self.head)
-        self._file: io.BufferedReader | None = None
+        self._file: io.BytesIO | io.BufferedReader | None = None
         self._file_left = instance.dataset_length
 
     def __len__(self) -> int:
@@ -69,8 +69,7 @@ class MultipartBody(io.RawIOBase):
                 if self._stage == 2:
                     return 0
                 self._stage = 1
-                self._file = open(self._instance.dataset_path, "rb")  # noqa: SIM115
-                self._file.seek(self._instance.dataset_offset)
+                self._file = self._instance.open_dataset()
             if self._stage == 1:
                 assert self._file is not None
                 want = min(len(view), self._file_left)

@@ -120,8 +120,7 @@ def read_values(instance: Part10Instance, tags: frozenset[int]) -> dict[int, tup
         return int(tag) > last
 
     try:
-        with instance.dataset_path.open("rb") as fp:
-            fp.seek(instance.dataset_offset)
+        with instance.open_dataset() as fp:
             source: BinaryIO = fp
             if deflated:
                 source = io.BytesIO(

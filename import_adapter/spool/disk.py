@@ -298,9 +298,13 @@ class DurableSpool:
 
 
 def _is_received_file(instance: Part10Instance, request: StoreRequest) -> bool:
-    """Whether ``instance`` is the received file unchanged (so it can be renamed, not copied)."""
+    """Whether ``instance`` is the received file unchanged (so it can be renamed, not copied).
+
+    A small instance our engine kept in memory only (``request.content``) has no file yet.
+    """
     return (
-        instance.dataset_path == request.spool_path
+        request.content is None
+        and instance.dataset_path == request.spool_path
         and instance.sop_class_uid == request.sop_class_uid
         and instance.sop_instance_uid == request.sop_instance_uid
         and instance.transfer_syntax_uid == request.transfer_syntax_uid

@@ -112,8 +112,7 @@ class StowUploader:
     def _delete(self, instance: Part10Instance) -> UploadResult | None:
         """DELETE the instance; None when it is gone (or was never there)."""
         try:
-            with instance.dataset_path.open("rb") as fp:
-                fp.seek(instance.dataset_offset)
+            with instance.open_dataset() as fp:
                 summary = scan_dataset(fp, instance.dataset_length, instance.transfer_syntax_uid)
             self._client.delete((
                 "studies", summary.study_instance_uid,

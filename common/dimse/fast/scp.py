@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import pynetdicom.sop_class as sop_classes
 from pydicom.uid import UID
@@ -92,25 +92,26 @@ LOG = logging.getLogger(__name__)
 _SPOOL_BUFFER = 1 << 20
 #: The largest C-MOVE identifier accepted (a handful of keys; anything huge is hostile).
 MAX_IDENTIFIER_SIZE = 1 << 20
-#: Spool file names: unique to this process, then a counter (see :func:`_new_spool_file`).
+#: Spool file names: unique to this process, then a counter (see :func:`_new_spool_name`).
 _SPOOL_PREFIX = f"rx-{os.getpid():x}-{secrets.token_hex(4)}-"
 _SPOOL_COUNTER = itertools.count()
 
 
-def _new_spool_file(directory: str) -> tuple[int, str]:
-    """Create a new, private spool file; its descriptor and name.
+def _new_spool_name(directory: str) -> str:
+    """A new spool file name in ``directory``: a per-process prefix and a counter.
 
-    What :func:`tempfile.mkstemp` does, without drawing a random name for every file (which
-    checks the process id and costs more than writing a small dataset): a per-process prefix and
-    a counter (``next`` on :func:`itertools.count` is atomic under the GIL). ``O_EXCL`` still
-    guarantees the file is new; a name left over by an earlier process is skipped.
+    What :func:`tempfile.mkstemp` does for names, without drawing a random name for every file
+    (which checks the process id and costs more than receiving a small dataset); ``next`` on
+    :func:`itertools.count` is atomic under the GIL. Names are unique within the process, and
+    :func:`_create_spool_file` still makes sure the file is new.
     """
-    while True:
-        name = os.path.join(directory, f"{_SPOOL_PREFIX}{next(_SPOOL_COUNTER)}.dcm")
-        try:
-            return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), name
-        except FileExistsError:
-            continue
+    return os.path.join(directory, f"{_SPOOL_PREFIX}{next(_SPOOL_COUNTER)}.dcm")
+
+
+def _create_spool_file(path: Path) -> BinaryIO:
+    """Create the private spool file ``path`` (it must be new) for buffered writing."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    return os.fdopen(fd, "wb", buffering=_SPOOL_BUFFER)
 
 
 def _peek_exact(sock: socket.socket, count: int, deadline: float | None) -> bytes:
@@ -348,11 +349,12 @@ class AcceptorHandlers(Protocol):
         spool_path: Path,
         content: bytes | None = None,
     ) -> DimseStatus:
-        """Handle a C-STORE whose dataset is in ``spool_path`` (a Part 10 file).
+        """Handle a C-STORE whose dataset, as a Part 10 file, is ``content`` or ``spool_path``.
 
-        ``content``: the file's bytes, when it is small enough to have been kept in memory
-        while it was written (:data:`~common.dicom.part10.IN_MEMORY_LIMIT`), so it need not
-        be read back.
+        ``content``: the file's bytes when it is small enough to be kept in memory
+        (:data:`~common.dicom.part10.IN_MEMORY_LIMIT`); ``spool_path`` then only names where
+        such a file would go: it does not exist. None: the file ``spool_path`` holds it, and
+        the handler may move it away.
         """
 
     def c_move(
@@ -747,9 +749,10 @@ class AcceptorAssociation:
         try:
             status = self._handlers.c_store(self, request, context, path, content)
         finally:
-            # As pynetdicom: the handler may have moved the file into a queue already.
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+            if content is None:
+                # As pynetdicom: the handler may have moved the file into a queue already.
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
         response = CStoreRsp(
             request.message_id,
             request.sop_class_uid,
@@ -850,59 +853,65 @@ class AcceptorAssociation:
     def _receive_to_spool(
         self, request: CStoreRq, context: AcceptedContext
     ) -> tuple[Path, bytes | None] | None:
-        """Write the preamble, file meta from the command set and the dataset as received.
+        """Receive the dataset as a Part 10 file (meta from the command set, dataset as sent).
 
-        Returns the file and, when it is at most :data:`~common.dicom.part10.IN_MEMORY_LIMIT`
-        bytes, its content (kept while writing); None (and keeps no file) when the dataset
-        exceeded the instance size limit.
+        Returns the spool file's path and, when the file is at most
+        :data:`~common.dicom.part10.IN_MEMORY_LIMIT` bytes, its content. A small file is kept
+        in memory only: the path only names where it would be, and no file exists. A larger
+        one is written as it arrives, and the content is None. Returns None (and keeps no file)
+        when the dataset exceeded the instance size limit.
         """
-        fd, name = _new_spool_file(self._spool_dir() or tempfile.gettempdir())
-        path = Path(name)
+        path = Path(_new_spool_name(self._spool_dir() or tempfile.gettempdir()))
         limit = self._policy.max_instance_size
         received = 0
-        # The file's content so far while it is small: written in one go at the end, and
-        # handed to the handler so that it need not read the file back.
+        # The file's content while it is small; once it outgrows memory, the file is created
+        # and everything goes there.
         head = bytearray()
         kept: bytearray | None = head
+        spill: BinaryIO | None = None
         try:
-            with os.fdopen(fd, "wb", buffering=_SPOOL_BUFFER) as fp:
-                # An unusable UID: no meta, so the store check refuses the instance with a
-                # status instead of the association failing.
-                with contextlib.suppress(MalformedDatasetError):
-                    head += build_file_meta(
-                        sop_class_uid=request.sop_class_uid,
-                        sop_instance_uid=request.sop_instance_uid,
-                        transfer_syntax_uid=context.transfer_syntax,
-                    )
+            # An unusable UID: no meta, so the store check refuses the instance with a status
+            # instead of the association failing.
+            with contextlib.suppress(MalformedDatasetError):
+                head += build_file_meta(
+                    sop_class_uid=request.sop_class_uid,
+                    sop_instance_uid=request.sop_instance_uid,
+                    transfer_syntax_uid=context.transfer_syntax,
+                )
 
-                def write(data: memoryview) -> None:
-                    nonlocal received, kept
-                    received += len(data)
-                    if limit and received > limit:
-                        if received > 2 * limit:
-                            raise DimseProtocolError(
-                                "dataset far beyond the instance size limit",
-                                AbortReason.NOT_SPECIFIED,
-                            )
-                        return  # read and dropped: the C-STORE gets 0xA700
-                    if kept is not None:
-                        if len(kept) + len(data) <= IN_MEMORY_LIMIT:
-                            kept += data
-                            return
-                        fp.write(kept)  # too big to keep: from now on, straight to the file
-                        kept = None
-                    fp.write(data)
-
-                self._stream.read_dataset(context.context_id, write)
+            def write(data: memoryview) -> None:
+                nonlocal received, kept, spill
+                received += len(data)
+                if limit and received > limit:
+                    if received > 2 * limit:
+                        raise DimseProtocolError(
+                            "dataset far beyond the instance size limit",
+                            AbortReason.NOT_SPECIFIED,
+                        )
+                    return  # read and dropped: the C-STORE gets 0xA700
                 if kept is not None:
-                    fp.write(kept)
+                    if len(kept) + len(data) <= IN_MEMORY_LIMIT:
+                        kept += data
+                        return
+                    spill = _create_spool_file(path)
+                    spill.write(kept)  # too big to keep: from now on, straight to the file
+                    kept = None
+                assert spill is not None
+                spill.write(data)
+
+            self._stream.read_dataset(context.context_id, write)
+            if spill is not None:
+                spill.close()
         except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+            if spill is not None:
+                spill.close()
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
             raise
         if limit and received > limit:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+            if spill is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
             return None
         return path, None if kept is None else bytes(kept)
 

@@ -73,3 +73,45 @@ def test_hand_encoded_meta_matches_pydicom(aet: str, tmp_path: Path) -> None:
     assert parsed.get("SourceApplicationEntityTitle", "") == aet
     assert parsed.FileMetaInformationGroupLength == len(meta) - 144
     assert meta_end(meta + b"x" * 10) == len(meta)
+
+
+def test_an_instance_held_in_memory_reads_as_its_file_would(tmp_path: Path) -> None:
+    """``loaded`` bytes need no file: every reader gives what the file would, at the file's
+    positions (code that records and revisits positions works on either)."""
+    source = Path(get_testdata_file("CT_small.dcm"))
+    ds = pydicom.dcmread(source)
+    offset = dataset_offset(source)
+    data = source.read_bytes()
+    on_disk = Part10Instance.from_spooled(
+        source,
+        sop_class_uid=ds.SOPClassUID,
+        sop_instance_uid=ds.SOPInstanceUID,
+        transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
+    )
+    in_memory = Part10Instance.from_spooled(
+        tmp_path / "never-written.dcm",
+        sop_class_uid=ds.SOPClassUID,
+        sop_instance_uid=ds.SOPInstanceUID,
+        transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
+        offset=offset,
+        loaded=data[offset:],
+    )
+    assert in_memory.size == on_disk.size
+    assert b"".join(in_memory.iter_chunks(chunk_size=999)) == b"".join(on_disk.iter_chunks())
+    assert in_memory.read_dataset_bytes() == on_disk.read_dataset_bytes()
+    with in_memory.open_dataset() as memory, on_disk.open_dataset() as disk:
+        assert memory.tell() == disk.tell() == offset
+        assert memory.read(100) == disk.read(100)
+        assert memory.tell() == disk.tell() == offset + 100
+        memory.seek(offset + 7)
+        disk.seek(offset + 7)
+        memory.seek(5, 1)
+        disk.seek(5, 1)
+        assert memory.read() == disk.read()
+        assert memory.seek(-10, 2) == disk.seek(-10, 2)
+        with pytest.raises(ValueError, match="before the dataset"):
+            memory.seek(offset - 1)
+    out = tmp_path / "out.dcm"
+    in_memory.write_to(out)
+    assert out.read_bytes()[dataset_offset(out) :] == data[offset:]
+    assert not (tmp_path / "never-written.dcm").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 import import_adapter.app
 from common.cli.main import cli, run
+from common.dicom.part10 import dataset_offset, meta_end
 from common.dicomweb.address import parse_dicomweb_address
 from common.errors import (
     DicomwebConnectionError,
@@ -74,6 +76,24 @@ def test_commit_one_destination_renames_the_received_file(tmp_path: Path) -> Non
     assert spool.queued_bytes > 0
     spool.remove(DEST_A.key, name)
     assert spool.queued_bytes == 0
+
+
+@pytest.mark.parametrize("destinations", [1, 2])
+def test_commit_writes_an_instance_received_into_memory(tmp_path: Path, destinations: int) -> None:
+    """Our DIMSE engine keeps a small instance in memory only: the spool writes it itself."""
+    spool = spool_at(tmp_path / "s")
+    on_disk = received(spool.layout.incoming)
+    content = on_disk.spool_path.read_bytes()
+    on_disk.spool_path.unlink()
+    request = replace(on_disk, content=content)
+    keys = [DEST_A.key, DEST_B.key][:destinations]
+    name = spool.commit(check_instance(request), request, keys)
+    dataset = content[meta_end(content[:144]) :]
+    for key in keys:
+        queued = spool.layout.queue(key) / name
+        assert queued.read_bytes()[dataset_offset(queued) :] == dataset
+    assert not request.spool_path.exists()
+    assert not any(spool.layout.staging.iterdir())
 
 
 def test_same_sop_instance_uid_in_two_series_does_not_collide(tmp_path: Path) -> None:

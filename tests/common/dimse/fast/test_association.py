@@ -19,6 +19,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
+from common.dicom.part10 import IN_MEMORY_LIMIT
 from common.dimse.fast.acse import AcceptedContext, ProposedContext, decode_associate_rq
 from common.dimse.fast.commands import CEchoRq, CFindRq, CMoveRq, CStoreRq
 from common.dimse.fast.constants import RejectReason, RejectResult, RejectSource
@@ -126,6 +127,7 @@ class _Recorder:
     def __init__(self) -> None:
         self.events: list[AssociationEvent] = []
         self.stored: list[tuple[CStoreRq, AcceptedContext, bytes]] = []
+        self.in_memory: list[bool] = []
 
     def notify(self, event: AssociationEvent, assoc: AcceptorAssociation) -> None:
         self.events.append(event)
@@ -138,9 +140,11 @@ class _Recorder:
         spool_path: Path,
         content: bytes | None = None,
     ) -> DimseStatus:
-        on_disk = spool_path.read_bytes()
-        assert content is None or content == on_disk  # what was kept is what was written
-        self.stored.append((request, context, on_disk))
+        # A small file is kept in memory only; a large one is written and not kept.
+        assert (content is None) == spool_path.exists()
+        received = spool_path.read_bytes() if content is None else content
+        self.stored.append((request, context, received))
+        self.in_memory.append(content is not None)
         return DimseStatus(0xB000, "coerced")
 
     def c_move(
@@ -209,6 +213,29 @@ def test_fast_scp_accepts_first_syntax_echoes_and_spools(
     assert spooled.endswith(path.read_bytes()[offset:])
     assert AssociationEvent.ESTABLISHED in recorder.events
     assert AssociationEvent.RELEASED in recorder.events
+
+
+def test_fast_scp_keeps_small_datasets_in_memory_and_spools_large_ones(
+    fast_scp: tuple[int, _Recorder, list[int]], tmp_path: Path
+) -> None:
+    """Up to IN_MEMORY_LIMIT no spool file is ever created; beyond it the dataset streams to
+    a file, which is gone once the C-STORE is answered."""
+    port, recorder, _ = fast_scp
+    small = dcmread(_write_ct(tmp_path / "small.dcm"))
+    large = dcmread(_write_ct(tmp_path / "large.dcm"))
+    large.PixelData = bytes(range(256)) * (IN_MEMORY_LIMIT // 128)  # 2 MiB
+    large["PixelData"].VR = "OB"
+    before = set(tmp_path.iterdir())
+    ae = AE(ae_title="PYSCU")
+    ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
+    assoc = ae.associate("127.0.0.1", port, ae_title="FASTSCP")
+    assert assoc.is_established
+    assert assoc.send_c_store(small).Status == 0xB000
+    assert assoc.send_c_store(large).Status == 0xB000
+    assoc.release()
+    assert recorder.in_memory == [True, False]
+    assert recorder.stored[1][2].endswith(bytes(large.PixelData))
+    assert set(tmp_path.iterdir()) == before  # no spool file created, or left behind
 
 
 def test_fast_scp_rejects_wrong_called_ae_and_over_limit(
