@@ -18,6 +18,7 @@ from typing import Protocol
 from common.dicom.part10 import IN_MEMORY_LIMIT, Part10Instance, dataset_offset, meta_end
 from common.dicom.scan import scan_buffer, scan_dataset
 from common.dicomweb.client import DicomwebApi
+from common.dimse.after_response import defer
 from common.errors import AdapterError, MalformedDatasetError, UidMismatchError
 from common.lifecycle import Lifecycle
 from common.metrics import NULL_IMPORT_OBSERVER, ImportObserver
@@ -152,7 +153,11 @@ class StoreService:
         self._metrics = metrics
 
     def handle(self, request: StoreRequest) -> DimseStatus:
-        """Check and deliver one instance; always returns a status."""
+        """Check and deliver one instance; always returns a status.
+
+        The log line and the metrics are deferred until the C-STORE-RSP is sent (see
+        :mod:`common.dimse.after_response`): they are not on the SCU's critical path.
+        """
         started = time.perf_counter()
         size = received = 0
         try:
@@ -162,24 +167,25 @@ class StoreService:
                 status = self._sink.deliver(instance, request)
         except Exception as exc:  # every failure must become a C-STORE status
             status = store_status_for_error(exc)
-            level = logging.WARNING if status.code else logging.INFO
-            LOG.log(
-                level,
-                "C-STORE failed: calling=%s sop_instance=%s msg_id=%d status=0x%04X error=%s",
-                request.calling_aet,
-                request.sop_instance_uid,
-                request.message_id,
-                status.code,
-                exc,
-                exc_info=not isinstance(exc, AdapterError),  # a traceback only for our bugs
-                extra={"fields": partial(
-                    log_fields, request, size, status, time.perf_counter() - started
-                )},
-            )
-            self._done(request, received, status, started)
+            defer(partial(
+                self._failed, request, size, received, status, exc, time.perf_counter() - started
+            ))  # fmt: skip
             return status
-        self._done(request, received, status, started)
-        seconds = time.perf_counter() - started
+        defer(partial(
+            self._stored, request, size, received, status, time.perf_counter() - started
+        ))  # fmt: skip
+        return status
+
+    def _stored(
+        self,
+        request: StoreRequest,
+        size: int,
+        received: int,
+        status: DimseStatus,
+        seconds: float,
+    ) -> None:
+        """Log and count a C-STORE the sink answered."""
+        self._metrics.cstore_done(request.calling_aet, received, status, seconds)
         LOG.info(
             "C-STORE calling=%s sop_instance=%s msg_id=%d bytes=%d status=%s ms=%.1f",
             request.calling_aet,
@@ -191,12 +197,28 @@ class StoreService:
             # Built only by the JSON formatter: the text format does not use them.
             extra={"fields": partial(log_fields, request, size, status, seconds)},
         )
-        return status
 
-    def _done(
-        self, request: StoreRequest, received: int, status: DimseStatus, started: float
+    def _failed(
+        self,
+        request: StoreRequest,
+        size: int,
+        received: int,
+        status: DimseStatus,
+        exc: Exception,
+        seconds: float,
     ) -> None:
-        """Report the C-STORE (dataset bytes received, latency) to the metrics observer."""
-        self._metrics.cstore_done(
-            request.calling_aet, received, status, time.perf_counter() - started
+        """Log and count a C-STORE that failed with ``exc``."""
+        self._metrics.cstore_done(request.calling_aet, received, status, seconds)
+        LOG.log(
+            logging.WARNING if status.code else logging.INFO,
+            "C-STORE failed: calling=%s sop_instance=%s msg_id=%d status=0x%04X error=%s",
+            request.calling_aet,
+            request.sop_instance_uid,
+            request.message_id,
+            status.code,
+            exc,
+            # A traceback only for our bugs (the exception object: this may run after the
+            # handler has returned, when there is no exception being handled any more).
+            exc_info=None if isinstance(exc, AdapterError) else exc,
+            extra={"fields": partial(log_fields, request, size, status, seconds)},
         )

@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -34,6 +35,7 @@ from pynetdicom import ALL_TRANSFER_SYNTAXES
 from pynetdicom.service_class import StorageServiceClass
 
 from common.dicom.part10 import IN_MEMORY_LIMIT, build_file_meta
+from common.dimse.after_response import defer, response_pending
 from common.dimse.fast.acse import (
     FAST_USER_ITEMS,
     AcceptedContext,
@@ -112,6 +114,12 @@ def _create_spool_file(path: Path) -> BinaryIO:
     """Create the private spool file ``path`` (it must be new) for buffered writing."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     return os.fdopen(fd, "wb", buffering=_SPOOL_BUFFER)
+
+
+def _remove_quietly(path: Path) -> None:
+    """Remove a spool file if it is still there."""
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 def _peek_exact(sock: socket.socket, count: int, deadline: float | None) -> bytes:
@@ -746,21 +754,20 @@ class AcceptorAssociation:
             self._send_command(context.context_id, response.encode())
             return
         path, content = spooled
-        try:
-            status = self._handlers.c_store(self, request, context, path, content)
-        finally:
+        # The handler's bookkeeping (log line, metrics) waits until the response is out.
+        with response_pending():
             if content is None:
-                # As pynetdicom: the handler may have moved the file into a queue already.
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-        response = CStoreRsp(
-            request.message_id,
-            request.sop_class_uid,
-            request.sop_instance_uid,
-            status.code,
-            status.comment,
-        )
-        self._send_command(context.context_id, response.encode())
+                # Whatever happens; the handler may have moved the file into a queue already.
+                defer(partial(_remove_quietly, path))
+            status = self._handlers.c_store(self, request, context, path, content)
+            response = CStoreRsp(
+                request.message_id,
+                request.sop_class_uid,
+                request.sop_instance_uid,
+                status.code,
+                status.comment,
+            )
+            self._send_command(context.context_id, response.encode())
 
     def _query_retrieve(
         self, request: CMoveRq | CFindRq, context: AcceptedContext, has_dataset: bool

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from common.dicom.part10 import IN_MEMORY_LIMIT
+from common.dimse.after_response import defer
 from common.dimse.fast.acse import AcceptedContext, ProposedContext, decode_associate_rq
 from common.dimse.fast.commands import CEchoRq, CFindRq, CMoveRq, CStoreRq
 from common.dimse.fast.constants import RejectReason, RejectResult, RejectSource
@@ -128,6 +130,7 @@ class _Recorder:
         self.events: list[AssociationEvent] = []
         self.stored: list[tuple[CStoreRq, AcceptedContext, bytes]] = []
         self.in_memory: list[bool] = []
+        self.after_response: Callable[[], None] | None = None
 
     def notify(self, event: AssociationEvent, assoc: AcceptorAssociation) -> None:
         self.events.append(event)
@@ -145,6 +148,8 @@ class _Recorder:
         received = spool_path.read_bytes() if content is None else content
         self.stored.append((request, context, received))
         self.in_memory.append(content is not None)
+        if self.after_response is not None:
+            defer(self.after_response)
         return DimseStatus(0xB000, "coerced")
 
     def c_move(
@@ -236,6 +241,27 @@ def test_fast_scp_keeps_small_datasets_in_memory_and_spools_large_ones(
     assert recorder.in_memory == [True, False]
     assert recorder.stored[1][2].endswith(bytes(large.PixelData))
     assert set(tmp_path.iterdir()) == before  # no spool file created, or left behind
+
+
+def test_fast_scp_runs_deferred_handler_work_after_the_response_is_out(
+    fast_scp: tuple[int, _Recorder, list[int]], tmp_path: Path
+) -> None:
+    """The handler's deferred work waits for the SCU to have its C-STORE-RSP in hand: were it
+    run before the response went out, the SCU would not see it until the work timed out."""
+    port, recorder, _ = fast_scp
+    response_seen = threading.Event()
+    waited: list[bool] = []
+    recorder.after_response = lambda: waited.append(response_seen.wait(10))
+    ae = AE(ae_title="PYSCU")
+    ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
+    assoc = ae.associate("127.0.0.1", port, ae_title="FASTSCP")
+    assert assoc.is_established
+    started = time.monotonic()
+    assert assoc.send_c_store(dcmread(_write_ct(tmp_path / "ct.dcm"))).Status == 0xB000
+    assert time.monotonic() - started < 5
+    response_seen.set()
+    assoc.release()
+    assert waited == [True]
 
 
 def test_fast_scp_rejects_wrong_called_ae_and_over_limit(
