@@ -10,6 +10,7 @@ this engine (:data:`import_adapter.server.FastQRHandler`).
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -39,6 +40,20 @@ def _uid(value: str) -> UID:
     more than encoding the response, and the store check compares these UIDs with the dataset.
     """
     return UID(value, validation_mode=config.IGNORE)
+
+
+#: :func:`_uid` for the UIDs that recur (SOP classes, transfer syntaxes): few exist.
+_recurring_uid = functools.lru_cache(maxsize=1024)(_uid)
+
+
+@functools.lru_cache(maxsize=256)
+def _context(
+    context_id: int, abstract_syntax: str, transfer_syntax: str
+) -> PresentationContextTuple:
+    """A presentation context as pynetdicom hands it to handlers (few exist: cached)."""
+    return PresentationContextTuple(
+        context_id, _recurring_uid(abstract_syntax), _recurring_uid(transfer_syntax)
+    )
 
 _NOTIFICATIONS: dict[AssociationEvent, Any] = {
     AssociationEvent.CONN_OPEN: evt.EVT_CONN_OPEN,
@@ -163,15 +178,13 @@ class PynetdicomHandlerBridge:
             evt.EVT_C_STORE,
             request=RequestView(
                 MessageID=request.message_id,
-                AffectedSOPClassUID=_uid(request.sop_class_uid),
+                AffectedSOPClassUID=_recurring_uid(request.sop_class_uid),
                 AffectedSOPInstanceUID=_uid(request.sop_instance_uid),
                 Priority=request.priority,
                 MoveOriginatorApplicationEntityTitle=request.move_originator_aet,
                 MoveOriginatorMessageID=request.move_originator_message_id,
             ),
-            context=PresentationContextTuple(
-                context.context_id, _uid(context.abstract_syntax), _uid(context.transfer_syntax)
-            ),
+            context=_context(context.context_id, context.abstract_syntax, context.transfer_syntax),
             dataset_path=spool_path,
             dataset_content=content,
         )

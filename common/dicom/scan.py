@@ -99,6 +99,37 @@ def encoding_of(transfer_syntax_uid: str) -> tuple[bool, bool, bool]:
         return False, True, False
 
 
+#: The short-form VRs as the 16-bit little-endian integers their two letters read as.
+_SHORT_VR_CODES = frozenset(int.from_bytes(vr, "little") for vr in _SHORT_VRS)
+_EXPLICIT_SHORT_HEADER_LE = struct.Struct("<HHHH")
+
+
+def _skip_short_elements(buf: Buffer, pos: int, limit: int, top_level: bool) -> int:
+    """Skip the explicit VR little endian, short-form VR elements that start at ``pos``.
+
+    Returns the position of the first element that is not one (or ``limit``). The walker's
+    hot loop: one unpack and a few integer tests per element, all in locals.
+    At the top level it stops at the elements whose values we read.
+
+    Raises:
+        MalformedDatasetError: an element's value runs past ``limit``.
+    """
+    unpack, short, wanted = _EXPLICIT_SHORT_HEADER_LE.unpack_from, _SHORT_VR_CODES, _WANTED
+    last = limit - 8
+    while pos <= last:
+        group, element, vr, length = unpack(buf, pos)
+        if vr not in short or group == 0xFFFE or (top_level and (group << 16 | element) in wanted):
+            break
+        end = pos + 8 + length
+        if end > limit:
+            raise MalformedDatasetError(
+                f"dataset truncated: element ({group:04X},{element:04X}) needs {length} "
+                f"bytes, {limit - pos - 8} left"
+            )
+        pos = end
+    return pos
+
+
 class _Walker:
     """Walks element headers over a buffer (bytes or an mmap of the spool file)."""
 
@@ -145,27 +176,14 @@ class _Walker:
         """Walk elements until ``limit`` (defined length) or an item delimiter."""
         if depth > _MAX_DEPTH:
             raise MalformedDatasetError("sequences nested too deeply")
-        # Fast path for the common case (explicit VR little endian, short-form VRs): one
-        # unpack per element and no method calls. Anything else takes the general path below.
+        # Runs of short-form elements in explicit VR little endian (most of a dataset) are
+        # skipped by a tight loop; anything else takes the general path below, one element.
         fast = not enc.implicit and enc.little
-        buf, unpack = self._buf, _EXPLICIT_SHORT_LE.unpack_from
-        while self.pos < limit:
-            pos = self.pos
-            if fast and pos + 8 <= limit:
-                group, element, short_vr, short_length = unpack(buf, pos)
-                if (
-                    short_vr in _SHORT_VRS
-                    and group != 0xFFFE
-                    and (depth or ((group << 16) | element) not in _WANTED)
-                ):
-                    end = pos + 8 + short_length
-                    if end > limit:
-                        raise MalformedDatasetError(
-                            f"dataset truncated: element ({group:04X},{element:04X}) "
-                            f"needs {short_length} bytes, {limit - pos - 8} left"
-                        )
-                    self.pos = end
-                    continue
+        while True:
+            if fast:
+                self.pos = _skip_short_elements(self._buf, self.pos, limit, depth == 0)
+            if self.pos >= limit:
+                break
             tag, vr, length = self._header(enc)
             if tag == _ITEM_END:
                 if stop_at_item_end:
