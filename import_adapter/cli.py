@@ -79,7 +79,8 @@ def resolve_aet_dictionary(path: Path | None, inline: str | None) -> AetDictiona
 @option("http_timeout", type=click.FloatRange(0.1), default=120.0, show_default=True,
         help="Seconds to wait for a DICOMweb server's response.")
 @option("spool_dir", type=click.Path(file_okay=False, path_type=Path),
-        help="Directory where received datasets are written as they arrive (default: TMPDIR).")
+        help="Directory where received datasets are written as they arrive (by our DIMSE "
+             "engine only those over 1 MiB: smaller ones stay in memory; default: TMPDIR).")
 @option("shutdown_grace", type=click.FloatRange(0), default=30.0, show_default=True,
         help="Seconds open associations get to finish after SIGTERM.")
 @option("aet_dictionary", type=click.Path(dir_okay=False, path_type=Path),
