@@ -1088,8 +1088,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def default_storescp_dir(work: Path, args: argparse.Namespace) -> Path:
-    """tmpfs when it has room: the adapter's spool files are deleted after each STOW, so they
-    rarely reach the disk; storescp's files would, and (d) would then measure the disk."""
+    """tmpfs when it has room: the adapter keeps small datasets in memory and deletes its
+    spool files after each STOW, so they rarely reach the disk; storescp's files would, and (d)
+    would then measure the disk."""
     shm = Path("/dev/shm")
     need = 2 * (args.small * 50_000 + args.large * args.large_mb * 1.1 * 2**20)
     if shm.is_dir() and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free > need:

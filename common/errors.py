@@ -39,6 +39,15 @@ class AdapterError(Exception):
     """Base class of every error the adapter raises on purpose."""
 
 
+class ReportedError(Exception):
+    """Mixed into errors the adapter logs itself, in one line, where it raises them.
+
+    Libraries that see such an error go by (pynetdicom logs every exception of its reader
+    thread at ERROR with a traceback) would only repeat it: :mod:`common.logs` drops their
+    records about it.
+    """
+
+
 class ConfigError(AdapterError):
     """A configuration value is invalid; the message says which and why."""
 

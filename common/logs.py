@@ -13,6 +13,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from common.errors import ReportedError
+
 _SEVERITY = {
     logging.DEBUG: "DEBUG",
     logging.INFO: "INFO",
@@ -61,9 +63,23 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().emit(record)
 
 
+def is_repeat_of_reported_error(record: logging.LogRecord) -> bool:
+    """Whether a library's record is about a :class:`~common.errors.ReportedError`.
+
+    The error is the record's exception, or the one being handled while it is logged
+    (pynetdicom logs "Exception in DUL.run(), aborting association" in its ``except`` block,
+    then the exception itself).
+    """
+    if not record.name.startswith(_QUIET_LOGGERS):
+        return False
+    error = record.exc_info[1] if record.exc_info else sys.exc_info()[1]
+    return isinstance(error, ReportedError)
+
+
 def configure_logging(*, verbose: bool = False, json_format: bool = False) -> None:
     """Configure the root logger once for a service process."""
     handler = _StderrHandler(sys.stderr)
+    handler.addFilter(lambda record: not is_repeat_of_reported_error(record))
     if json_format:
         handler.setFormatter(JsonFormatter())
     else:

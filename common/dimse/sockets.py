@@ -29,6 +29,7 @@ from pynetdicom import evt
 
 from common.dimse.fast.transport import acceptor_abort_pdu
 from common.dimse.pdu_guard import PduGuard, PduViolation
+from common.errors import ReportedError
 
 LOG = logging.getLogger(__name__)
 
@@ -51,8 +52,11 @@ def set_tcp_nodelay(event: Any) -> None:
 SOCKET_HANDLERS: list[tuple[Any, Any]] = [(evt.EVT_CONN_OPEN, set_tcp_nodelay)]
 
 
-class PduGuardAbortError(ConnectionAbortedError):
-    """A guarded connection was aborted because its peer broke a limit or a deadline."""
+class PduGuardAbortError(ConnectionAbortedError, ReportedError):
+    """A guarded connection was aborted because its peer broke a limit or a deadline.
+
+    Logged once, as a warning naming the peer and the rule (:meth:`ReadGuard._abort`).
+    """
 
 
 class ReadGuard:
@@ -119,7 +123,7 @@ class ReadGuard:
             sock.sendall(acceptor_abort_pdu(violation.reason))
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
-        # pynetdicom logs the read's exception with its traceback: keep it to this one.
+        # No chained traceback; pynetdicom's own log records of it are dropped (common.logs).
         raise PduGuardAbortError(str(violation)) from None
 
 
