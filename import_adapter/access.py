@@ -106,6 +106,10 @@ class ServiceRule:
         return True
 
 
+#: The rule of a service the policy does not mention (checked on every request: made once).
+_OPEN = ServiceRule()
+
+
 @dataclass(frozen=True)
 class AccessPolicy:
     """The rules of all services (the default admits everyone to everything)."""
@@ -114,7 +118,7 @@ class AccessPolicy:
 
     def rule(self, service: Service) -> ServiceRule:
         """The rule of ``service`` (an open one when none was given)."""
-        return self.rules.get(service, ServiceRule())
+        return self.rules.get(service, _OPEN)
 
     def enabled(self, service: Service) -> bool:
         """Whether ``service`` is switched on."""
