@@ -249,7 +249,7 @@ def encode_associate_rj(result: RejectResult, source: RejectSource, reason: int)
     return _REJECT.pack(PduType.ASSOCIATE_RJ, 0, 4, 0, result, source, reason)
 
 
-def decode_associate_rj(body: bytes) -> AssociateReject:
+def decode_associate_rj(body: bytes | bytearray) -> AssociateReject:
     """Read an A-ASSOCIATE-RJ body (the 4 bytes after the PDU header).
 
     Raises:

@@ -42,6 +42,8 @@ _ABORT = struct.Struct(">BBIBBBB")
 _RELEASE = struct.Struct(">BBII")
 #: How much to ask the kernel for at once when reading.
 _RECV_SIZE = 1 << 18
+#: A PDU body this much larger than what is buffered is received straight into its own buffer.
+_DIRECT_READ = 1 << 16
 #: Fragment size when the peer set no limit (Maximum Length Received 0).
 UNLIMITED_PDV_DATA = (1 << 20) - PDV_HEADER_LENGTH
 #: How many bytes of fragments to gather into one ``sendall`` while streaming a file.
@@ -169,8 +171,10 @@ class PduStream:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def _read_exact(self, count: int) -> bytes:
+    def _read_exact(self, count: int) -> bytes | bytearray:
         available = len(self._buffer) - self._pos
+        if count - available >= _DIRECT_READ:
+            return self._read_direct(count, available)
         while available < count:
             if self._pos:
                 # Drop what has been consumed before growing the buffer.
@@ -192,6 +196,32 @@ class PduStream:
         self._pos += count
         return bytes(self._buffer[start : self._pos])
 
+    def _read_direct(self, count: int, available: int) -> bytearray:
+        """Read a large PDU body straight into its own buffer (one copy, not four).
+
+        What is buffered already goes first; the rest is received into place, never past the
+        end (the next PDU's header is read the usual way).
+        """
+        out = bytearray(count)
+        view = memoryview(out)
+        view[:available] = self._buffer[self._pos :]
+        del self._buffer[:]
+        self._pos = 0
+        filled = available
+        while filled < count:
+            self._apply_deadlines()
+            try:
+                received = self.sock.recv_into(view[filled:])
+            except TimeoutError:
+                if self.clock.running:
+                    raise DeadlineExceededError("PDU or message not complete in time") from None
+                raise
+            if not received:
+                raise ConnectionClosedError("peer closed the connection")
+            self.clock.received(received, time.monotonic())
+            filled += received
+        return out
+
     def _apply_deadlines(self) -> None:
         """Lower the socket timeout to what the deadline and the clock leave."""
         now = time.monotonic()
@@ -212,7 +242,7 @@ class PduStream:
         self._in_message = False
         self.clock.stop()
 
-    def read_pdu(self) -> tuple[int, bytes]:
+    def read_pdu(self) -> tuple[int, bytes | bytearray]:
         """The next PDU's type and body.
 
         Raises:
@@ -407,7 +437,7 @@ class PduStream:
                 return
 
 
-def raise_for_control_pdu(pdu_type: int, body: bytes) -> None:
+def raise_for_control_pdu(pdu_type: int, body: bytes | bytearray) -> None:
     """Raise the exception that a non-P-DATA PDU means where a DIMSE message was expected."""
     if pdu_type == PduType.RELEASE_RQ:
         raise ReleaseRequestedError("peer requested release")

@@ -16,6 +16,7 @@ from pynetdicom.pdu import P_DATA_TF
 from common.dimse.fast.commands import CEchoRq, CStoreRq, decode_command_set
 from common.dimse.fast.constants import AbortReason, PduType, PdvControl
 from common.dimse.fast.transport import (
+    ConnectionClosedError,
     DimseProtocolError,
     PduStream,
     PeerAbortedError,
@@ -233,3 +234,58 @@ def test_command_set_that_never_ends_is_refused(pair: tuple[socket.socket, socke
     b.settimeout(5.0)
     with pytest.raises(DimseProtocolError, match="command set too long"):
         PduStream(b).read_command()
+
+
+# -- large PDU bodies are received straight into their own buffer ------------------------------
+
+
+@pytest.mark.parametrize("piece", [4099, 70_000, 1 << 20])
+def test_large_pdus_in_any_pieces_are_reassembled_and_nothing_is_overread(
+    pair: tuple[socket.socket, socket.socket], piece: int
+) -> None:
+    """1 MiB PDUs arriving in pieces of any size, with the next message right behind them."""
+    a, b = pair
+    dataset = bytes(range(256)) * 12_000  # 3 MB: three 1 MiB PDUs
+    wire = b"".join(
+        pdata_pdus(3, CStoreRq(1, CT, "1.2.3").encode(), True, 1 << 20)
+        + pdata_pdus(3, dataset, False, 1 << 20)
+        + pdata_pdus(3, CEchoRq(2).encode(), True, 1 << 20)
+    )
+    sender = _trickle(a, [wire[i : i + piece] for i in range(0, len(wire), piece)], 0)
+    stream = PduStream(b, max_receive=(1 << 20) + 6)
+    stream.read_command()
+    parts: list[bytes] = []
+    assert stream.read_dataset(3, lambda data: parts.append(bytes(data))) == len(dataset)
+    assert b"".join(parts) == dataset
+    assert decode_command_set(stream.read_command()[1]).us(0x00000110) == 2  # the C-ECHO-RQ
+    sender.join(30)
+
+
+def test_a_peer_leaving_inside_a_large_pdu_is_a_closed_connection(
+    pair: tuple[socket.socket, socket.socket]
+) -> None:
+    a, b = pair
+    pdu = pdata_pdus(3, b"x" * 500_000, False, 1 << 20)[0]
+
+    def send_part_and_leave() -> None:
+        a.sendall(pdu[:300_000])  # more than a socket buffer holds: sent while read
+        a.close()
+
+    sender = threading.Thread(target=send_part_and_leave, daemon=True)
+    sender.start()
+    with pytest.raises(ConnectionClosedError):
+        PduStream(b, max_receive=1 << 20).read_pdu()
+    sender.join(10)
+
+
+def test_a_large_pdu_stalling_halfway_hits_the_deadline(
+    pair: tuple[socket.socket, socket.socket]
+) -> None:
+    a, b = pair
+    b.settimeout(30.0)
+    stream = PduStream(b, max_receive=1 << 20, pace=TransferPace(0.3, 1000.0))
+    _trickle(a, [pdata_pdus(3, b"x" * 500_000, False, 1 << 20)[0][:200_000]], 0)
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceededError):
+        stream.read_pdu()
+    assert time.monotonic() - started < 1.5
