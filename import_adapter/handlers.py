@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -29,11 +28,6 @@ def _peer(event: Any) -> str:
     return f"{requestor.ae_title}@{requestor.address}:{requestor.port}"
 
 
-def _as_path(value: str | Path) -> Path:
-    """A path as a :class:`~pathlib.Path` (our engine's events carry one already)."""
-    return value if isinstance(value, Path) else Path(value)
-
-
 def store_handlers(service: StoreService) -> list[Handler]:
     """The EVT_C_STORE handler bound to ``service``."""
 
@@ -46,7 +40,7 @@ def store_handlers(service: StoreService) -> list[Handler]:
             sop_class_uid=str(request.AffectedSOPClassUID),
             sop_instance_uid=str(request.AffectedSOPInstanceUID),
             transfer_syntax_uid=str(event.context.transfer_syntax),
-            spool_path=_as_path(event.dataset_path),
+            spool_path=event.dataset_path,  # a Path from either engine
             # Our engine hands over a small file's bytes too; pynetdicom's events have none.
             content=getattr(event, "dataset_content", None),
         )

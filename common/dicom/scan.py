@@ -35,7 +35,6 @@ _SHORT_VRS = frozenset(
         b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
     }
 )
-_EXPLICIT_SHORT_LE = struct.Struct("<HH2sH")
 _LONG_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 )

@@ -912,13 +912,11 @@ class AcceptorAssociation:
         except BaseException:
             if spill is not None:
                 spill.close()
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
+                _remove_quietly(path)
             raise
         if limit and received > limit:
             if spill is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
+                _remove_quietly(path)
             return None
         return path, None if kept is None else bytes(kept)
 

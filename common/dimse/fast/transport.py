@@ -18,6 +18,7 @@ import struct
 import time
 from collections.abc import Callable
 from io import BufferedIOBase, RawIOBase
+from typing import TypeVar
 
 from common.dimse.fast.constants import (
     PDU_HEADER_LENGTH,
@@ -40,6 +41,8 @@ _PDV_HEADER = struct.Struct(">IBB")
 _PDU_AND_PDV_HEADER = struct.Struct(">BBIIBB")
 _ABORT = struct.Struct(">BBIBBBB")
 _RELEASE = struct.Struct(">BBII")
+_A = TypeVar("_A")
+_R = TypeVar("_R")
 #: How much to ask the kernel for at once when reading.
 _RECV_SIZE = 1 << 18
 #: A PDU body this much larger than what is buffered is received straight into its own buffer.
@@ -180,13 +183,7 @@ class PduStream:
                 # Drop what has been consumed before growing the buffer.
                 del self._buffer[: self._pos]
                 self._pos = 0
-            self._apply_deadlines()
-            try:
-                chunk = self.sock.recv(max(_RECV_SIZE, count - available))
-            except TimeoutError:
-                if self.clock.running:  # the socket timeout was the clock's deadline
-                    raise DeadlineExceededError("PDU or message not complete in time") from None
-                raise
+            chunk = self._within_deadlines(self.sock.recv, max(_RECV_SIZE, count - available))
             if not chunk:
                 raise ConnectionClosedError("peer closed the connection")
             self.clock.received(len(chunk), time.monotonic())
@@ -209,18 +206,26 @@ class PduStream:
         self._pos = 0
         filled = available
         while filled < count:
-            self._apply_deadlines()
-            try:
-                received = self.sock.recv_into(view[filled:])
-            except TimeoutError:
-                if self.clock.running:
-                    raise DeadlineExceededError("PDU or message not complete in time") from None
-                raise
+            received = self._within_deadlines(self.sock.recv_into, view[filled:])
             if not received:
                 raise ConnectionClosedError("peer closed the connection")
             self.clock.received(received, time.monotonic())
             filled += received
         return out
+
+    def _within_deadlines(self, read: Callable[[_A], _R], argument: _A) -> _R:
+        """``read(argument)`` on the socket, waiting no longer than the deadlines allow.
+
+        Raises:
+            DeadlineExceededError: the socket timeout was the clock's deadline.
+        """
+        self._apply_deadlines()
+        try:
+            return read(argument)
+        except TimeoutError:
+            if self.clock.running:
+                raise DeadlineExceededError("PDU or message not complete in time") from None
+            raise
 
     def _apply_deadlines(self) -> None:
         """Lower the socket timeout to what the deadline and the clock leave."""
