@@ -28,18 +28,26 @@ from tests.support.samples import make_corpus, make_large_instance, pixel_data_s
 
 
 def test_sigterm_drains_and_exits_zero(
-    fresh_orthanc: Callable[..., OrthancServer], tmp_path: Path
+    fresh_orthanc: Callable[..., OrthancServer],
+    fault_server: Callable[..., HttpFaultServer],
+    tmp_path: Path,
 ) -> None:
     store = fresh_orthanc()
     corpus = make_corpus(tmp_path / "c", 300)
-    args = ["--dicomweb_address", store.dicomweb_url, "--shutdown_grace", "0.3"]
+    # Every STOW-RS is held 20 ms so that the 300 stores take ~6 s: SIGTERM lands mid-stream
+    # however fast the adapter is (a fixed sleep let a fast run finish everything first).
+    proxy: HttpFaultServer = fault_server(store.http_url)
+    proxy.delay_next(0.02, times=len(corpus), method="POST")
+    args = ["--dicomweb_address", f"{proxy.url}/dicom-web", "--shutdown_grace", "0.3"]
     with AdapterProcess(args, log_path=tmp_path / "adapter.log") as adapter:
         sender = subprocess.Popen(
             [dcmtk.dcmtk_tool("dcmsend"), "-v", "-aec", IMPORT_AET, "127.0.0.1",
              str(adapter.port), *(str(s.path) for s in corpus)],
             env=dcmtk.dcmtk_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
-        time.sleep(0.4)
+        deadline = time.monotonic() + 30
+        while len(proxy.requests) < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert adapter.terminate(timeout=30) == 0, adapter.log()
         output, _ = sender.communicate(timeout=60)
     acknowledged = output.count("Received C-STORE Response (Success)")
