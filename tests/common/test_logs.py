@@ -1,4 +1,5 @@
-"""Log filtering: a library's records about an error we reported ourselves are dropped."""
+"""Log filtering (a library's records about an error we reported ourselves are dropped) and the
+text format's time stamps."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from common.dimse.sockets import PduGuardAbortError
-from common.logs import configure_logging, is_repeat_of_reported_error
+from common.logs import TextFormatter, configure_logging, is_repeat_of_reported_error
 
 
 @pytest.fixture
@@ -54,3 +55,22 @@ def test_other_library_errors_and_our_own_records_are_kept(stderr: Callable[[], 
     except PduGuardAbortError:
         ours.exc_info = sys.exc_info()
         assert not is_repeat_of_reported_error(ours)
+
+
+@pytest.mark.parametrize(
+    "created",
+    [0.0, 1_764_000_000.0, 1_764_000_000.9995, 1_764_000_001.0004, 1_764_000_059.999, 1e9 + 0.5],
+)
+def test_text_format_matches_the_standard_formatter(created: float) -> None:
+    standard = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    ours = TextFormatter()
+    # Records in and out of order, so that the once-per-second cache is both hit and missed.
+    for when in (created, created - 1, created, created + 0.25, created):
+        record = logging.LogRecord("adapter", logging.INFO, __file__, 1, "x=%d", (1,), None)
+        record.created, record.msecs = when, (when - int(when)) * 1000
+        assert ours.format(record) == standard.format(record)
+
+
+def test_text_format_honours_an_explicit_date_format() -> None:
+    record = logging.LogRecord("adapter", logging.INFO, __file__, 1, "m", (), None)
+    assert TextFormatter().formatTime(record, "%Y") == logging.Formatter().formatTime(record, "%Y")
