@@ -975,6 +975,17 @@ def format_row(result: Result) -> str:
     )
 
 
+def serial_bound(stow_rate: float, dimse_rate: float) -> float:
+    """(a)/(b) with one association for an adapter whose DIMSE side costs what storescp does.
+
+    With one association every step is serial: dcmsend waits for each C-STORE-RSP, which waits
+    for the STOW-RS. Such an adapter spends, per instance, the time of a (d) round trip plus
+    that of a (b) request, so (a)/(b) = (1/b) / (1/b + 1/d) = d / (b + d). It shows how much of
+    the target a run leaves to the adapter: dcmsend's own cost per instance is in (a), not (b).
+    """
+    return dimse_rate / (stow_rate + dimse_rate)
+
+
 def compute_ratios(results: Sequence[Result]) -> list[dict[str, Any]]:
     by_key = {(r.corpus, r.phase, r.streams): r for r in results if r.ok}
     targets = {("a", "b"): 0.8, ("c", "d"): 0.4}
@@ -998,6 +1009,11 @@ def compute_ratios(results: Sequence[Result]) -> list[dict[str, Any]]:
                     # under the same disk conditions (the headline is the ratio of medians).
                     pairs = zip(numerator.runs, denominator.runs, strict=True)
                     ratio["pairs"] = [round(a / b, 2) for a, b in pairs if b]
+                native = by_key.get((corpus, "d", 1))
+                if top == "a" and streams == 1 and native is not None:
+                    ratio["storescp_speed_bound"] = round(
+                        serial_bound(denominator.instances_per_s, native.instances_per_s), 3
+                    )
                 ratios.append(ratio)
     return ratios
 
@@ -1019,6 +1035,11 @@ def print_summary(bench: Bench, corpora: Sequence[Corpus]) -> list[dict[str, Any
             f"{', higher with several' if ratio['ratio'] == '(a)/(b)' else ''})"
             + (f"   run pairs {'/'.join(map(str, ratio['pairs']))}" if ratio.get("pairs") else "")
         )
+        if "storescp_speed_bound" in ratio:
+            print(
+                f"         an adapter as fast as storescp would get "
+                f"{ratio['storescp_speed_bound']:.2f} here (d/(b+d): dcmsend's own time is in (a))"
+            )
     adapter_rss = [r for r in bench.results if r.peak_rss_mb is not None]
     for corpus in corpora:
         peaks = [r.peak_rss_mb for r in adapter_rss if r.corpus == corpus.name and r.peak_rss_mb]

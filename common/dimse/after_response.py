@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from types import TracebackType
 
 LOG = logging.getLogger(__name__)
 
@@ -30,21 +30,29 @@ def defer(work: Callable[[], object]) -> None:
         pending.append(work)
 
 
-@contextmanager
-def response_pending() -> Iterator[None]:
+class response_pending:  # named like the function it replaced: ``with response_pending():``
     """Collect deferred work while the block runs; run it afterwards, in order.
 
     The block runs a handler and sends its response. Work that raises is logged and does not
-    stop the rest.
+    stop the rest. A class rather than a generator-based context manager: it wraps every
+    C-STORE, and a generator's set-up and tear-down cost several times more.
     """
-    outer = getattr(_local, "pending", None)
-    pending: list[Callable[[], object]] = []
-    _local.pending = pending
-    try:
-        yield
-    finally:
-        _local.pending = outer
-        for work in pending:
+
+    __slots__ = ("_outer", "_pending")
+
+    def __enter__(self) -> None:
+        self._outer: list[Callable[[], object]] | None = getattr(_local, "pending", None)
+        self._pending: list[Callable[[], object]] = []
+        _local.pending = self._pending
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        _local.pending = self._outer
+        for work in self._pending:
             try:
                 work()
             except Exception:  # bookkeeping must never break the association
