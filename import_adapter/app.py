@@ -203,16 +203,18 @@ def _package_version() -> str:
 def run(config: ImportConfig) -> int:
     """Run until SIGTERM/SIGINT, then shut down cleanly; returns the exit status."""
     adapter = ImportAdapter(config)
-    adapter.start()
     stop = adapter.lifecycle.stop_requested
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         LOG.info("received %s; shutting down", signal.Signals(signum).name)
         stop.set()
 
+    # Before the listener opens: a SIGTERM that arrives as soon as the port answers (or during
+    # spool recovery) must drain and exit 0, not kill the process with the default action.
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+    adapter.start()
     while not stop.wait(0.5):  # a timed wait keeps signal delivery prompt
         pass
     adapter.stop()
