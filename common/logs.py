@@ -115,6 +115,9 @@ def configure_logging(*, verbose: bool = False, json_format: bool = False) -> No
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+    # Nor where a record was logged from (file, line, function): the same table's
+    # "set logging._srcfile to None" spares a walk up the stack for every record.
+    logging._srcfile = None
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)
