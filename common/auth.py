@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from common.errors import AuthError, ConfigError
+from common.proxy import ProxySettings, proxy_aware_pool
 
 #: The scope the reference adapter asks for by default.
 DEFAULT_SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
@@ -45,6 +46,7 @@ class AuthConfig:
         basic_user: the HTTP basic user name.
         basic_password_file: a file holding the HTTP basic password.
         basic_password: the HTTP basic password taken from the environment.
+        proxy: outbound proxies (google-auth's token requests go through them).
     """
 
     kind: AuthKind = AuthKind.AUTO
@@ -54,6 +56,7 @@ class AuthConfig:
     basic_user: str | None = None
     basic_password_file: Path | None = None
     basic_password: str | None = field(default=None, repr=False)
+    proxy: ProxySettings = field(default_factory=ProxySettings)
 
 
 class Authenticator(Protocol):
@@ -154,22 +157,25 @@ class GoogleAuth:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_environment(cls, scopes: tuple[str, ...]) -> GoogleAuth:
+    def from_environment(
+        cls, scopes: tuple[str, ...], proxy: ProxySettings | None = None
+    ) -> GoogleAuth:
         """Load Application Default Credentials.
 
         Sources, in google-auth's order: ``GOOGLE_APPLICATION_CREDENTIALS``, gcloud's user
-        credentials, the GKE metadata server (Workload Identity).
+        credentials, the GKE metadata server (Workload Identity). Token requests go through
+        ``proxy`` (the metadata server never does).
         """
         import google.auth
         import google.auth.exceptions
-        import urllib3
         from google.auth.transport.urllib3 import Request
 
         try:
             credentials, _project = google.auth.default(scopes=list(scopes))
         except google.auth.exceptions.DefaultCredentialsError as exc:
             raise AuthError(f"Google Application Default Credentials not found: {exc}") from exc
-        return cls(credentials, Request(urllib3.PoolManager(num_pools=2, maxsize=2)))  # type: ignore[no-untyped-call]
+        pool = proxy_aware_pool(proxy or ProxySettings())
+        return cls(credentials, Request(pool))  # type: ignore[no-untyped-call]
 
     def __repr__(self) -> str:
         return f"GoogleAuth({type(self._credentials).__name__})"
@@ -214,7 +220,7 @@ def build_authenticator(config: AuthConfig, address: str) -> Authenticator:
     if kind is AuthKind.NONE:
         return NoAuth()
     if kind is AuthKind.GOOGLE:
-        return GoogleAuth.from_environment(config.scopes)
+        return GoogleAuth.from_environment(config.scopes, config.proxy)
     if kind is AuthKind.BEARER:
         if config.bearer_token_file:
             return BearerTokenAuth(token_file=config.bearer_token_file)

@@ -8,7 +8,11 @@ without the general machinery of urllib3/``http.client``, whose response header 
 - connections: per (scheme, host, port) a LIFO stack of at most ``pool_size`` idle keep-alive
   connections; more concurrent requests open more connections, closed instead of kept when the
   stack is full. ``TCP_NODELAY`` on every socket; https with certificate and host name
-  verification (TLS 1.2+), trusting ``ca_bundle`` when given. No proxies.
+  verification (TLS 1.2+), trusting ``ca_bundle`` when given.
+- proxies (:mod:`common.proxy`): a connection to a host that ``proxy`` sends through an
+  ``http://`` proxy starts with a CONNECT tunnel (with the proxy's basic credentials, if any),
+  for https and plain http alike; a proxy that refuses the tunnel is a connection error that
+  names the proxy and its answer.
 - requests: the body is bytes (sent with the head in one write when small), a readable binary
   file or an iterable of chunks, streamed block by block: with the caller's ``Content-Length``,
   else with chunked transfer coding.
@@ -23,6 +27,7 @@ without the general machinery of urllib3/``http.client``, whose response header 
 Socket and TLS errors are translated here into :mod:`common.errors` and never reach callers::
 
     TimeoutError (connect, read, write)      -> DicomwebTimeoutError
+    proxy refused the CONNECT tunnel         -> DicomwebConnectionError "proxy ... refused ..."
     ssl.SSLError (handshake, certificates)   -> DicomwebConnectionError "TLS failure ..."
     other OSError, malformed response        -> DicomwebConnectionError "... failed: <reason>"
     status >= 400                            -> DicomwebHttpError (body excerpt, Retry-After)
@@ -41,7 +46,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any, Protocol, TypeVar, overload
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -51,6 +56,7 @@ from common.errors import (
     DicomwebHttpError,
     DicomwebTimeoutError,
 )
+from common.proxy import ProxySettings, ProxyUrl
 
 LOG = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -98,6 +104,7 @@ class HttpSettings:
             concurrent requests; more requests at once open more connections).
         ca_bundle: a PEM file of CA certificates to trust instead of the system store.
         block_size: bytes sent per write when streaming a request body.
+        proxy: outbound proxies; a request through one goes through a CONNECT tunnel.
     """
 
     connect_timeout: float = 10.0
@@ -105,6 +112,7 @@ class HttpSettings:
     pool_size: int = 32
     ca_bundle: str | None = None
     block_size: int = 256 * 1024
+    proxy: ProxySettings = field(default_factory=ProxySettings)
 
 
 class Response(Protocol):
@@ -827,6 +835,46 @@ def _parse_head(head: str) -> tuple[str, int, str, Headers]:
     return version, int(code), rest[4:].strip(), Headers(fields)
 
 
+def _open_tunnel(sock: socket.socket, proxy: ProxyUrl, host: str, port: int) -> None:
+    """Ask the proxy connected on ``sock`` for a tunnel to ``host:port`` (RFC 9110 9.3.6).
+
+    Raises:
+        DicomwebConnectionError: the proxy refused, or did not answer HTTP.
+        OSError, TimeoutError: the connection to the proxy failed.
+    """
+    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    lines = [f"CONNECT {authority} HTTP/1.1\r\n", f"Host: {authority}\r\n"]
+    if proxy.authorization:
+        lines.append(f"Proxy-Authorization: {proxy.authorization}\r\n")
+    lines.append(f"User-Agent: {USER_AGENT}\r\n\r\n")
+    sock.sendall("".join(lines).encode("latin-1"))
+    head = b""
+    while b"\r\n\r\n" not in head:
+        # Nothing follows the proxy's answer until we speak (TLS or our request), so reading
+        # in chunks cannot take bytes of the tunnel.
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise DicomwebConnectionError(
+                f"proxy {proxy.display} closed the connection before answering CONNECT"
+            )
+        head += chunk
+        if len(head) > _MAX_HEAD:
+            raise DicomwebConnectionError(f"proxy {proxy.display}: CONNECT answer too long")
+    text, _, rest = head.partition(b"\r\n\r\n")
+    try:
+        _version, status, reason, _headers = _parse_head(text.decode("latin-1"))
+    except HttpProtocolError as exc:
+        raise DicomwebConnectionError(f"proxy {proxy.display}: {exc}") from exc
+    if not 200 <= status < 300:
+        advice = " (check the credentials in the proxy URL)" if status == 407 else ""
+        raise DicomwebConnectionError(
+            f"proxy {proxy.display} refused a tunnel to {authority}: HTTP {status} "
+            f"{reason}{advice}"
+        )
+    if rest:
+        raise DicomwebConnectionError(f"proxy {proxy.display} sent data before the tunnel")
+
+
 # --------------------------------------------------------------------------- transport
 
 
@@ -955,9 +1003,15 @@ class HttpTransport:
 
     def _connect(self, pool: _Pool) -> _Connection:
         scheme, host, port = pool.key
-        sock = socket.create_connection((host, port), timeout=self.settings.connect_timeout)
+        proxy = self.settings.proxy.for_url(scheme, host, port)
+        sock = socket.create_connection(
+            (host, port) if proxy is None else (proxy.host, proxy.port),
+            timeout=self.settings.connect_timeout,
+        )
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if proxy is not None:
+                _open_tunnel(sock, proxy, host, port)
             if scheme == "https":
                 sock = self._tls_context().wrap_socket(sock, server_hostname=host)
             sock.settimeout(self.settings.read_timeout)

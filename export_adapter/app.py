@@ -33,6 +33,7 @@ from common.health import (
 from common.http import HttpTransport
 from common.lifecycle import Lifecycle
 from common.metrics import ExportMetrics, new_registry
+from common.proxy import ProxySettings
 from common.retry import NO_RETRY, RetryPolicy
 from export_adapter.config import DimsePeerConfig, ExportConfig, StowPeerConfig
 from export_adapter.counters import ExportCounters
@@ -48,10 +49,13 @@ LOG = logging.getLogger(__name__)
 _CANCEL_TIMEOUT = 10.0
 
 
-def peer_authenticator(peer: StowPeerConfig) -> Authenticator:
-    """Google ADC when ``--use_gcp_application_default_credentials`` is set, else none."""
+def peer_authenticator(peer: StowPeerConfig, proxy: ProxySettings | None = None) -> Authenticator:
+    """Google ADC when ``--use_gcp_application_default_credentials`` is set, else none.
+
+    ``proxy``: the outbound proxies that token requests go through.
+    """
     if peer.use_adc:
-        return GoogleAuth.from_environment(peer.scopes)
+        return GoogleAuth.from_environment(peer.scopes, proxy)
     if is_google_address(peer.address.root):
         LOG.warning(
             "the STOW-RS peer is a Google API but --use_gcp_application_default_credentials "
@@ -69,7 +73,8 @@ def build_sink(
     """The C-STORE or STOW-RS sink for the configured peer."""
     if isinstance(peer, DimsePeerConfig):
         return DimseSink(peer.peer, peer.sender, max_associations=peer.max_associations)
-    client = DicomwebClient(peer.address, transport, peer_authenticator(peer), retry, stop=stop)
+    authenticator = peer_authenticator(peer, transport.settings.proxy)
+    client = DicomwebClient(peer.address, transport, authenticator, retry, stop=stop)
     return StowSink(client, peer.address.root)
 
 

@@ -13,7 +13,13 @@ from typing import Any
 import click
 
 from common.cli.compat import explain_monitoring, monitoring_option
-from common.cli.options import auth_config, auth_options, option, resolve_dicomweb_address
+from common.cli.options import (
+    auth_config,
+    auth_options,
+    option,
+    proxy_settings,
+    resolve_dicomweb_address,
+)
 from common.cli.params import AE_TITLE, DICOMWEB_ADDRESS, PORT
 from common.dicomweb.address import DicomwebAddress
 from common.dimse.sender import PeerAddress, SenderSettings
@@ -129,15 +135,17 @@ def build_config(params: dict[str, Any]) -> ExportConfig:
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
     workers = params["workers"]
+    proxy = proxy_settings()
     return ExportConfig(
         subscription_path=subscription,
         source=source,
         peer=peer,
-        source_auth=auth_config(params),
+        source_auth=auth_config(params, proxy),
         http=HttpSettings(
             read_timeout=params["http_timeout"],
             pool_size=max(8, workers * 2),
             ca_bundle=params["ca_bundle"],
+            proxy=proxy,
         ),
         retry=RetryPolicy(budget=params["dicomweb_retry_budget"]),
         flow=FlowSettings(

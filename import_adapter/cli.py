@@ -14,7 +14,13 @@ from typing import Any
 import click
 
 from common.cli.compat import check_import_compat, explain_import_compat, import_compat_options
-from common.cli.options import auth_config, auth_options, option, resolve_dicomweb_address
+from common.cli.options import (
+    auth_config,
+    auth_options,
+    option,
+    proxy_settings,
+    resolve_dicomweb_address,
+)
 from common.cli.params import AE_TITLE, DICOMWEB_ADDRESS, PORT
 from common.dicomweb.address import DicomwebAddress
 from common.dimse.aet_dictionary import AetDictionary, load_aet_dictionary
@@ -113,6 +119,7 @@ def command(**params: Any) -> int:
         params["dicomweb_address"], params["dicomweb_addr"], params["dicomweb_stow_path"]
     )
     forwarding = store_and_forward_config(params)
+    proxy = proxy_settings()
     config = ImportConfig(
         dimse=DimseServerConfig(
             ae_title=params["dimse_aet"],
@@ -130,11 +137,12 @@ def command(**params: Any) -> int:
             tls=listener_tls(params),
         ),
         dicomweb=address,
-        auth=auth_config(params),
+        auth=auth_config(params, proxy),
         http=HttpSettings(
             read_timeout=params["http_timeout"],
             pool_size=max(8, params["max_associations"]),
             ca_bundle=params["ca_bundle"],
+            proxy=proxy,
         ),
         retry=RetryPolicy(budget=params["stow_retry_budget"]),
         spool_dir=params["spool_dir"],

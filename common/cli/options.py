@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -12,6 +13,7 @@ from common.auth import DEFAULT_SCOPES, AuthConfig, AuthKind, env_secret
 from common.cli.params import env_name, spellings
 from common.dicomweb.address import DicomwebAddress, address_from_deprecated
 from common.errors import ConfigError
+from common.proxy import ProxySettings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -69,7 +71,19 @@ def auth_options(func: F) -> F:
     return func
 
 
-def auth_config(params: dict[str, Any]) -> AuthConfig:
+def proxy_settings() -> ProxySettings:
+    """Outbound proxies from ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``.
+
+    Raises:
+        click.UsageError: a proxy variable holds an unusable URL.
+    """
+    try:
+        return ProxySettings.from_environment(os.environ)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def auth_config(params: dict[str, Any], proxy: ProxySettings) -> AuthConfig:
     """The :class:`AuthConfig` from parsed auth options and the environment."""
     scopes = tuple(s.strip() for s in params["oauth_scopes"].split(",") if s.strip())
     return AuthConfig(
@@ -80,6 +94,7 @@ def auth_config(params: dict[str, Any]) -> AuthConfig:
         basic_user=params["basic_auth_user"],
         basic_password_file=params["basic_auth_password_file"],
         basic_password=env_secret(BASIC_PASSWORD_ENV),
+        proxy=proxy,
     )
 
 

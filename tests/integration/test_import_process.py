@@ -3,27 +3,21 @@ memory for a huge instance, and each authentication method across the wire."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from common.auth import AuthConfig, AuthKind
 from common.status import Status
 from tests.integration.test_import_store import pynetdicom_store
 from tests.support import dcmtk
 from tests.support.adapters import IMPORT_AET, AdapterProcess, running_import_adapter
+from tests.support.google_token import token_endpoint, write_service_account_key
 from tests.support.http_fault_server import HttpFaultServer
 from tests.support.orthanc import OrthancServer
-from tests.support.ports import free_port
 from tests.support.samples import make_corpus, make_large_instance, pixel_data_sha256
 
 
@@ -120,63 +114,19 @@ def test_bearer_token_file_is_reread(
     assert headers == ["Bearer first-token", "Bearer second-token"]
 
 
-class _TokenEndpoint(BaseHTTPRequestHandler):
-    """A stand-in for Google's OAuth token endpoint: hands out short-lived numbered tokens."""
-
-    issued = 0
-    lock = threading.Lock()
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length", 0))
-        body = self.rfile.read(length).decode()
-        assert "grant_type=urn" in body and "assertion=" in body
-        with _TokenEndpoint.lock:
-            _TokenEndpoint.issued += 1
-            token = f"google-token-{_TokenEndpoint.issued}"
-        # 60 s is inside google-auth's refresh margin, so every request refreshes.
-        reply = json.dumps({"access_token": token, "expires_in": 60, "token_type": "Bearer"})
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(reply)))
-        self.end_headers()
-        self.wfile.write(reply.encode())
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def token_endpoint() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), _TokenEndpoint)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/token"
-    server.shutdown()
-    server.server_close()
+def token_uri() -> Iterator[str]:
+    with token_endpoint() as url:
+        yield url
 
 
 def test_google_application_default_credentials_refresh(
     fault_server: Callable[..., HttpFaultServer],
-    token_endpoint: str,
+    token_uri: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    key_file = tmp_path / "sa.json"
-    key_file.write_text(json.dumps({
-        "type": "service_account",
-        "project_id": "test-project",
-        "private_key_id": hashlib.sha1(pem.encode()).hexdigest(),
-        "private_key": pem,
-        "client_email": "adapter@test-project.iam.gserviceaccount.com",
-        "client_id": "1",
-        "token_uri": token_endpoint,
-    }))
+    key_file = write_service_account_key(tmp_path / "sa.json", token_uri)
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
     sink = fault_server()
     corpus = make_corpus(tmp_path / "c", 2)
