@@ -28,6 +28,7 @@ Socket and TLS errors are translated here into :mod:`common.errors` and never re
 
     TimeoutError (connect, read, write)      -> DicomwebTimeoutError
     proxy refused the CONNECT tunnel         -> DicomwebConnectionError "proxy ... refused ..."
+    ... with 407 (our proxy credentials)     -> AuthError (not retried: it cannot heal itself)
     ssl.SSLError (handshake, certificates)   -> DicomwebConnectionError "TLS failure ..."
     other OSError, malformed response        -> DicomwebConnectionError "... failed: <reason>"
     status >= 400                            -> DicomwebHttpError (body excerpt, Retry-After)
@@ -51,6 +52,7 @@ from typing import IO, Any, Protocol, TypeVar, overload
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from common.errors import (
+    AuthError,
     DicomwebConnectionError,
     DicomwebError,
     DicomwebHttpError,
@@ -839,7 +841,8 @@ def _open_tunnel(sock: socket.socket, proxy: ProxyUrl, host: str, port: int) -> 
     """Ask the proxy connected on ``sock`` for a tunnel to ``host:port`` (RFC 9110 9.3.6).
 
     Raises:
-        DicomwebConnectionError: the proxy refused, or did not answer HTTP.
+        AuthError: the proxy asked for (other) credentials: 407.
+        DicomwebConnectionError: the proxy refused otherwise, or did not answer HTTP.
         OSError, TimeoutError: the connection to the proxy failed.
     """
     authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -865,11 +868,14 @@ def _open_tunnel(sock: socket.socket, proxy: ProxyUrl, host: str, port: int) -> 
         _version, status, reason, _headers = _parse_head(text.decode("latin-1"))
     except HttpProtocolError as exc:
         raise DicomwebConnectionError(f"proxy {proxy.display}: {exc}") from exc
+    if status == 407:
+        raise AuthError(
+            f"proxy {proxy.display} refused a tunnel to {authority}: HTTP 407 {reason} "
+            "(check the credentials in the proxy URL)"
+        )
     if not 200 <= status < 300:
-        advice = " (check the credentials in the proxy URL)" if status == 407 else ""
         raise DicomwebConnectionError(
-            f"proxy {proxy.display} refused a tunnel to {authority}: HTTP {status} "
-            f"{reason}{advice}"
+            f"proxy {proxy.display} refused a tunnel to {authority}: HTTP {status} {reason}"
         )
     if rest:
         raise DicomwebConnectionError(f"proxy {proxy.display} sent data before the tunnel")
@@ -912,6 +918,7 @@ class HttpTransport:
         Raises:
             DicomwebHttpError: for a status >= 400 (the body is read and the connection freed).
             DicomwebConnectionError, DicomwebTimeoutError: transport failures.
+            AuthError: the proxy refused our credentials (407).
         """
         try:
             key, host_header, target = _parse_url(url)

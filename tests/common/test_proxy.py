@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import ConfigError, DicomwebConnectionError
+from common.errors import AuthError, ConfigError, DicomwebConnectionError
 from common.http import HttpSettings, HttpTransport
 from common.proxy import ProxySettings, ProxyUrl, parse_proxy_url, proxy_aware_pool
 from tests.common.test_http import _tls_setup, echo
@@ -164,7 +164,7 @@ def test_proxy_credentials_are_sent_and_a_refusal_is_a_clear_error() -> None:
         bad = _transport(proxy.url_with("adapter", "wrong"))
         try:
             assert good.request("GET", url, headers={}).status == 200
-            with pytest.raises(DicomwebConnectionError) as caught:
+            with pytest.raises(AuthError) as caught:  # not retried: it cannot heal itself
                 bad.request("GET", url, headers={})
         finally:
             good.close()

@@ -1,12 +1,14 @@
 """Outbound HTTP through a forward proxy, across real wires: the import adapter as a real
 process configured by ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` storing into Orthanc through
-CONNECT tunnels, a bad proxy variable as a usage error, and google-auth's token refresh going
-through the proxy while the store is reached directly."""
+CONNECT tunnels, refused at once with wrong proxy credentials, a bad proxy variable as a usage
+error, and google-auth's token refresh going through the proxy while the store is reached
+directly."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,6 +52,26 @@ def test_import_adapter_stores_through_a_proxy(
     assert len(tunnels) < len(corpus)
     assert store.count_instances() == len(corpus)
     assert "pw" not in adapter.log()
+
+
+def test_wrong_proxy_credentials_refuse_the_c_store_at_once(
+    fresh_orthanc: Callable[..., OrthancServer], tmp_path: Path
+) -> None:
+    store = fresh_orthanc()
+    sample = make_corpus(tmp_path / "c", 1)[0]
+    with HttpProxy(credentials=("adapter", "pw")) as proxy:
+        env = {"HTTP_PROXY": proxy.url_with("adapter", "wrong"), "NO_PROXY": "", "no_proxy": ""}
+        args = ["--dicomweb_address", store.dicomweb_url, "--stow_retry_budget", "30"]
+        with AdapterProcess(args, log_path=tmp_path / "adapter.log", env=env) as adapter:
+            started = time.monotonic()
+            status = pynetdicom_store(adapter.port, sample.path)
+            elapsed = time.monotonic() - started
+            log = adapter.log()
+    # 407 is not retried for the 30 s budget: a wrong credential cannot heal itself.
+    assert status == Status.NOT_AUTHORIZED, log[-2000:]
+    assert elapsed < 10
+    assert "407" in log and "wrong" not in log
+    assert store.count_instances() == 0
 
 
 def test_a_bad_proxy_variable_is_a_usage_error(tmp_path: Path) -> None:
