@@ -71,6 +71,9 @@ def main() -> int:
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
     }))
     env = {**os.environ, "TCP_NODELAY": "1"}
+    # The local Orthanc is reached directly even on a machine whose HTTP(S)_PROXY is set.
+    for name in ("NO_PROXY", "no_proxy"):
+        env[name] = ",".join(filter(None, [env.get(name, ""), "127.0.0.1", "localhost"]))
     processes: list[subprocess.Popen[bytes]] = []
 
     def stop(*_: object) -> None:

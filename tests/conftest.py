@@ -14,6 +14,7 @@ Tests under ``tests/integration`` are marked ``integration`` automatically. Fixt
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,13 @@ from tests.support.pubsub_emulator import PubSubEmulator
 from tests.support.samples import SampleInstance, make_samples
 
 _INTEGRATION_DIR = Path(__file__).parent / "integration"
+
+# Every server the tests talk to is on loopback: a proxy set for this machine (a developer
+# behind a corporate proxy) must not capture their traffic, nor that of the adapter processes
+# and gRPC clients they start. The proxy tests set their own variables.
+for _name in ("HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "ALL_PROXY", "GRPC_PROXY"):
+    os.environ.pop(_name, None)
+    os.environ.pop(_name.lower(), None)
 
 
 def pytest_configure(config: pytest.Config) -> None:

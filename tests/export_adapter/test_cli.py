@@ -101,3 +101,19 @@ def test_usage_errors_are_one_line(
 def test_group_maps_export_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(cli, ["export", *BASE]) == 2
     assert "missing peer" in capsys.readouterr().err
+
+
+def test_proxy_variables_reach_the_transport_and_the_source_credentials(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("https_proxy", "http_proxy", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "proxy.hospital:3128")
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.hospital:3129")
+    config = config_for([*BASE, *DIMSE])
+    assert config.http.proxy == config.source_auth.proxy
+    assert config.http.proxy.for_url("https", "healthcare.googleapis.com", 443) is not None
+    plain = config.http.proxy.for_url("http", "pacs", 8042)
+    assert plain is not None and plain.port == 3129
+    monkeypatch.setenv("HTTP_PROXY", "socks5://proxy:1080")
+    assert "only http:// proxies" in usage_error([*BASE, *DIMSE], capsys)

@@ -137,3 +137,31 @@ def test_reference_compat_flags(captured: list[ImportConfig], capsys: pytest.Cap
     assert _run(["--dicomweb_address", ORTHANC,
                  "--persistent_file_storage_location", "gs://bucket/x"]) == 2
     assert "gs:// is not supported" in capsys.readouterr().err
+
+
+def test_proxy_variables_reach_the_transport_and_the_credentials(
+    captured: list[ImportConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("https_proxy", "http_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://user:pw@proxy.hospital:3128")
+    monkeypatch.setenv("NO_PROXY", ".hospital.local")
+    assert _run(["--dicomweb_address", GOOGLE]) == 0
+    (config,) = captured
+    assert config.http.proxy == config.auth.proxy
+    proxy = config.http.proxy.for_url("https", "healthcare.googleapis.com", 443)
+    assert proxy is not None and (proxy.host, proxy.port) == ("proxy.hospital", 3128)
+    assert config.http.proxy.for_url("https", "pacs.hospital.local", 443) is None
+
+
+def test_an_unusable_proxy_is_a_one_line_usage_error(
+    captured: list[ImportConfig],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("https_proxy", raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "https://proxy:3128")
+    assert _run(["--dicomweb_address", ORTHANC]) == 2
+    err = capsys.readouterr().err
+    assert "only http:// proxies are supported" in err
+    assert err.count("\n") == 1 and not captured
