@@ -58,23 +58,33 @@ _PROCESS_GLOBALS = (
 )
 
 
+#: The logging module's switches that common.logs.configure_logging turns off (a CLI test
+#: configures logging in this process); pytest's captured logs show file:line again after it.
+_LOGGING_SWITCHES = ("logThreads", "logProcesses", "logMultiprocessing", "_srcfile")
+
+
 def _restoring_process_globals() -> Iterator[None]:
+    import logging
     import tempfile
 
     from pynetdicom import _config
 
     saved = {name: getattr(_config, name) for name in _PROCESS_GLOBALS}
+    saved_logging = {name: getattr(logging, name) for name in _LOGGING_SWITCHES}
     saved_tempdir = tempfile.tempdir
     yield
     for name, value in saved.items():
         setattr(_config, name, value)
+    for name, value in saved_logging.items():
+        setattr(logging, name, value)
     tempfile.tempdir = saved_tempdir
 
 
 @pytest.fixture(autouse=True)
 def _isolate_process_globals() -> Iterator[None]:
     """Undo the process-wide settings an in-process adapter makes (pynetdicom's ``_config``,
-    ``tempfile.tempdir``), so a later test's own pynetdicom peer behaves as configured."""
+    ``tempfile.tempdir``, logging's switches), so a later test's own pynetdicom peer behaves as
+    configured."""
     yield from _restoring_process_globals()
 
 
