@@ -157,9 +157,7 @@ class GoogleAuth:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_environment(
-        cls, scopes: tuple[str, ...], proxy: ProxySettings | None = None
-    ) -> GoogleAuth:
+    def from_environment(cls, scopes: tuple[str, ...], proxy: ProxySettings) -> GoogleAuth:
         """Load Application Default Credentials.
 
         Sources, in google-auth's order: ``GOOGLE_APPLICATION_CREDENTIALS``, gcloud's user
@@ -174,8 +172,7 @@ class GoogleAuth:
             credentials, _project = google.auth.default(scopes=list(scopes))
         except google.auth.exceptions.DefaultCredentialsError as exc:
             raise AuthError(f"Google Application Default Credentials not found: {exc}") from exc
-        pool = proxy_aware_pool(proxy or ProxySettings())
-        return cls(credentials, Request(pool))  # type: ignore[no-untyped-call]
+        return cls(credentials, Request(proxy_aware_pool(proxy)))  # type: ignore[no-untyped-call]
 
     def __repr__(self) -> str:
         return f"GoogleAuth({type(self._credentials).__name__})"

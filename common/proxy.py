@@ -39,14 +39,12 @@ class ProxyUrl:
 
     @property
     def display(self) -> str:
-        """The proxy for log lines and errors (never its credentials)."""
+        """The proxy URL without its credentials (they are in :attr:`authorization`).
+
+        For log lines, errors, and clients that take the credentials as a header.
+        """
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        """The proxy URL without credentials (they go in :attr:`authorization`)."""
-        return self.display
 
 
 def parse_proxy_url(value: str, *, name: str = "proxy") -> ProxyUrl:
@@ -174,7 +172,7 @@ class _ProxyRouter:
         for proxy in {p for p in (settings.https, settings.http) if p is not None}:
             headers = {"Proxy-Authorization": proxy.authorization} if proxy.authorization else None
             self._proxied[proxy] = urllib3.ProxyManager(
-                proxy.url, num_pools=num_pools, maxsize=maxsize, proxy_headers=headers
+                proxy.display, num_pools=num_pools, maxsize=maxsize, proxy_headers=headers
             )
 
     def manager_for(self, url: str) -> Any:
@@ -188,12 +186,8 @@ class _ProxyRouter:
         return self._direct if proxy is None else self._proxied[proxy]
 
     def request(self, method: str, url: str, **kwargs: Any) -> Any:
-        """``urllib3.PoolManager.request`` through the right manager."""
+        """``urllib3.PoolManager.request`` through the right manager (google-auth calls it)."""
         return self.manager_for(url).request(method, url, **kwargs)
-
-    def urlopen(self, method: str, url: str, **kwargs: Any) -> Any:
-        """``urllib3.PoolManager.urlopen`` through the right manager."""
-        return self.manager_for(url).urlopen(method, url, **kwargs)
 
 
 def proxy_aware_pool(settings: ProxySettings, *, num_pools: int = 2, maxsize: int = 2) -> Any:

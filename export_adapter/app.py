@@ -49,7 +49,7 @@ LOG = logging.getLogger(__name__)
 _CANCEL_TIMEOUT = 10.0
 
 
-def peer_authenticator(peer: StowPeerConfig, proxy: ProxySettings | None = None) -> Authenticator:
+def peer_authenticator(peer: StowPeerConfig, proxy: ProxySettings) -> Authenticator:
     """Google ADC when ``--use_gcp_application_default_credentials`` is set, else none.
 
     ``proxy``: the outbound proxies that token requests go through.
