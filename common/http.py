@@ -15,7 +15,9 @@ without the general machinery of urllib3/``http.client``, whose response header 
   names the proxy and its answer.
 - requests: the body is bytes (sent with the head in one write when small), a readable binary
   file or an iterable of chunks, streamed block by block: with the caller's ``Content-Length``,
-  else with chunked transfer coding.
+  else with chunked transfer coding. A file body that is a :class:`SegmentedBody` (a STOW-RS
+  body over a spooled dataset) goes out with ``sendfile`` on a plain-TCP connection: the
+  kernel copies the dataset from the page cache to the socket, without a pass through Python.
 - responses: headers in a case-insensitive mapping (repeated names joined with ", "), 1xx
   skipped, a body framed by Content-Length, chunked coding or the end of the connection. A
   connection goes back to its stack as soon as its response body has been read to the end.
@@ -441,6 +443,30 @@ def _parse_url(url: str) -> tuple[tuple[str, str, int], str, str]:
 
 # --------------------------------------------------------------------------- requests
 
+
+@dataclass(frozen=True)
+class FileRange:
+    """``count`` bytes of an open regular file from ``offset``, sent as they are."""
+
+    file: IO[bytes]
+    offset: int
+    count: int
+
+
+class SegmentedBody(Protocol):
+    """A file body that can also list itself as byte strings and ranges of regular files.
+
+    It is still read like a file where ``sendfile`` cannot serve (TLS, chunked coding).
+    """
+
+    def read(self, size: int = -1, /) -> bytes | None:
+        """Up to ``size`` bytes of the body, as a file body is read."""
+        ...
+
+    def segments(self) -> Iterator[bytes | FileRange]:
+        """The body in order; files it opens for this are closed when the iterator ends."""
+        ...
+
 _NO_BODY, _BYTES, _FILE, _ITERABLE = range(4)
 
 
@@ -532,6 +558,10 @@ class _Request:
         if kind == _NO_BODY:
             sock.sendall(self.head + b"0\r\n\r\n" if self.chunked else self.head)
             return
+        segments = getattr(self.body, "segments", None)
+        if kind == _FILE and segments is not None and not self.chunked and _sends_files(sock):
+            self._send_segments(sock, segments())
+            return
         sock.sendall(self.head)
         blocks: Iterable[bytes | memoryview]
         if kind == _BYTES:
@@ -552,10 +582,48 @@ class _Request:
             sent += size
         if self.chunked:
             sock.sendall(b"0\r\n\r\n")
-        elif self.length is not None and sent != self.length:
+        else:
+            self._check_length(sent)
+
+    def _send_segments(self, sock: socket.socket, segments: Iterator[bytes | FileRange]) -> None:
+        """Write the head and a :class:`SegmentedBody`: bytes coalesced, file ranges by sendfile."""
+        pending = [self.head]
+        sent = 0
+        try:
+            for segment in segments:
+                if isinstance(segment, FileRange):
+                    if segment.count <= 0:
+                        continue  # sendfile would read a count of 0 as "to the end"
+                    sock.sendall(b"".join(pending))
+                    pending = []
+                    count = sock.sendfile(segment.file, segment.offset, segment.count)
+                    sent += count
+                    if count != segment.count:
+                        raise DicomwebError(
+                            f"the file behind the request body ended {segment.count - count} "
+                            "bytes early while it was sent"
+                        )
+                else:
+                    pending.append(segment)
+                    sent += len(segment)
+            if pending:
+                sock.sendall(b"".join(pending))
+        finally:
+            close = getattr(segments, "close", None)
+            if close is not None:
+                close()  # a generator's files close now, not whenever it is collected
+        self._check_length(sent)
+
+    def _check_length(self, sent: int) -> None:
+        if self.length is not None and sent != self.length:
             raise DicomwebError(
                 f"the request body was {sent} bytes, not {self.length} as its Content-Length said"
             )
+
+
+def _sends_files(sock: socket.socket) -> bool:
+    """Whether ``sendfile`` serves this socket (a TLS socket would copy 8 KiB at a time)."""
+    return not isinstance(sock, ssl.SSLSocket)
 
 
 def _body_kind(body: Body) -> int:

@@ -1,7 +1,8 @@
 """multipart/related bodies (RFC 2387) for STOW-RS requests and WADO-RS responses, streamed.
 
 Building: :class:`MultipartBody` is a readable file object over [head, file bytes, tail] with a
-known length, so a request streams from disk with a Content-Length and constant memory.
+known length, so a request streams from disk with a Content-Length and constant memory (by
+``sendfile`` where the connection allows: :meth:`MultipartBody.segments`).
 
 Parsing: :func:`iter_parts` consumes an iterator of byte chunks and yields one :class:`Part` at a
 time; each part's body is itself an iterator that must be consumed (or ``drain``ed) before the
@@ -20,6 +21,7 @@ from email.message import Message
 
 from common.dicom.part10 import Part10Instance
 from common.errors import DicomwebResponseError
+from common.http import FileRange
 
 #: Instances up to this size are sent from memory (one write), larger ones streamed from disk.
 INLINE_LIMIT = 1 << 20
@@ -90,6 +92,21 @@ class MultipartBody(io.RawIOBase):
                 self._file = None
                 self._stage = 2
                 self._buffer = memoryview(self.tail)
+
+    def segments(self) -> Iterator[bytes | FileRange]:
+        """The body as head, the dataset (a range of the spool file, or bytes), tail.
+
+        For :class:`common.http.SegmentedBody`: the transport hands the range to ``sendfile``.
+        Use either this or ``read``, once.
+        """
+        yield self.head
+        instance = self._instance
+        if instance.loaded is not None:
+            yield instance.loaded
+        else:
+            with instance.dataset_path.open("rb") as file:
+                yield FileRange(file, instance.dataset_offset, instance.dataset_length)
+        yield self.tail
 
     def close(self) -> None:
         """Close the dataset file if it is open."""

@@ -18,8 +18,20 @@ import pytest
 from common.auth import NoAuth
 from common.dicomweb.address import parse_dicomweb_address
 from common.dicomweb.client import DicomwebClient
-from common.errors import DicomwebConnectionError, DicomwebHttpError, DicomwebTimeoutError
-from common.http import USER_AGENT, HttpSettings, HttpTransport, redact_url, retry_after_seconds
+from common.errors import (
+    DicomwebConnectionError,
+    DicomwebError,
+    DicomwebHttpError,
+    DicomwebTimeoutError,
+)
+from common.http import (
+    USER_AGENT,
+    FileRange,
+    HttpSettings,
+    HttpTransport,
+    redact_url,
+    retry_after_seconds,
+)
 from common.retry import RetryPolicy
 from tests.support.ports import free_port, wait_until
 from tests.support.raw_http_server import RawHttpServer, ReceivedRequest, answer
@@ -361,6 +373,106 @@ def test_a_large_upload_streams_in_bounded_memory(transport: HttpTransport, tmp_
         assert response.status == 200
         assert server.requests[0].body_sha256 == expected
     assert peak < 4 * _MB
+
+
+class _Segmented(io.RawIOBase):
+    """A body over [head, a range of a file, tail] that counts how it was read."""
+
+    def __init__(self, path: Path, offset: int, count: int) -> None:
+        super().__init__()
+        self.path, self.offset, self.count = path, offset, count
+        with path.open("rb") as file:
+            file.seek(offset)
+            middle = file.read(count)
+        self._whole = io.BytesIO(b"head|" + middle + b"|tail")
+        self.read_calls = 0
+        self.segment_calls = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
+        self.read_calls += 1
+        return self._whole.readinto(target)
+
+    def segments(self) -> Iterator[bytes | FileRange]:
+        self.segment_calls += 1
+        yield b"head|"
+        yield FileRange(self.path.open("rb"), 0, 0)  # empty: skipped, not "to the end"
+        with self.path.open("rb") as file:
+            yield FileRange(file, self.offset, self.count)
+        yield b"|tail"
+
+
+def test_a_segmented_body_goes_out_by_sendfile_on_plain_tcp(
+    transport: HttpTransport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    size = 5 * _MB
+    path, _ = _file_body(tmp_path, size)
+    data = b"".join(pattern(size))
+    sendfiles: list[int] = []
+    real_sendfile = socket.socket.sendfile
+
+    def counting_sendfile(self: socket.socket, *args: object, **kwargs: object) -> int:
+        sent: int = real_sendfile(self, *args, **kwargs)  # type: ignore[arg-type]
+        sendfiles.append(sent)
+        return sent
+
+    monkeypatch.setattr(socket.socket, "sendfile", counting_sendfile)
+    offset, count = 1000, size - 3000
+    expected = hashlib.sha256(b"head|" + data[offset : offset + count] + b"|tail").hexdigest()
+    with RawHttpServer(echo) as server:
+        for _ in range(2):
+            body = _Segmented(path, offset, count)
+            length = count + 10
+            response = transport.request(
+                "POST", server.url, headers={"Content-Length": str(length)}, body=body
+            )
+            assert response.data == f"POST / {length}".encode()
+            assert (body.segment_calls, body.read_calls) == (1, 0)
+        assert [request.body_sha256 for request in server.requests] == [expected] * 2
+        assert server.connections == 1
+    assert sendfiles == [count, count]
+
+
+def test_a_segmented_body_is_read_where_sendfile_cannot_serve(
+    tmp_path: Path, transport: HttpTransport
+) -> None:
+    path, _ = _file_body(tmp_path, 300_000)
+    context, settings = _tls_setup(tmp_path)
+    tls_transport = HttpTransport(settings)
+    try:
+        with RawHttpServer(echo, tls=context) as server:
+            body = _Segmented(path, 7, 200_000)
+            url = f"https://127.0.0.1:{server.port}/up"
+            response = tls_transport.request(
+                "POST", url, headers={"Content-Length": "200010"}, body=body
+            )
+            assert response.data == b"POST /up 200010"
+            assert body.segment_calls == 0 and body.read_calls > 0
+    finally:
+        tls_transport.close()
+    with RawHttpServer(echo) as server:  # chunked coding: no Content-Length to send by
+        body = _Segmented(path, 7, 200_000)
+        response = transport.request("POST", server.url, headers={}, body=body)
+        assert response.data == b"POST / 200010"
+        assert body.segment_calls == 0 and body.read_calls > 0
+        assert "transfer-encoding" in server.requests[0].headers
+
+
+def test_a_file_that_shrank_under_a_segmented_body_fails_the_request(
+    transport: HttpTransport, tmp_path: Path
+) -> None:
+    path, _ = _file_body(tmp_path, 100_000)
+    body = _Segmented(path, 0, 100_000)
+    with path.open("r+b") as file:
+        file.truncate(60_000)  # as a spool file cut short under the upload
+    with RawHttpServer(echo) as server:
+        with pytest.raises(DicomwebError, match="ended 40000 bytes early"):
+            transport.request(
+                "POST", server.url, headers={"Content-Length": "100010"}, body=body
+            )
+        assert transport.request("GET", server.url, headers={}).status == 200
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])

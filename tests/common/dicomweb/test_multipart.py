@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.parser
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from common.dicom.part10 import Part10Instance
 from common.dicomweb import multipart
 from common.dicomweb.multipart import MultipartBody, boundary_of, iter_parts, stow_body
 from common.errors import DicomwebResponseError
+from common.http import FileRange
 
 
 def _instance() -> Part10Instance:
@@ -47,6 +49,23 @@ def test_large_bodies_stream_with_the_same_bytes(monkeypatch: pytest.MonkeyPatch
     assert len(streamed) == len(body)
     inline = b"".join((body.head, instance.read_dataset_bytes(), body.tail))
     assert streamed == inline
+
+
+@pytest.mark.parametrize("loaded", [False, True], ids=["spooled", "in-memory"])
+def test_segments_hold_the_same_bytes_as_reading(loaded: bool) -> None:
+    instance = _instance()
+    if loaded:
+        instance = replace(instance, loaded=instance.read_dataset_bytes())
+    body = MultipartBody(instance, "B")
+    joined = b""
+    for segment in body.segments():
+        if isinstance(segment, FileRange):
+            segment.file.seek(segment.offset)
+            joined += segment.file.read(segment.count)
+        else:
+            joined += segment
+    assert joined == MultipartBody(instance, "B").read()
+    assert len(joined) == len(body)
 
 
 def _chunked(data: bytes, size: int) -> Iterator[bytes]:
