@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from email.message import Message
 
 from common.dicom.part10 import Part10Instance
-from common.errors import DicomwebResponseError
+from common.errors import DicomwebError, DicomwebResponseError
 from common.http import FileRange
 
 #: Instances up to this size are sent from memory (one write), larger ones streamed from disk.
@@ -87,7 +87,11 @@ class MultipartBody(io.RawIOBase):
                     self._file_left -= count
                     return count
                 if self._file_left:
-                    raise DicomwebResponseError("spooled dataset shrank during upload")
+                    # Not the server's answer: our file, as the sendfile path reports it too.
+                    raise DicomwebError(
+                        f"the file behind the request body ended {self._file_left} bytes early "
+                        "while it was sent"
+                    )
                 self._file.close()
                 self._file = None
                 self._stage = 2

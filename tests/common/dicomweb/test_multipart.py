@@ -13,7 +13,7 @@ from pydicom.data import get_testdata_file
 from common.dicom.part10 import Part10Instance
 from common.dicomweb import multipart
 from common.dicomweb.multipart import MultipartBody, boundary_of, iter_parts, stow_body
-from common.errors import DicomwebResponseError
+from common.errors import DicomwebError, DicomwebResponseError
 from common.http import FileRange
 
 
@@ -105,3 +105,21 @@ def test_boundary_of() -> None:
         boundary_of("application/dicom+json")
     with pytest.raises(DicomwebResponseError):
         boundary_of("multipart/related")
+
+
+def test_a_spool_file_that_shrank_fails_the_read_as_the_sendfile_path_does(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "spooled.dcm"
+    path.write_bytes(Path(get_testdata_file("CT_small.dcm")).read_bytes())
+    instance = Part10Instance.from_spooled(
+        path, sop_class_uid="1.2.3", sop_instance_uid="1.2.3.4",
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+    )
+    with path.open("r+b") as file:
+        file.truncate(instance.dataset_offset + 100)
+    body = MultipartBody(instance, "B")
+    with pytest.raises(DicomwebError, match=r"ended \d+ bytes early") as caught:
+        while body.read(4096):
+            pass
+    assert not isinstance(caught.value, DicomwebResponseError)
