@@ -146,6 +146,14 @@ class ImportObserver(Protocol):
         """The durable spool holds ``depth`` items, the oldest received that long ago."""
         ...
 
+    def upload_concurrency(self, destination: str, limit: int) -> None:
+        """A spool destination may now have ``limit`` uploads in flight."""
+        ...
+
+    def upload_paused(self, destination: str, seconds: float) -> None:
+        """A spool destination said it is overloaded (429/503): paused for ``seconds``."""
+        ...
+
 
 class NullImportObserver:
     """An :class:`ImportObserver` that records nothing (the default)."""
@@ -191,6 +199,12 @@ class NullImportObserver:
         """Ignored."""
 
     def spool_state(self, depth: int, oldest_age_seconds: float) -> None:
+        """Ignored."""
+
+    def upload_concurrency(self, destination: str, limit: int) -> None:
+        """Ignored."""
+
+    def upload_paused(self, destination: str, seconds: float) -> None:
         """Ignored."""
 
 
@@ -309,6 +323,30 @@ class ImportMetrics:
             subsystem="import",
             registry=registry,
         )
+        self.upload_limit = Gauge(
+            "upload_concurrency",
+            "Uploads a spool destination may have in flight now (adaptive).",
+            ["destination"],
+            namespace=NAMESPACE,
+            subsystem="import",
+            registry=registry,
+        )
+        self.upload_pauses = Counter(
+            "upload_pauses",
+            "Times a spool destination answered 429/503 and all its uploads were paused.",
+            ["destination"],
+            namespace=NAMESPACE,
+            subsystem="import",
+            registry=registry,
+        )
+        self.upload_paused_seconds = Counter(
+            "upload_paused_seconds",
+            "Seconds of pause asked of spool destinations by 429/503 answers.",
+            ["destination"],
+            namespace=NAMESPACE,
+            subsystem="import",
+            registry=registry,
+        )
 
     def cstore_done(
         self, calling_aet: str, size: int, status: DimseStatus, seconds: float
@@ -400,6 +438,16 @@ class ImportMetrics:
         """Set the spool gauges."""
         self.spool_depth.set(max(depth, 0))
         self.spool_oldest_age.set(max(oldest_age_seconds, 0.0))
+
+    def upload_concurrency(self, destination: str, limit: int) -> None:
+        """Set a destination's upload concurrency gauge."""
+        self.upload_limit.labels(self._destination(destination)).set(limit)
+
+    def upload_paused(self, destination: str, seconds: float) -> None:
+        """Count one overload pause of a destination."""
+        label = self._destination(destination)
+        self.upload_pauses.labels(label).inc()
+        self.upload_paused_seconds.labels(label).inc(max(seconds, 0.0))
 
 
 # -- export adapter --------------------------------------------------------------------------------

@@ -136,6 +136,7 @@ class SpoolManager:
             self._factory(destination),
             self.settings.upload,
             self._settled,
+            self._observer,
         )
 
     def stop(self, timeout: float = 10.0) -> None:

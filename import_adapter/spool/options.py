@@ -21,6 +21,7 @@ from import_adapter.commitment.report import ReportSettings
 from import_adapter.commitment.service import CommitmentSettings
 from import_adapter.routing.config import load_destination_config
 from import_adapter.routing.router import RoutingConfig
+from import_adapter.spool.concurrency import ConcurrencySettings
 from import_adapter.spool.disk import MB, SpoolLimits
 from import_adapter.spool.manager import SpoolSettings
 from import_adapter.spool.queue import UploadSettings
@@ -69,8 +70,11 @@ def store_and_forward_options(func: F) -> F:
         option("http_error_codes_to_retry", default="",
                help="Comma-separated HTTP 4xx statuses to retry too (5xx, 408, 425, 429 and "
                     "connection errors always are)."),
-        option("upload_concurrency", type=click.IntRange(1, 64), default=4, show_default=True,
-               help="Uploads in flight per destination."),
+        option("upload_concurrency", type=click.IntRange(1, 256), default=32,
+               show_default=True,
+               help="The most uploads in flight per DICOMweb destination: the number adapts "
+                    "to the store (grows while its answers stay as fast, shrinks as it queues "
+                    "them or answers 429/503), up to this."),
         option("stow_overwrite", is_flag=True, default=False,
                help="On 409 Conflict, DELETE the instance via DICOMweb and store it again "
                     "(else the conflict goes to dead-letter)."),
@@ -116,7 +120,11 @@ def store_and_forward_config(params: dict[str, Any]) -> dict[str, Any]:
         retry_amount=params["persistent_file_upload_retry_amount"],
         min_delay=min_delay,
         max_delay=max_delay,
-        workers=params["upload_concurrency"],
+        concurrency=ConcurrencySettings(
+            cap=params["upload_concurrency"],
+            floor=min(ConcurrencySettings.floor, params["upload_concurrency"]),
+            initial=min(ConcurrencySettings.initial, params["upload_concurrency"]),
+        ),
         retry_codes=parse_http_codes(params["http_error_codes_to_retry"]),
         overwrite=params["stow_overwrite"],
     )

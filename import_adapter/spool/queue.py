@@ -5,10 +5,18 @@ so a dead destination only delays its own copies. Entries are served oldest firs
 waiting out its backoff steps aside (no head-of-line blocking) and, once due, goes back ahead
 of newer entries, so a series that arrived earlier is not starved by later traffic.
 
+How many uploads a DICOMweb destination has in flight adapts to it
+(:mod:`import_adapter.spool.concurrency`): it grows while the store answers as fast as before
+and shrinks as it starts queueing, up to ``--upload_concurrency``; a DIMSE destination keeps a
+fixed number of associations.
+
 Delays follow ``min(max_delay, min_delay * 2**(n-1))`` with +-10 % jitter. When the
 destination cannot be reached at all, the *destination* is paused on that schedule and probed
 by one worker at a time; such attempts do not use up the entries' retries, so an outage of any
-length loses nothing (admission control bounds the disk meanwhile).
+length loses nothing (admission control bounds the disk meanwhile). An overload answer (HTTP
+429 or 503, the store's quota) also pauses the destination as a whole, for its ``Retry-After``
+(else the entry's backoff), and halves its concurrency: every worker waits, not only the one
+that was told.
 """
 
 from __future__ import annotations
@@ -21,14 +29,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from common.metrics import NULL_IMPORT_OBSERVER, ImportObserver
 from common.status import SUCCESS, DimseStatus, Status
 from import_adapter.routing.destinations import Destination, DimseDestination
+from import_adapter.spool.concurrency import AdaptiveLimit, ConcurrencySettings
 from import_adapter.spool.disk import DurableSpool, dead_letter_record
 from import_adapter.spool.layout import entry_calling_aet
 from import_adapter.spool.outcome import Kind, UploadResult
 from import_adapter.spool.uploaders import Uploader
 
 LOG = logging.getLogger(__name__)
+
+#: HTTP answers by which a store says it is over its quota or overloaded (slow down).
+_OVERLOAD_HTTP = frozenset({429, 503})
+#: The longest ``Retry-After`` honoured for an overloaded destination, in seconds.
+_MAX_RETRY_AFTER = 300.0
 
 
 @dataclass(frozen=True)
@@ -40,7 +55,8 @@ class UploadSettings:
             (``--persistent_file_upload_retry_amount``); then it is dead-lettered.
         min_delay: seconds before the first retry (``--min_upload_delay``).
         max_delay: the cap on one delay (``--max_waiting_time_between_uploads``).
-        workers: uploads in flight per DICOMweb destination.
+        concurrency: how many uploads a DICOMweb destination may have in flight (adaptive,
+            capped by ``--upload_concurrency``).
         dimse_workers: associations per DIMSE destination (each keeps its association open;
             many PACSs serve one association per peer at a time).
         retry_codes: HTTP statuses below 500 to retry besides 408, 425 and 429.
@@ -51,7 +67,7 @@ class UploadSettings:
     retry_amount: int = 5
     min_delay: float = 0.1
     max_delay: float = 5.0
-    workers: int = 4
+    concurrency: ConcurrencySettings = field(default_factory=ConcurrencySettings)
     dimse_workers: int = 1
     retry_codes: frozenset[int] = frozenset()
     overwrite: bool = False
@@ -118,6 +134,7 @@ class DestinationQueue:
         uploader_factory: Callable[[], Uploader],
         settings: UploadSettings,
         on_settled: Callable[[QueueEntry], None],
+        observer: ImportObserver = NULL_IMPORT_OBSERVER,
     ) -> None:
         self.destination = destination
         self.key = destination.key
@@ -125,12 +142,20 @@ class DestinationQueue:
         self._factory = uploader_factory
         self._settings = settings
         self._on_settled = on_settled
+        self._observer = observer
+        self._label = str(destination)
+        concurrency = settings.concurrency
+        if isinstance(destination, DimseDestination):
+            # Each worker holds an association: a fixed number, as the PACS allows.
+            concurrency = ConcurrencySettings.fixed(settings.dimse_workers)
+        self._limit = AdaptiveLimit(concurrency)
         self._cond = threading.Condition()
         self._ready: list[QueueEntry] = []  # heap by name (arrival order)
         self._delayed: list[tuple[float, QueueEntry]] = []  # heap by due time
         self._known: set[str] = set()
         self._inflight = 0
         self._failures = 0  # consecutive "unreachable" outcomes
+        self._overloads = 0  # consecutive overload answers (429, 503)
         self._paused_until = 0.0
         self._stopping = False
         self._threads: list[threading.Thread] = []
@@ -156,6 +181,12 @@ class DestinationQueue:
             return name in self._known
 
     @property
+    def concurrency(self) -> int:
+        """Uploads allowed in flight now."""
+        with self._cond:
+            return self._limit.limit
+
+    @property
     def depth(self) -> int:
         """Entries queued or in flight."""
         with self._cond:
@@ -165,10 +196,9 @@ class DestinationQueue:
 
     def start(self) -> None:
         """Start the workers."""
-        count = self._settings.workers
-        if isinstance(self.destination, DimseDestination):
-            count = self._settings.dimse_workers
-        for index in range(count):
+        # One thread per possible upload; the adaptive limit decides how many work at once.
+        self._observer.upload_concurrency(self._label, self._limit.limit)
+        for index in range(self._limit.cap):
             thread = threading.Thread(
                 target=self._work, name=f"upload-{self.key}-{index}", daemon=True
             )
@@ -194,6 +224,7 @@ class DestinationQueue:
                 if (
                     self._ready
                     and now >= self._paused_until
+                    and self._inflight < self._limit.limit
                     and not (probing and self._inflight)
                 ):
                     entry = heapq.heappop(self._ready)
@@ -215,28 +246,38 @@ class DestinationQueue:
                     self._drop(entry, "the SCU was answered before the upload finished")
                     continue
                 path = self._spool.layout.queue(self.key) / entry.name
+                started = time.monotonic()
                 try:
+                    size = path.stat().st_size
                     result = uploader.upload(path)
                 except Exception as exc:  # an uploader bug must not kill the worker
                     LOG.exception("upload of %s to %s crashed", entry.sop_instance_uid, self.key)
+                    size = 0
                     result = UploadResult(
                         Kind.RETRY, DimseStatus(Status.PROCESSING_FAILURE, "Internal error"),
                         f"internal error: {type(exc).__name__}",
                     )
-                self._finish(entry, result)
+                self._finish(entry, result, time.monotonic() - started, size)
         finally:
             uploader.close()
 
     # -- outcomes -----------------------------------------------------------------------------
 
-    def _finish(self, entry: QueueEntry, result: UploadResult) -> None:
+    def _finish(
+        self, entry: QueueEntry, result: UploadResult, seconds: float = 0.0, size: int = 0
+    ) -> None:
         settings = self._settings
         if result.kind is Kind.DONE:
             with self._cond:
+                before = self._limit.limit
+                limit = self._limit.sample(seconds, size, self._inflight)
                 self._inflight -= 1
-                self._failures = 0
-                self._paused_until = 0.0
+                if self._failures:  # reachable again: end the outage's pause (not a quota's)
+                    self._paused_until = 0.0
+                self._failures = self._overloads = 0
                 self._cond.notify_all()
+            if limit != before:
+                self._observer.upload_concurrency(self._label, limit)
             self._spool.remove(self.key, entry.name)
             self._settle(entry, result.status)
             LOG.debug("uploaded %s to %s", entry.sop_instance_uid, self.destination)
@@ -258,6 +299,9 @@ class DestinationQueue:
                     self.destination, result.reason, self.depth, pause,
                 )
             return
+        if result.kind is Kind.RETRY and result.http_status in _OVERLOAD_HTTP:
+            self._overloaded(entry, result)
+            return
         if result.kind is Kind.RETRY and entry.attempts < settings.retry_amount:
             entry.attempts += 1
             delay = settings.delay(entry.attempts)
@@ -266,9 +310,10 @@ class DestinationQueue:
             with self._cond:
                 self._inflight -= 1
                 self._failures = 0
+                now = time.monotonic()
                 if result.retry_after is not None:
-                    self._paused_until = time.monotonic() + delay
-                heapq.heappush(self._delayed, (time.monotonic() + delay, entry))
+                    self._paused_until = max(self._paused_until, now + delay)
+                heapq.heappush(self._delayed, (now + delay, entry))
                 self._cond.notify_all()
             if entry.receipt is not None:
                 entry.receipt.note(result.status)
@@ -285,6 +330,38 @@ class DestinationQueue:
         if result.kind is Kind.RETRY:
             reason = f"retries exhausted ({entry.attempts}): {reason}"
         self._give_up(entry, result, reason)
+
+    def _overloaded(self, entry: QueueEntry, result: UploadResult) -> None:
+        """HTTP 429/503: pause the whole destination and halve its concurrency.
+
+        The pause is the server's ``Retry-After`` (up to :data:`_MAX_RETRY_AFTER`), else the
+        backoff of consecutive overload answers. The entry goes back to the queue without using
+        up a retry: the answer is about the store's load, not about the instance.
+        """
+        with self._cond:
+            self._inflight -= 1
+            self._failures = 0
+            self._overloads += 1
+            delay = self._settings.delay(self._overloads)
+            if result.retry_after is not None:
+                delay = max(delay, min(result.retry_after, _MAX_RETRY_AFTER))
+            now = time.monotonic()
+            was_paused = self._paused_until > now
+            self._paused_until = max(self._paused_until, now + delay)
+            limit = self._limit.overload()
+            heapq.heappush(self._ready, entry)
+            self._cond.notify_all()
+        if entry.receipt is not None:
+            entry.receipt.note(result.status)
+        self._observer.upload_paused(self._label, delay)
+        self._observer.upload_concurrency(self._label, limit)
+        if not was_paused:  # one line per pause, not one per refused upload
+            after = "" if result.retry_after is None else f", Retry-After {result.retry_after:g} s"
+            LOG.warning(
+                "destination %s is overloaded (HTTP %s%s): all uploads paused for %.2f s, "
+                "concurrency now %d; %d queued",
+                self.destination, result.http_status, after, delay, limit, self.depth,
+            )
 
     def _give_up(self, entry: QueueEntry, result: UploadResult, reason: str) -> None:
         if entry.receipt is not None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from common.cli.main import cli, run
 from common.status import Status
+from import_adapter.spool.concurrency import ConcurrencySettings
 from tests.integration.spool_support import (
     dead_letter_files,
     queued_files,
@@ -109,7 +110,7 @@ def test_4xx_goes_to_dead_letter_and_requeue_delivers_it(
     corpus = make_corpus(tmp_path / "c", 12)
     spool = tmp_path / "spool"
     proxy.fail_next(400, method="POST", path_contains="/studies", body=b"bad instance")
-    settings = spool_settings(spool, workers=1)
+    settings = spool_settings(spool, concurrency=ConcurrencySettings.fixed(1))
     with running_import_adapter(f"{proxy.url}/dicom-web", spool=settings) as adapter:
         acked = send_files(adapter.server.port, [s.path for s in corpus])
         assert set(acked.values()) == {Status.SUCCESS} and len(acked) == len(corpus)
@@ -207,7 +208,7 @@ def test_synchronous_mode_answers_after_upload_through_the_spool(
     corpus = make_corpus(tmp_path / "c", 4)
     spool = tmp_path / "spool"
     proxy.fail_next(503, method="POST")  # retried
-    settings = spool_settings(spool, auto_ack=False, workers=1)
+    settings = spool_settings(spool, auto_ack=False, concurrency=ConcurrencySettings.fixed(1))
     with running_import_adapter(f"{proxy.url}/dicom-web", spool=settings) as adapter:
         statuses = send_files(adapter.server.port, [s.path for s in corpus[:2]])
         assert set(statuses.values()) == {Status.SUCCESS}

@@ -25,6 +25,7 @@ from common.errors import (
 from common.status import SUCCESS, DimseStatus, Status
 from import_adapter.config import ImportConfig
 from import_adapter.routing.destinations import DicomwebDestination
+from import_adapter.spool.concurrency import ConcurrencySettings
 from import_adapter.spool.disk import DurableSpool, SpoolLimits
 from import_adapter.spool.layout import SpoolLayout, entry_calling_aet, new_entry_name
 from import_adapter.spool.manager import SpoolManager, SpoolSettings
@@ -202,8 +203,10 @@ def _manager(root: Path, script: list[UploadResult], seen: list[str], **upload: 
 ):
     settings = SpoolSettings(
         root, auto_ack=True, limits=SpoolLimits(min_free_bytes=0),
-        upload=UploadSettings(min_delay=0.01, max_delay=0.05, workers=1, rescan_interval=0.05,
-                              **upload),  # type: ignore[arg-type]
+        upload=UploadSettings(
+            min_delay=0.01, max_delay=0.05, concurrency=ConcurrencySettings.fixed(1),
+            rescan_interval=0.05, **upload,  # type: ignore[arg-type]
+        ),
     )
     uploader = ScriptedUploader(script, seen)
     return SpoolManager(settings, [DEST_A], lambda _d: lambda: uploader)
