@@ -322,6 +322,25 @@ def test_spool_uses_a_statefulset_and_networkpolicy_limits_dimse(chart: Any) -> 
     assert ref["valueFrom"]["configMapKeyRef"]["name"] == "existing-aets"
 
 
+def test_auto_ack_alone_turns_the_durable_spool_on(chart: Any) -> None:
+    values = {
+        "import": {
+            "dicomwebAddress": "https://healthcare.googleapis.com/v1/projects/p/locations/l/"
+            "datasets/d/dicomStores/s/dicomWeb",
+            "spool": {"autoAck": True, "uploadConcurrency": 48},
+        }
+    }
+    docs = manifests(render(chart, values))
+    assert not by_kind(docs, "Deployment")
+    [stateful] = by_kind(docs, "StatefulSet")
+    assert stateful["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "spool"
+    [container] = stateful["spec"]["template"]["spec"]["containers"]
+    env = env_of(container)
+    assert env["DICOM_ADAPTER_PERSISTENT_FILE_STORAGE_LOCATION"] == "/var/spool/dicom-adapter"
+    assert env["DICOM_ADAPTER_AUTO_ACK_CSTORE"] == "true"
+    assert env["DICOM_ADAPTER_UPLOAD_CONCURRENCY"] == "48"
+
+
 def test_notes_tell_how_to_find_the_address_and_send_an_image(chart: Any) -> None:
     notes = render(chart, load_values(CHART / "ci" / "import-only-values.yaml"))[
         "dicom-adapter/templates/NOTES.txt"]
