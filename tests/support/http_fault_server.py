@@ -10,8 +10,9 @@ Two uses, one class (:class:`HttpFaultServer`):
   (the request path is appended to the upstream URL's path) and the answer streamed back.
 
 In both modes a scripted queue of :class:`Fault` objects can make the next matching requests
-return a given status (with optional body, headers such as ``Retry-After``), wait first, or drop
-the connection with a TCP reset. Every request is recorded (:class:`RecordedRequest`) with its
+return a given status (with optional body, headers such as ``Retry-After``), wait first, drop
+the connection with a TCP reset, or lose the answer: handle the request (forward it, or store
+it) and then reset the connection instead of answering. Every request is recorded (:class:`RecordedRequest`) with its
 headers and body size; bodies are drained in constant memory (only the first bytes of each
 multipart part are kept, unless ``keep_bodies=True``).
 
@@ -246,7 +247,10 @@ class Fault:
 
     ``status`` None means "answer normally" (useful with ``delay``). ``drop`` resets the TCP
     connection right after the request headers, without reading the body or answering.
-    ``method``/``path_contains`` restrict which requests the fault applies to.
+    ``lose_answer`` handles the request normally (forwarded to the upstream and its answer read,
+    or stored by the sink), then resets the connection instead of answering: the request took
+    effect, the client never hears of it. ``method``/``path_contains`` restrict which requests
+    the fault applies to.
     """
 
     status: int | None = None
@@ -257,6 +261,7 @@ class Fault:
     drop: bool = False
     method: str | None = None
     path_contains: str | None = None
+    lose_answer: bool = False
 
     def matches(self, method: str, path: str) -> bool:
         """Return True if this fault applies to a request with this method and path."""
@@ -277,6 +282,8 @@ class RecordedRequest:
     fault: Fault | None = None
     sop_instances: list[tuple[str, str]] = field(default_factory=list)
     body: bytes | None = None  # only with keep_bodies=True
+    upstream_status: int | None = None  # the answer a ``lose_answer`` fault kept back
+    at: float = field(default_factory=time.monotonic)  # when its head was read
 
     def header(self, name: str) -> str | None:
         """Return a request header by case-insensitive name."""
@@ -459,7 +466,7 @@ class _Handler(BaseHTTPRequestHandler):
             pass
         record.status = None
 
-    def _sink(self, record: RecordedRequest) -> None:
+    def _sink(self, record: RecordedRequest, *, answer: bool = True) -> None:
         self._drain(record)
         path = urllib.parse.urlsplit(self.path).path.rstrip("/")
         segments = path.split("/")
@@ -470,10 +477,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._respond(record, 404, b"not found", "text/plain", {})
             return
         self.server.owner._add_stored(record.sop_instances)
+        if not answer:
+            record.upstream_status = 200
+            self._drop(record)
+            return
         body = json.dumps(stow_response(record.sop_instances)).encode()
         self._respond(record, 200, body, "application/dicom+json", {})
 
-    def _proxy(self, record: RecordedRequest, upstream: urllib.parse.SplitResult) -> None:
+    def _proxy(
+        self, record: RecordedRequest, upstream: urllib.parse.SplitResult, *, relay: bool = True
+    ) -> None:
         owner = self.server.owner
         connection = http.client.HTTPConnection(
             upstream.hostname or "127.0.0.1", upstream.port or 80, timeout=owner.upstream_timeout
@@ -504,6 +517,11 @@ class _Handler(BaseHTTPRequestHandler):
                 response = connection.getresponse()
             except (OSError, http.client.HTTPException) as exc:
                 self._respond(record, 502, f"upstream error: {exc}".encode(), "text/plain", {})
+                return
+            if not relay:
+                response.read()  # the upstream finishes its work; its answer is lost
+                record.upstream_status = response.status
+                self._drop(record)
                 return
             self._relay(record, response)
         finally:
@@ -549,13 +567,14 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if fault is not None and fault.delay:
                 time.sleep(fault.delay)
+            relay = fault is None or not fault.lose_answer
             if fault is not None and fault.status is not None:
                 self._drain(record)
                 self._respond(record, fault.status, fault.body, fault.content_type, fault.headers)
             elif owner.upstream is not None:
-                self._proxy(record, owner.upstream)
+                self._proxy(record, owner.upstream, relay=relay)
             else:
-                self._sink(record)
+                self._sink(record, answer=relay)
         except (ConnectionError, OSError, ValueError):
             self.close_connection = True
 
@@ -687,6 +706,17 @@ class HttpFaultServer:
     ) -> None:
         """Reset the connection of the next ``times`` matching requests without answering."""
         self.inject(Fault(drop=True, method=method, path_contains=path_contains), times)
+
+    def lose_answer_next(
+        self, times: int = 1, *, method: str | None = None, path_contains: str | None = None
+    ) -> None:
+        """Handle the next ``times`` matching requests, then reset instead of answering.
+
+        The request is forwarded to the upstream (whose answer is read and recorded as
+        ``upstream_status``), or stored by the sink: it took effect, but the client hears only
+        a connection reset, as when a store's answer is lost on the way.
+        """
+        self.inject(Fault(lose_answer=True, method=method, path_contains=path_contains), times)
 
     def delay_next(
         self,
