@@ -23,6 +23,7 @@ ever see these::
     │       └── NoAcceptableContextError  accepted, but no context for this SOP class
     ├── DicomwebError               anything that went wrong talking to a DICOMweb server
     │   ├── DicomwebConnectionError connection refused, reset, DNS failure, TLS failure
+    │   │   └── StoreUnavailableError the store is known down (circuit breaker open): no request
     │   ├── DicomwebTimeoutError    connect or read timeout
     │   ├── DicomwebHttpError       the server answered with an HTTP error status
     │   └── DicomwebResponseError   the server answered 2xx with a body we cannot understand
@@ -180,6 +181,14 @@ class DicomwebConnectionError(DicomwebError):
     transient = True
 
 
+class StoreUnavailableError(DicomwebConnectionError):
+    """The store is known to be down (its circuit breaker is open): nothing was sent.
+
+    Raised at once, without touching the network, after enough connection failures or timeouts
+    in a row (:mod:`common.breaker`); retry loops end on it instead of waiting out their budget.
+    """
+
+
 class DicomwebTimeoutError(DicomwebError):
     """The server did not answer in time."""
 
@@ -197,6 +206,8 @@ class DicomwebHttpError(DicomwebError):
         status: the HTTP status code.
         body_excerpt: the start of the response body, for logs and error comments.
         retry_after: seconds from a ``Retry-After`` header, if the server sent one.
+        resent: the transport sent the request a second time after the first try had been
+            written out whole (the server may have acted on that one: a 409 may be our own).
     """
 
     def __init__(
@@ -207,12 +218,14 @@ class DicomwebHttpError(DicomwebError):
         reason: str = "",
         body_excerpt: str = "",
         retry_after: float | None = None,
+        resent: bool = False,
     ) -> None:
         detail = f": {body_excerpt}" if body_excerpt else ""
         super().__init__(f"HTTP {status} {reason}{detail}".strip(), url=url)
         self.status = status
         self.body_excerpt = body_excerpt
         self.retry_after = retry_after
+        self.resent = resent
         self.transient = status in TRANSIENT_HTTP_STATUSES
 
 

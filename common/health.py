@@ -4,7 +4,8 @@
 - ``/healthz``: 200 while the process serves HTTP at all (the liveness probe).
 - ``/readyz``: 200 when every readiness check passes, else 503; the body is JSON naming each
   check and why it failed. The import adapter checks that its DIMSE listener is up and that
-  the DICOMweb store answers an authenticated QIDO-RS (``studies?limit=1``).
+  the DICOMweb store answers an authenticated QIDO-RS (``studies?limit=1``) and is not known
+  down (its circuit breaker, :mod:`common.breaker`, open).
 
 Each check's result is cached for :attr:`HealthConfig.cache_seconds`, so probes from kubelet and
 scrapes from several Prometheus servers cost at most one QIDO-RS per period; a check that
@@ -26,6 +27,7 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from common.breaker import CircuitBreaker
 from common.dicomweb.client import DicomwebApi
 from common.errors import AuthError, ConfigError, DicomwebError, DicomwebHttpError
 
@@ -119,16 +121,22 @@ class DicomwebCheck:
     """Ready when the DICOMweb store answers an authenticated ``QIDO-RS studies?limit=1``.
 
     Give it a client without retries and with short timeouts: a probe must answer quickly,
-    and a store that needs retries is not ready.
+    and a store that needs retries is not ready. Give it no circuit breaker either (a slow
+    answer to a readiness probe must not make the store "known down" for the C-STOREs), but
+    the store's ``breaker``: while it is open the store is not ready, with the breaker's
+    account as the reason, and no request is made.
     """
 
     name = "dicomweb"
 
-    def __init__(self, client: DicomwebApi) -> None:
+    def __init__(self, client: DicomwebApi, breaker: CircuitBreaker | None = None) -> None:
         self._client = client
+        self._breaker = breaker
 
     def check(self) -> CheckResult:
         """One QIDO-RS; the error, classified for the operator, when it fails."""
+        if self._breaker is not None and self._breaker.is_open:
+            return CheckResult(False, f"DICOMweb store unreachable: {self._breaker.status()}")
         results: Iterator[dict[str, Any]] | None = None
         try:
             results = self._client.search(

@@ -8,7 +8,8 @@ without the general machinery of urllib3/``http.client``, whose response header 
 - connections: per (scheme, host, port) a LIFO stack of at most ``pool_size`` idle keep-alive
   connections; more concurrent requests open more connections, closed instead of kept when the
   stack is full. ``TCP_NODELAY`` on every socket; https with certificate and host name
-  verification (TLS 1.2+), trusting ``ca_bundle`` when given.
+  verification (TLS 1.2+), trusting ``ca_bundle`` when given; a new connection resumes the TLS
+  session of the last one (one round trip less to a far store).
 - proxies (:mod:`common.proxy`): a connection to a host that ``proxy`` sends through an
   ``http://`` proxy starts with a CONNECT tunnel (with the proxy's basic credentials, if any),
   for https and plain http alike; a proxy that refuses the tunnel is a connection error that
@@ -24,7 +25,11 @@ without the general machinery of urllib3/``http.client``, whose response header 
 - stale connections: an idle connection the server has closed is noticed before use; if a
   request on a reused connection still fails before any byte of an answer (the server closed
   it meanwhile), the request is sent once more on a new connection when its body can be sent
-  again (bytes, or a seekable file).
+  again (bytes, or a seekable file). When the first try had been written out whole (so the
+  server may have acted on it before closing), the response, or the :class:`DicomwebHttpError`,
+  says ``resent`` (:func:`was_resent`): a 409 to a resent STOW-RS may be about our own first
+  copy. A resend after writing failed part-way is not marked: a request whose body did not
+  arrive whole (Content-Length or chunked framing) cannot have been acted on.
 
 Socket and TLS errors are translated here into :mod:`common.errors` and never reach callers::
 
@@ -186,7 +191,13 @@ def retry_after_seconds(value: str | None) -> float | None:
 
 
 def error_from_status(
-    status: int, safe_url: str, reason: str | None, body: bytes, retry_after: str | None
+    status: int,
+    safe_url: str,
+    reason: str | None,
+    body: bytes,
+    retry_after: str | None,
+    *,
+    resent: bool = False,
 ) -> DicomwebHttpError:
     """The error for an HTTP error response (with a short, whitespace-folded body excerpt)."""
     excerpt = " ".join(body[:_ERROR_EXCERPT].decode("utf-8", "replace").split())
@@ -196,7 +207,17 @@ def error_from_status(
         reason=reason or "",
         body_excerpt=excerpt,
         retry_after=retry_after_seconds(retry_after),
+        resent=resent,
     )
+
+
+def was_resent(outcome: Response | DicomwebHttpError) -> bool:
+    """Whether the request behind a response or HTTP error was sent twice.
+
+    That is: sent again after its first try had been written out whole, so the server may
+    have acted on both. Only :class:`HttpTransport` sends a request again by itself.
+    """
+    return bool(getattr(outcome, "resent", False))
 
 
 class Transport(Protocol):
@@ -378,7 +399,7 @@ _poll = getattr(select, "poll", None)
 class _Pool:
     """The idle keep-alive connections to one (scheme, host, port), most recent on top."""
 
-    __slots__ = ("_idle", "_lock", "closed", "key", "size")
+    __slots__ = ("_idle", "_lock", "closed", "key", "size", "tls_session")
 
     def __init__(self, key: tuple[str, str, int], size: int) -> None:
         self.key = key
@@ -386,6 +407,9 @@ class _Pool:
         self.closed = False
         self._idle: list[_Connection] = []
         self._lock = threading.Lock()
+        # The TLS session of the last connection given back: a new connection resumes it, so
+        # a far store costs one round trip for its handshake, not two, and no certificate.
+        self.tls_session: ssl.SSLSession | None = None
 
     def get(self) -> _Connection | None:
         """The most recently used idle connection still open, or None."""
@@ -400,6 +424,11 @@ class _Pool:
 
     def put(self, connection: _Connection) -> None:
         """Keep an idle connection, or close it when the pool is full or closed."""
+        if isinstance(connection.sock, ssl.SSLSocket):
+            # Read after a whole response: TLS 1.3 session tickets have arrived by then.
+            session = connection.sock.session
+            if session is not None:
+                self.tls_session = session
         with self._lock:
             if not self.closed and len(self._idle) < self.size:
                 self._idle.append(connection)
@@ -665,6 +694,7 @@ class _Response:
         "_reusable",
         "headers",
         "reason",
+        "resent",
         "status",
         "url",
         "version",
@@ -681,8 +711,11 @@ class _Response:
         *,
         has_body: bool,
         reusable: bool,
+        resent: bool = False,
     ) -> None:
         self.url = url
+        #: The request was sent again after a first try written out whole (see was_resent).
+        self.resent = resent
         self.version = version
         self.status = status
         self.reason = reason
@@ -1037,6 +1070,7 @@ class HttpTransport:
                 pool = self._pools.setdefault(key, _Pool(key, self.settings.pool_size))
         position = outgoing.rewind_point()
         connection = pool.get()
+        resent = False  # sent again after a try written out whole (see was_resent)
         while True:
             reused = connection is not None
             if connection is None:
@@ -1056,6 +1090,7 @@ class HttpTransport:
                 )
                 if reused and closed and outgoing.can_resend(position):
                     LOG.debug("kept connection to %s:%s was closed; sending again", *key[1:])
+                    resent = sent
                     connection = None
                     continue
                 raise
@@ -1074,6 +1109,7 @@ class HttpTransport:
             headers,
             has_body=outgoing.method != "HEAD" and status not in _NO_BODY_STATUSES,
             reusable=reusable,
+            resent=resent,
         )
 
     def _connect(self, pool: _Pool) -> _Connection:
@@ -1088,7 +1124,9 @@ class HttpTransport:
             if proxy is not None:
                 _open_tunnel(sock, proxy, host, port)
             if scheme == "https":
-                sock = self._tls_context().wrap_socket(sock, server_hostname=host)
+                sock = self._tls_context().wrap_socket(
+                    sock, server_hostname=host, session=pool.tls_session
+                )
             sock.settimeout(self.settings.read_timeout)
         except BaseException:
             sock.close()
@@ -1121,6 +1159,7 @@ class HttpTransport:
             response.reason,
             raw,
             response.headers.get("retry-after"),
+            resent=response.resent,
         )
 
 

@@ -37,6 +37,9 @@ Wiring status (what calls which observer method):
   ``commitment_done`` once a report is delivered.
 - spool: :class:`import_adapter.spool.manager.SpoolManager` -> ``spool_state(depth,
   oldest_age)`` from its periodic rescan of the queues.
+- DICOMweb store up/down: :class:`common.breaker.CircuitBreaker` -> ``store_state``/
+  ``store_refused`` (:class:`BreakerObserver`, implemented by both :class:`ImportMetrics` and
+  :class:`ExportMetrics`; the registry of breakers is built in each app's wiring).
 """
 
 from __future__ import annotations
@@ -85,6 +88,66 @@ class LabelLimiter:
                 return OVERFLOW_LABEL
             self._seen.add(text)
             return text
+
+
+# -- DICOMweb stores known down (circuit breakers) ------------------------------------------------
+
+
+class BreakerObserver(Protocol):
+    """What a :class:`common.breaker.CircuitBreaker` reports (both adapters' metrics)."""
+
+    def store_state(self, destination: str, up: bool) -> None:
+        """The DICOMweb store ``destination`` (a root URL) is up (breaker closed) or down."""
+        ...
+
+    def store_refused(self, destination: str) -> None:
+        """A request to ``destination`` was refused at once: the store is known down."""
+        ...
+
+
+class NullBreakerObserver:
+    """A :class:`BreakerObserver` that records nothing (the default)."""
+
+    def store_state(self, destination: str, up: bool) -> None:
+        """Ignored."""
+
+    def store_refused(self, destination: str) -> None:
+        """Ignored."""
+
+
+NULL_BREAKER_OBSERVER = NullBreakerObserver()
+
+
+class _StoreMetrics:
+    """``dicomweb_store_up`` and ``dicomweb_store_refused`` of one adapter (by destination)."""
+
+    def __init__(self, registry: CollectorRegistry, subsystem: str, label_limit: int) -> None:
+        self._destination = LabelLimiter(label_limit)
+        self.up = Gauge(
+            "dicomweb_store_up",
+            "1 while the DICOMweb store answers, 0 while it is known down (circuit breaker "
+            "open: requests to it are refused at once).",
+            ("destination",),
+            namespace=NAMESPACE,
+            subsystem=subsystem,
+            registry=registry,
+        )
+        self.refused = Counter(
+            "dicomweb_store_refused",
+            "Requests refused at once because their DICOMweb store was known down.",
+            ("destination",),
+            namespace=NAMESPACE,
+            subsystem=subsystem,
+            registry=registry,
+        )
+
+    def store_state(self, destination: str, up: bool) -> None:
+        """Set the gauge of ``destination``."""
+        self.up.labels(self._destination(destination)).set(1 if up else 0)
+
+    def store_refused(self, destination: str) -> None:
+        """Count one refused request to ``destination``."""
+        self.refused.labels(self._destination(destination)).inc()
 
 
 # -- import adapter --------------------------------------------------------------------------------
@@ -323,6 +386,7 @@ class ImportMetrics:
             subsystem="import",
             registry=registry,
         )
+        self._stores = _StoreMetrics(registry, "import", label_limit)
         self.upload_limit = Gauge(
             "upload_concurrency",
             "Uploads a spool destination may have in flight now (adaptive).",
@@ -439,6 +503,14 @@ class ImportMetrics:
         self.spool_depth.set(max(depth, 0))
         self.spool_oldest_age.set(max(oldest_age_seconds, 0.0))
 
+    def store_state(self, destination: str, up: bool) -> None:
+        """Set ``dicomadapter_import_dicomweb_store_up{destination}``."""
+        self._stores.store_state(destination, up)
+
+    def store_refused(self, destination: str) -> None:
+        """Count one request refused because the store was known down."""
+        self._stores.store_refused(destination)
+
     def upload_concurrency(self, destination: str, limit: int) -> None:
         """Set a destination's upload concurrency gauge."""
         self.upload_limit.labels(self._destination(destination)).set(limit)
@@ -513,6 +585,7 @@ class ExportMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self._stores = _StoreMetrics(registry, "export", label_limit)
 
     def export_done(self, destination: str, size: int, ok: bool, seconds: float) -> None:
         """Count one export and its bytes and latency."""
@@ -530,6 +603,14 @@ class ExportMetrics:
     def dead_lettered(self, destination: str) -> None:
         """Count one dead-lettered message."""
         self.dead_letters.labels(self._destination(destination)).inc()
+
+    def store_state(self, destination: str, up: bool) -> None:
+        """Set ``dicomadapter_export_dicomweb_store_up{destination}`` (source or peer)."""
+        self._stores.store_state(destination, up)
+
+    def store_refused(self, destination: str) -> None:
+        """Count one request refused because the store was known down."""
+        self._stores.store_refused(destination)
 
 
 # -- process ---------------------------------------------------------------------------------------

@@ -10,10 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from common.errors import DicomwebError, DicomwebHttpError
+from common.errors import DicomwebError, DicomwebHttpError, StoreUnavailableError
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
+#: While a ``wake`` event may end a wait, ``stop`` is looked at this often (seconds).
+_STOP_POLL = 0.1
 
 
 @dataclass(frozen=True)
@@ -54,11 +56,15 @@ def call_with_retry(
     describe: str,
     stop: threading.Event | None = None,
     on_retry: Callable[[DicomwebError], None] | None = None,
+    wake: threading.Event | None = None,
 ) -> T:
     """Run ``operation``, retrying transient :class:`DicomwebError` within the policy's budget.
 
     A ``Retry-After`` from the server lengthens the delay (never past the budget). ``stop``, when
-    set, ends the waiting early and raises the last error.
+    set, ends the waiting early and raises the last error. ``wake``, when set, ends the waiting
+    early and tries again at once: a client sets it as its store's circuit breaker opens, so
+    that the next attempt fails fast. A :class:`StoreUnavailableError` (the store is known
+    down) is never retried.
     """
     start = time.monotonic()
     delay = policy.initial_delay
@@ -67,7 +73,7 @@ def call_with_retry(
         try:
             return operation()
         except DicomwebError as exc:
-            if not exc.transient:
+            if not exc.transient or isinstance(exc, StoreUnavailableError):
                 raise
             wait = delay * random.uniform(0.8, 1.2)
             if isinstance(exc, DicomwebHttpError) and exc.retry_after is not None:
@@ -80,10 +86,23 @@ def call_with_retry(
             )
             if on_retry is not None:
                 on_retry(exc)
-            if stop is not None:
-                if stop.wait(wait):
-                    raise
-            else:
-                time.sleep(wait)
+            if _wait(wait, stop, wake):
+                raise
             delay = min(policy.max_delay, delay * policy.multiplier)
             attempt += 1
+
+
+def _wait(seconds: float, stop: threading.Event | None, wake: threading.Event | None) -> bool:
+    """Wait out one delay, or less once ``wake`` is set; True when ``stop`` was set."""
+    if wake is None:
+        if stop is None:
+            time.sleep(seconds)
+            return False
+        return stop.wait(seconds)
+    deadline = time.monotonic() + seconds
+    while (remaining := deadline - time.monotonic()) > 0:
+        if stop is not None and stop.is_set():
+            return True
+        if wake.wait(min(remaining, _STOP_POLL) if stop is not None else remaining):
+            return False
+    return stop is not None and stop.is_set()

@@ -26,6 +26,7 @@ from common.errors import (
     ShuttingDownError,
     SpoolError,
     SpoolFullError,
+    StoreUnavailableError,
     TranscodeError,
     UidMismatchError,
 )
@@ -116,6 +117,9 @@ class DimseStatus:
 SUCCESS = DimseStatus(Status.SUCCESS)
 #: A C-STORE answered before its upload finished (without ``--auto_ack_cstore``).
 UPLOAD_NOT_CONFIRMED = DimseStatus(Status.PROCESSING_FAILURE, "Upload not confirmed in time")
+#: A C-STORE refused at once because the store is known down (circuit breaker open): 0xA700
+#: Out of Resources, which SCUs read as "try again later", rather than 0x0110.
+STORE_UNAVAILABLE = DimseStatus(Status.OUT_OF_RESOURCES, "DICOMweb store unreachable, retry later")
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,12 @@ HTTP_RULES: tuple[HttpRule, ...] = (
     HttpRule("other 5xx", Status.PROCESSING_FAILURE, False),
     HttpRule("connection refused/reset, DNS, TLS", Status.PROCESSING_FAILURE, True),
     HttpRule("timeout", Status.PROCESSING_FAILURE, True),
+    HttpRule(
+        "store known down (`--store_down_after_failures` connection failures/timeouts in a "
+        "row): refused without a request until a probe is answered",
+        Status.OUT_OF_RESOURCES,
+        False,
+    ),
     HttpRule(
         "2xx not confirming the instance, or not a STOW response", Status.PROCESSING_FAILURE,
         False,
@@ -190,6 +200,8 @@ def store_status_for_error(error: BaseException) -> DimseStatus:
         return DimseStatus(Status.NOT_AUTHORIZED, "DICOMweb credentials unavailable")
     if isinstance(error, DicomwebHttpError):
         return DimseStatus(_http_status(error), f"DICOMweb store: {error}")
+    if isinstance(error, StoreUnavailableError):
+        return STORE_UNAVAILABLE
     if isinstance(error, DicomwebTimeoutError):
         return DimseStatus(Status.PROCESSING_FAILURE, "DICOMweb store timed out")
     if isinstance(error, DicomwebConnectionError):
@@ -218,6 +230,8 @@ def _query_retrieve_status(
         return DimseStatus(Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(error))
     if isinstance(error, ShuttingDownError):
         return DimseStatus(out_of_resources, "Adapter is shutting down")
+    if isinstance(error, StoreUnavailableError):
+        return DimseStatus(out_of_resources, f"DICOMweb {what}: store unreachable, retry later")
     if isinstance(error, AuthError):
         return DimseStatus(Status.NOT_AUTHORIZED, "DICOMweb credentials unavailable")
     if isinstance(error, DicomwebHttpError):
@@ -238,9 +252,11 @@ def _query_retrieve_status(
 def find_status_for_error(error: BaseException) -> DimseStatus:
     """The final C-FIND status for an error raised while answering a query.
 
-    Invalid identifier -> 0xA900; shutting down, HTTP 413/429/503/507 -> 0xA700 (out of
-    resources); credentials or HTTP 401/403 -> 0x0124 (not authorized); anything else ->
-    0xC000 (unable to process), with the reason in the Error Comment.
+    Invalid identifier -> 0xA900; shutting down, the store known down (circuit breaker open:
+    refused without a request), HTTP 413/429/503/507 -> 0xA700 (out of resources: the SCU may
+    try again later); credentials or HTTP 401/403 -> 0x0124 (not authorized); anything else,
+    a single connection failure or timeout included -> 0xC000 (unable to process), with the
+    reason in the Error Comment.
     """
     return _query_retrieve_status(error, Status.OUT_OF_RESOURCES, "search")
 

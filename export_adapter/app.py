@@ -9,6 +9,10 @@ runs and the source answers. A DICOMweb-root source is probed with an authentica
 ``QIDO-RS studies?limit=1`` (own small transport, no retries); with the Google API base the
 source store is only named by each notification, so the probe checks that credentials for it
 can be obtained.
+
+The source and a STOW-RS peer each get a circuit breaker (:mod:`common.breaker`): once one is
+known down, exports fail at once (the message is nacked, transient) until a probe is answered,
+and ``/readyz`` says so; ``dicomadapter_export_dicomweb_store_up{destination}`` follows it.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from importlib.metadata import PackageNotFoundError, version
 from types import FrameType
 
 from common.auth import Authenticator, GoogleAuth, NoAuth, build_authenticator, is_google_address
+from common.breaker import BreakerRegistry
 from common.dicomweb.client import DicomwebClient
 from common.dimse.sender import PeerAddress
 from common.health import (
@@ -69,12 +74,15 @@ def build_sink(
     transport: HttpTransport,
     retry: RetryPolicy,
     stop: threading.Event,
+    breakers: BreakerRegistry | None = None,
 ) -> InstanceSink:
     """The C-STORE or STOW-RS sink for the configured peer."""
     if isinstance(peer, DimsePeerConfig):
         return DimseSink(peer.peer, peer.sender, max_associations=peer.max_associations)
     authenticator = peer_authenticator(peer, transport.settings.proxy)
-    client = DicomwebClient(peer.address, transport, authenticator, retry, stop=stop)
+    client = DicomwebClient(
+        peer.address, transport, authenticator, retry, stop=stop, breakers=breakers
+    )
     return StowSink(client, peer.address.root)
 
 
@@ -105,10 +113,16 @@ class ExportAdapter:
         stop = self.lifecycle.stop_requested
         self.transport = HttpTransport(config.http)
         source_auth = build_authenticator(config.source_auth, config.source.address.root)
+        self.breakers = BreakerRegistry(config.breaker, self.metrics)
         source_client = DicomwebClient(
-            config.source.address, self.transport, source_auth, config.retry, stop=stop
+            config.source.address,
+            self.transport,
+            source_auth,
+            config.retry,
+            stop=stop,
+            breakers=self.breakers,
         )
-        self.sink = build_sink(config.peer, self.transport, config.retry, stop)
+        self.sink = build_sink(config.peer, self.transport, config.retry, stop, self.breakers)
         self.dead_letter: DeadLetterSink = (
             PubSubDeadLetter.create(config.dead_letter_topic)
             if config.dead_letter_topic
@@ -148,7 +162,8 @@ class ExportAdapter:
         source = self.config.source
         if source.mode is SourceMode.DICOMWEB_ROOT:
             return DicomwebCheck(
-                DicomwebClient(source.address, self.probe_transport, auth, NO_RETRY)
+                DicomwebClient(source.address, self.probe_transport, auth, NO_RETRY),
+                self.breakers.get(source.address),
             )
 
         def credentials() -> CheckResult:
@@ -199,6 +214,7 @@ class ExportAdapter:
         self.sink.close()
         if isinstance(self.dead_letter, PubSubDeadLetter):
             self.dead_letter.close()
+        self.breakers.close()  # probes end before their transport closes
         self.transport.close()
         self.health.stop()
         self.probe_transport.close()

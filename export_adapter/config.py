@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.auth import DEFAULT_SCOPES, AuthConfig
+from common.breaker import BreakerSettings
 from common.dicomweb.address import DicomwebAddress
 from common.dimse.sender import PeerAddress, SenderSettings
 from common.errors import ConfigError
@@ -60,6 +61,8 @@ class ExportConfig:
         source_auth: how requests to the source are authenticated.
         http: the shared HTTP transport settings.
         retry: how transient DICOMweb failures are retried before the message is nacked.
+        breaker: when the source or STOW-RS peer is known down (requests to it then fail at
+            once, and the message is nacked without waiting out ``retry``).
         flow: flow control and the worker pool.
         dead_letter_topic: ``projects/P/topics/T`` for permanent failures, or None.
         transient_backoff: seconds a worker waits before nacking after a transient failure.
@@ -74,6 +77,7 @@ class ExportConfig:
     source_auth: AuthConfig = field(default_factory=AuthConfig)
     http: HttpSettings = field(default_factory=HttpSettings)
     retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(budget=10.0))
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
     flow: FlowSettings = field(default_factory=FlowSettings)
     dead_letter_topic: str | None = None
     transient_backoff: float = 1.0

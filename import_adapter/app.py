@@ -10,6 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from types import FrameType
 
 from common.auth import build_authenticator
+from common.breaker import BreakerRegistry
 from common.dicomweb.client import DicomwebClient
 from common.health import (
     AdvisoryCheck,
@@ -55,6 +56,10 @@ class ImportAdapter:
         self.registry = new_registry("import", _package_version())
         self.metrics = ImportMetrics(self.registry)
         auth = build_authenticator(config.auth, config.dicomweb.root)
+        # One circuit breaker per DICOMweb root, shared by every client of it (STOW/QIDO/WADO,
+        # the spool's uploads): a store known down fails requests at once instead of holding
+        # each C-STORE for the whole retry budget.
+        self.breakers = BreakerRegistry(config.breaker, self.metrics)
         self.client = DicomwebClient(
             config.dicomweb,
             self.transport,
@@ -63,6 +68,7 @@ class ImportAdapter:
             stow_transport=self.stow_transport,
             stop=self.lifecycle.stop_requested,
             on_retry=self.metrics.dicomweb_retry,
+            breakers=self.breakers,
         )
         # The durable spool and router (None: no spool, no routing rules).
         self.spooling = build_spooling(
@@ -75,6 +81,7 @@ class ImportAdapter:
             calling_aet=config.dimse.ae_title,
             max_pdu_size=config.dimse.max_pdu_size,
             observer=self.metrics,
+            breakers=self.breakers,
         )
         # With a spool, datasets are received next to its queues, so committing is a rename.
         configure_receive_spool(
@@ -150,7 +157,10 @@ class ImportAdapter:
                 FunctionCheck("dimse_listener", self._listener_state),
                 self._store_check(
                     DicomwebCheck(
-                        DicomwebClient(config.dicomweb, self.probe_transport, auth, NO_RETRY)
+                        # Not through the breaker (a slow probe must not open it), but it
+                        # reports the breaker open as not ready.
+                        DicomwebClient(config.dicomweb, self.probe_transport, auth, NO_RETRY),
+                        self.breakers.get(config.dicomweb),
                     )
                 ),
             ],
@@ -186,6 +196,7 @@ class ImportAdapter:
         self.commitment.stop()
         if self.spooling is not None:
             self.spooling.manager.stop()  # what is still queued stays for the next start
+        self.breakers.close()  # probes end before their transport closes
         self.transport.close()
         if self.stow_transport is not None:
             self.stow_transport.close()

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from common.breaker import BreakerSettings
 from common.cli.compat import check_import_compat, explain_import_compat, import_compat_options
 from common.cli.options import (
     auth_config,
@@ -79,9 +80,14 @@ def resolve_aet_dictionary(path: Path | None, inline: str | None) -> AetDictiona
 @option("dimse_timeout", type=click.FloatRange(1), default=60.0, show_default=True,
         help="Seconds to wait for each part of a DIMSE message once it started.")
 @security_options
-@option("stow_retry_budget", type=click.FloatRange(0), default=30.0, show_default=True,
+@option("stow_retry_budget", type=click.FloatRange(0), default=10.0, show_default=True,
         help="Seconds during which a transient STOW-RS failure (connection, 429, 5xx) is "
-             "retried before the C-STORE fails.")
+             "retried before the C-STORE fails (keep it under the SCUs' DIMSE timeouts); "
+             "without --auto_ack_cstore, also how long a spooled C-STORE waits for its uploads.")
+@option("store_down_after_failures", type=click.IntRange(0), default=3, show_default=True,
+        help="Connection failures or timeouts in a row after which a DICOMweb store is known "
+             "down: C-STOREs then get 0xA700 at once, without a request, until a background "
+             "probe is answered (0 = never).")
 @option("http_timeout", type=click.FloatRange(0.1), default=120.0, show_default=True,
         help="Seconds to wait for a DICOMweb server's response.")
 @option("spool_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -145,6 +151,7 @@ def command(**params: Any) -> int:
             proxy=proxy,
         ),
         retry=RetryPolicy(budget=params["stow_retry_budget"]),
+        breaker=BreakerSettings(failure_threshold=params["store_down_after_failures"]),
         spool_dir=params["spool_dir"],
         shutdown_grace=params["shutdown_grace"],
         stow_http2=params["stow_http2"],

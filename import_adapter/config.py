@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.auth import AuthConfig
+from common.breaker import BreakerSettings
 from common.dicomweb.address import DicomwebAddress
 from common.dimse.aet_dictionary import AetDictionary
 from common.dimse.pdu_guard import DEFAULT_MIN_RECEIVE_RATE
@@ -73,6 +74,8 @@ class ImportConfig:
         auth: how to authenticate to it.
         http: the HTTP transport settings.
         retry: how transient STOW-RS failures are retried before a C-STORE fails.
+        breaker: when a DICOMweb store is known down (requests to it then fail at once) and
+            how it is probed meanwhile; one breaker per root, shared by every client.
         spool_dir: where received datasets are written as they arrive (None: system temp).
         shutdown_grace: seconds open associations get to finish after SIGTERM.
         stow_http2: use HTTP/2 for STOW-RS (reference adapter flag).
@@ -92,7 +95,8 @@ class ImportConfig:
     dicomweb: DicomwebAddress
     auth: AuthConfig = field(default_factory=AuthConfig)
     http: HttpSettings = field(default_factory=HttpSettings)
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(budget=10.0))
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
     spool_dir: Path | None = None
     shutdown_grace: float = 30.0
     stow_http2: bool = False

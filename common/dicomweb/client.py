@@ -19,14 +19,22 @@ from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from common.auth import Authenticator
+from common.breaker import BreakerRegistry, qido_probe
 from common.dicom.part10 import Part10Instance
 from common.dicomweb.address import DicomwebAddress, Query
 from common.dicomweb.multipart import Part, boundary_of, iter_parts, stow_body
 from common.dicomweb.stow import stow_status
-from common.errors import DicomwebError, DicomwebHttpError, DicomwebResponseError
-from common.http import Body, Response, Transport, translate_stream_errors
+from common.errors import (
+    AdapterError,
+    DicomwebConnectionError,
+    DicomwebError,
+    DicomwebHttpError,
+    DicomwebResponseError,
+    DicomwebTimeoutError,
+)
+from common.http import Body, Response, Transport, translate_stream_errors, was_resent
 from common.retry import RetryPolicy, call_with_retry
-from common.status import DimseStatus
+from common.status import SUCCESS, DimseStatus, is_duplicate_store_status
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -37,6 +45,10 @@ ACCEPT_ANY_SYNTAX = 'multipart/related; type="application/dicom"; transfer-synta
 _STREAM_CHUNK = 256 * 1024
 #: With parallel QIDO paging the first page asks for ``page_size // FIRST_PAGE_DIVISOR``.
 FIRST_PAGE_DIVISOR = 4
+_HTTP_CONFLICT = 409
+#: Results of the QIDO-RS check for one SOP Instance UID looked at (one is expected).
+_CHECK_RESULTS = 10
+_SOP_INSTANCE_UID = "00080018"
 
 
 @dataclass(frozen=True)
@@ -82,7 +94,15 @@ class DicomwebClient:
         stow_transport: Transport | None = None,
         stop: threading.Event | None = None,
         on_retry: Callable[[DicomwebError], None] | None = None,
+        breakers: BreakerRegistry | None = None,
     ) -> None:
+        """A client of the DICOMweb root ``address``.
+
+        With ``breakers``, requests go through the circuit breaker of ``address``'s root, shared
+        with every other client of that root made with the same registry: once the store is
+        known down they raise :class:`~common.errors.StoreUnavailableError` at once (and are
+        not retried); the breaker's probe uses ``transport`` and ``auth``.
+        """
         self.address = address
         self._transport = transport
         # STOW-RS may use its own transport (HTTP/2, the reference adapter's --stow_http2).
@@ -91,6 +111,13 @@ class DicomwebClient:
         self._retry = retry
         self._stop = stop
         self._on_retry = on_retry
+        self._breaker = (
+            None
+            if breakers is None
+            else breakers.breaker(
+                address, qido_probe(address, transport, auth, breakers.settings.probe_timeout)
+            )
+        )
 
     def __repr__(self) -> str:
         return f"DicomwebClient({self.address})"
@@ -107,30 +134,53 @@ class DicomwebClient:
         stream: bool = False,
         transport: Transport | None = None,
     ) -> Response:
-        """One request with auth, re-authenticating once after a 401."""
+        """One request with auth, re-authenticating once after a 401.
+
+        Through the root's circuit breaker, if any: refused at once while the store is known
+        down; an HTTP answer (any status) or a connection failure/timeout is reported to it.
+        """
         transport = transport or self._transport
+        breaker = self._breaker
+        if breaker is not None:
+            breaker.check()  # raises StoreUnavailableError: nothing is sent
         for attempt in (1, 2):
             body = body_factory() if body_factory else None  # may set Content-* headers
             request_headers = {**headers, **self._auth.headers()}
             try:
-                return transport.request(
+                response = transport.request(
                     method, url, headers=request_headers, body=body, stream=stream
                 )
             except DicomwebHttpError as exc:
+                if breaker is not None:
+                    breaker.record_answer()
                 if exc.status == 401 and attempt == 1:
                     LOG.info("DICOMweb server answered 401; refreshing credentials")
                     self._auth.invalidate()
                     continue
                 raise
+            except (DicomwebConnectionError, DicomwebTimeoutError) as exc:
+                unavailable = None if breaker is None else breaker.record_failure(exc)
+                if unavailable is not None:
+                    raise unavailable from exc
+                raise
             finally:
                 close = getattr(body, "close", None)
                 if callable(close):
                     close()
+            if breaker is not None:
+                breaker.record_answer()
+            return response
         raise AssertionError("unreachable")
 
     def _with_retry(self, operation: Callable[[], T], describe: str) -> T:
         return call_with_retry(
-            operation, self._retry, describe=describe, stop=self._stop, on_retry=self._on_retry
+            operation,
+            self._retry,
+            describe=describe,
+            stop=self._stop,
+            on_retry=self._on_retry,
+            # The breaker opening ends a retry wait: the next attempt then fails at once.
+            wake=None if self._breaker is None else self._breaker.down,
         )
 
     # -- STOW-RS ------------------------------------------------------------------------------
@@ -138,12 +188,22 @@ class DicomwebClient:
     def store(self, instance: Part10Instance) -> StowResult:
         """STOW-RS one instance to ``{root}/studies``, streaming it from disk.
 
+        A "duplicate" answer (409, or the instance in FailedSOPSequence with 0x0111) after an
+        earlier try of this store may have stored it - the transport sent the request again
+        after writing it whole, or a retry followed a connection error or timeout - is checked
+        with QIDO-RS (:func:`stored_after_conflict`): the instance found is Success, with the
+        HTTP status as answered. A duplicate answer to a first, clean try stays 0x0111,
+        without a check.
+
         Raises:
             DicomwebError: the request failed (after retries, for transient failures).
         """
         url = self.address.url("studies")
+        uid = instance.sop_instance_uid
+        earlier_try_may_have_stored = False
 
         def attempt() -> StowResult:
+            nonlocal earlier_try_may_have_stored
             headers = {"Accept": DICOM_JSON}
 
             def body() -> Body:
@@ -153,15 +213,32 @@ class DicomwebClient:
                 headers["Content-Length"] = str(len(data))
                 return data
 
-            response = self._send("POST", url, headers, body, transport=self._stow_transport)
-            status = stow_status(
-                response.data,
-                response.headers.get("Content-Type", ""),
-                instance.sop_instance_uid,
-            )
+            try:
+                response = self._send("POST", url, headers, body, transport=self._stow_transport)
+            except DicomwebHttpError as exc:
+                if (
+                    exc.status == _HTTP_CONFLICT
+                    and (earlier_try_may_have_stored or was_resent(exc))
+                    and stored_after_conflict(self, uid)
+                ):
+                    return StowResult(SUCCESS, exc.status)
+                raise
+            except (DicomwebConnectionError, DicomwebTimeoutError):
+                # Unanswered: the store may have the instance now (a connection that failed
+                # before the request went out counts too; a check costs one search, and only
+                # after a later 409).
+                earlier_try_may_have_stored = True
+                raise
+            status = stow_status(response.data, response.headers.get("Content-Type", ""), uid)
+            if (
+                is_duplicate_store_status(status)
+                and (earlier_try_may_have_stored or was_resent(response))
+                and stored_after_conflict(self, uid)
+            ):
+                status = SUCCESS
             return StowResult(status, response.status)
 
-        return self._with_retry(attempt, f"STOW-RS of {instance.sop_instance_uid}")
+        return self._with_retry(attempt, f"STOW-RS of {uid}")
 
     # -- QIDO-RS ------------------------------------------------------------------------------
 
@@ -286,3 +363,39 @@ def _pages_ahead(
         # Pages past the end, or not wanted any more (C-CANCEL, association gone): requests
         # not started are dropped; one in flight ends on its own, its result unused.
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def stored_after_conflict(api: DicomwebApi, sop_instance_uid: str) -> bool:
+    """Whether the store has an instance it called a duplicate (checked after a 409).
+
+    For a STOW-RS resent or retried after a try that may have stored the instance. QIDO-RS
+    ``{root}/instances?SOPInstanceUID={uid}``: True when a result is that instance (logged at
+    INFO); False when none is (a server that ignores the key lists others), or when the
+    search fails (logged): the duplicate answer then stands.
+    """
+    try:
+        results = api.search(
+            ("instances",), [("SOPInstanceUID", sop_instance_uid)], page_size=_CHECK_RESULTS
+        )
+        found = False
+        for index, result in enumerate(results, 1):
+            element = result.get(_SOP_INSTANCE_UID)
+            value = element.get("Value") if isinstance(element, dict) else None
+            if isinstance(value, list) and value and str(value[0]) == sop_instance_uid:
+                found = True
+                break
+            if index >= _CHECK_RESULTS:
+                break  # not asking for more pages: the filter is not applied
+    except AdapterError as exc:
+        LOG.warning(
+            "409 after a resend of %r: checking whether the store has it failed (%s); "
+            "the conflict stands", sop_instance_uid, exc,
+        )
+        return False
+    if found:
+        LOG.info("409 after a resend: instance is in the store (SOP Instance UID %r)",
+                 sop_instance_uid)
+    else:
+        LOG.info("409 after a resend of %r: the store does not list it; the conflict stands",
+                 sop_instance_uid)
+    return found

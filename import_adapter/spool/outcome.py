@@ -5,8 +5,8 @@ outcome                                               kind         next
 ====================================================  ===========  ==========================
 stored (success or warning)                           DONE         entry removed
 connection refused/reset, DNS, TLS, timeout;           UNREACHABLE  destination paused (capped
-credentials; DIMSE peer unreachable                                backoff), entry kept; does
-                                                                   not use up its retries
+store known down (circuit breaker open, nothing                    backoff), entry kept; does
+sent); credentials; DIMSE peer unreachable                         not use up its retries
 HTTP 5xx, 429, 408, 425, ``--http_error_codes_to_     RETRY        entry retried with capped
 retry``; 0xA7xx; association rejected;                             backoff, up to
 a 2xx we cannot read                                               ``--persistent_file_upload_

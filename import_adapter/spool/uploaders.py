@@ -2,11 +2,18 @@
 
 An :class:`Uploader` belongs to one worker thread (DIMSE senders are not thread-safe). It never
 retries by itself: the queue decides (see :mod:`import_adapter.spool.outcome`).
+
+A STOW-RS that ended unanswered (connection error or timeout) may still have stored the
+instance, and the queue's later try of the entry (from any worker) then gets 409. The
+uploaders of one destination share an :class:`UnconfirmedStores`: an instance listed there
+that meets a 409 is looked up with QIDO-RS, and is DONE when the store has it.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Protocol
 
@@ -14,10 +21,16 @@ from pydicom.filereader import read_file_meta_info
 
 from common.dicom.part10 import Part10Instance
 from common.dicom.scan import scan_dataset
-from common.dicomweb.client import DicomwebApi
+from common.dicomweb.client import DicomwebApi, stored_after_conflict
 from common.dimse.sender import SenderSettings, StoreSender
-from common.errors import AdapterError, DicomwebHttpError, MalformedDatasetError
-from common.status import is_duplicate_store_status
+from common.errors import (
+    AdapterError,
+    DicomwebConnectionError,
+    DicomwebHttpError,
+    DicomwebTimeoutError,
+    MalformedDatasetError,
+)
+from common.status import SUCCESS, is_duplicate_store_status
 from import_adapter.routing.destinations import DimseDestination
 from import_adapter.spool.layout import entry_calling_aet
 from import_adapter.spool.outcome import Kind, UploadResult, result_for_error, result_for_status
@@ -66,15 +79,62 @@ def spooled_instance(path: Path) -> Part10Instance:
     )
 
 
+class UnconfirmedStores:
+    """SOP Instance UIDs whose last STOW-RS to one destination ended unanswered.
+
+    The store may have them already, so a 409 for one is looked up before it counts as a
+    conflict. Thread-safe; bounded (the oldest are forgotten first: an entry given up on
+    without a verdict is never settled).
+    """
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._limit = limit
+        self._uids: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, sop_instance_uid: str) -> None:
+        """Remember an instance whose upload ended unanswered."""
+        with self._lock:
+            self._uids[sop_instance_uid] = None
+            self._uids.move_to_end(sop_instance_uid)
+            while len(self._uids) > self._limit:
+                self._uids.popitem(last=False)
+
+    def discard(self, sop_instance_uid: str) -> None:
+        """Forget an instance whose upload got a verdict (stored, or refused for good)."""
+        with self._lock:
+            self._uids.pop(sop_instance_uid, None)
+
+    def __contains__(self, sop_instance_uid: object) -> bool:
+        with self._lock:
+            return sop_instance_uid in self._uids
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._uids)
+
+
 class StowUploader:
-    """STOW-RS with an optional DELETE-and-store-again on conflict (``--stow_overwrite``)."""
+    """STOW-RS with an optional DELETE-and-store-again on conflict (``--stow_overwrite``).
+
+    A 409 (or 0x0111) for an instance whose last upload through the same client ended
+    unanswered (``unconfirmed``, shared by the destination's uploaders) is first
+    looked up with QIDO-RS: the store has it -> DONE, neither dead-lettered nor overwritten.
+    """
 
     def __init__(
-        self, client: DicomwebApi, *, overwrite: bool, retry_codes: frozenset[int]
+        self,
+        client: DicomwebApi,
+        *,
+        overwrite: bool,
+        retry_codes: frozenset[int],
+        unconfirmed: UnconfirmedStores | None = None,
     ) -> None:
         self._client = client
         self._overwrite = overwrite
         self._retry_codes = retry_codes
+        # Shared by the destination's uploaders (the spool's wiring passes one per destination).
+        self._unconfirmed = unconfirmed if unconfirmed is not None else UnconfirmedStores()
 
     def upload(self, path: Path) -> UploadResult:
         """STOW-RS the file; on 409 (or 0x0111) delete and store again when overwriting."""
@@ -82,9 +142,18 @@ class StowUploader:
             instance = spooled_instance(path)
         except (AdapterError, OSError) as exc:
             return result_for_error(exc, self._retry_codes)
+        result = self._upload(instance)
+        if result.kind in (Kind.DONE, Kind.DEAD):
+            self._unconfirmed.discard(instance.sop_instance_uid)
+        return result
+
+    def _upload(self, instance: Part10Instance) -> UploadResult:
         result = self._store(instance)
         if not _is_conflict(result):
             return result
+        uid = instance.sop_instance_uid
+        if uid in self._unconfirmed and stored_after_conflict(self._client, uid):
+            return UploadResult(Kind.DONE, SUCCESS, http_status=result.http_status)
         if not self._overwrite:
             return UploadResult(
                 Kind.DEAD, result.status,
@@ -105,6 +174,10 @@ class StowUploader:
     def _store(self, instance: Part10Instance) -> UploadResult:
         try:
             stored = self._client.store(instance)
+        except (DicomwebConnectionError, DicomwebTimeoutError) as exc:
+            # Unanswered: the store may have it (a try that failed before sending counts too).
+            self._unconfirmed.add(instance.sop_instance_uid)
+            return result_for_error(exc, self._retry_codes)
         except (AdapterError, OSError) as exc:
             return result_for_error(exc, self._retry_codes)
         return result_for_status(stored.status, stored.http_status)
@@ -132,8 +205,10 @@ class StowUploader:
 
 
 def _is_conflict(result: UploadResult) -> bool:
-    return result.http_status == _HTTP_CONFLICT or (
-        result.kind is Kind.DEAD and is_duplicate_store_status(result.status)
+    """A refusal because the instance exists (not a 409 the client found to be our own copy)."""
+    return result.kind is not Kind.DONE and (
+        result.http_status == _HTTP_CONFLICT
+        or (result.kind is Kind.DEAD and is_duplicate_store_status(result.status))
     )
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from common.auth import AuthConfig, build_authenticator
+from common.breaker import BreakerRegistry
 from common.dicomweb.address import DicomwebAddress
 from common.dicomweb.client import DicomwebClient
 from common.dimse.sender import SenderSettings
@@ -23,7 +24,12 @@ from import_adapter.routing.destinations import (
 from import_adapter.routing.router import Router, RoutingConfig
 from import_adapter.spool.manager import SpoolManager, SpoolSettings
 from import_adapter.spool.sink import SpoolingSink
-from import_adapter.spool.uploaders import CStoreUploader, StowUploader, Uploader
+from import_adapter.spool.uploaders import (
+    CStoreUploader,
+    StowUploader,
+    UnconfirmedStores,
+    Uploader,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -48,11 +54,15 @@ def build_spooling(
     calling_aet: str,
     max_pdu_size: int,
     observer: ImportObserver = NULL_IMPORT_OBSERVER,
+    breakers: BreakerRegistry | None = None,
 ) -> Spooling | None:
     """The spool and router, or None when neither a spool nor routing rules are configured.
 
     Routing rules without ``--persistent_file_storage_location`` still go through a spool (in
-    a fresh temporary folder): each destination needs its own queue.
+    a fresh temporary folder): each destination needs its own queue. ``breakers``: the
+    process's circuit breakers, shared by the DICOMweb destinations' clients (a destination
+    known down fails its uploads at once) and read by the sink (without auto-ack, a C-STORE
+    routed to a store known down is refused before it is spooled).
     """
     if settings is None and not routing.rules:
         return None
@@ -76,12 +86,17 @@ def build_spooling(
                 build_authenticator(auth, destination.address.root),
                 NO_RETRY,  # the queue retries, with its own backoff
                 stow_transport=stow_transport,
+                breakers=breakers,
             )
             clients[destination.key] = client
-        stow = client
+        # The destination's uploaders share what they know of unanswered uploads.
+        stow, unconfirmed = client, UnconfirmedStores()
         return lambda: StowUploader(
-            stow, overwrite=upload.overwrite, retry_codes=upload.retry_codes
+            stow,
+            overwrite=upload.overwrite,
+            retry_codes=upload.retry_codes,
+            unconfirmed=unconfirmed,
         )
 
     manager = SpoolManager(settings, router.destinations, factory, observer)
-    return Spooling(manager, SpoolingSink(manager, router), router)
+    return Spooling(manager, SpoolingSink(manager, router, breakers), router)

@@ -807,6 +807,27 @@ def test_tls_with_a_trusted_certificate(tmp_path: Path, host: str) -> None:
         transport.close()
 
 
+def test_new_tls_connections_resume_the_session(tmp_path: Path) -> None:
+    context, settings = _tls_setup(tmp_path)
+    transport = HttpTransport(settings)
+    url_of = "https://localhost:{}/dicom-web/studies".format
+    try:
+        with RawHttpServer(echo, tls=context) as server:
+            first = transport.request("POST", url_of(server.port), headers={}, body=b"x" * 10)
+            assert first.data
+            # Two requests at once: the second needs a connection of its own.
+            held = transport.request("GET", url_of(server.port), headers={}, stream=True)
+            second = transport.request("GET", url_of(server.port), headers={}, stream=True)
+            sockets = [r._connection.sock for r in (held, second)]  # type: ignore[attr-defined]
+            resumed = [s.session_reused for s in sockets]
+            held.data  # noqa: B018
+            second.data  # noqa: B018
+            assert server.connections == 2
+            assert resumed.count(True) == 1, resumed
+    finally:
+        transport.close()
+
+
 @pytest.mark.parametrize("trust", ["system-store", "other-ca"])
 def test_tls_with_an_untrusted_certificate(tmp_path: Path, trust: str) -> None:
     context, settings = _tls_setup(tmp_path)

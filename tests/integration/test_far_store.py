@@ -1,15 +1,19 @@
 """The import adapter against a far or throttling store, across the real wire.
 
-Orthanc is the store; a fault proxy in front of it answers 429 with Retry-After, as the Cloud
-Healthcare API does past a quota. pynetdicom is the SCU and records what was acknowledged.
+Orthanc is the store, made far away by the latency proxy (and reached over HTTPS through a TLS
+front, as a cloud store is), or behind a fault proxy that answers 429 with Retry-After, as the
+Cloud Healthcare API does past a quota. pynetdicom is the SCU and records what was
+acknowledged.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
+from common.http import HttpSettings
 from common.status import Status
 from tests.integration.spool_support import (
     dead_letter_files,
@@ -18,8 +22,10 @@ from tests.integration.spool_support import (
     spool_settings,
     stored_uids,
 )
-from tests.support.adapters import running_import_adapter
+from tests.support.adapters import IMPORT_AET, running_import_adapter
+from tests.support.dcmtk import dcmsend, dcmsend_summary
 from tests.support.http_fault_server import HttpFaultServer
+from tests.support.latency_proxy import far_store
 from tests.support.orthanc import OrthancServer
 from tests.support.ports import wait_until
 from tests.support.samples import make_corpus
@@ -96,3 +102,55 @@ def test_uploads_to_a_throttling_store_lose_nothing_acknowledged(
     assert len(acked) == len(corpus) and set(acked.values()) == {Status.SUCCESS}
     assert proxy.pending_faults == 0
     assert not dead_letter_files(spool) and not queued_files(spool)
+
+
+def test_auto_ack_uploads_to_a_far_store_overlap(
+    fresh_orthanc: Callable[..., OrthancServer], tmp_path: Path
+) -> None:
+    store = fresh_orthanc()
+    corpus = make_corpus(tmp_path / "c", 300)
+    spool = tmp_path / "spool"
+    with far_store(store.http_port, one_way_ms=25, tls=True, workdir=tmp_path) as far:
+        http = HttpSettings(ca_bundle=str(far.ca_bundle))
+        with running_import_adapter(
+            far.url("/dicom-web"), http=http, spool=spool_settings(spool)
+        ) as adapter:
+            queue = adapter.spooling.manager.queue(adapter.spooling.router.destinations[0].key)
+            initial = queue.concurrency
+            # dcmsend (DCMTK) answers at its own pace, faster than uploads 50 ms away.
+            result = dcmsend(
+                "127.0.0.1", adapter.server.port, [s.path for s in corpus], IMPORT_AET
+            )
+            assert result.returncode == 0, dcmsend_summary(result)
+            assert dcmsend_summary(result).get("with status SUCCESS") == len(corpus)
+            wait_until(lambda: len(stored_uids(store)) == len(corpus), timeout=60,
+                       interval=0.5, message="every acknowledged instance in Orthanc")
+            grown = max(initial, queue.concurrency)
+        stats = far.proxy.stats()
+    # More uploads overlapped than the adapter started with (and than the old fixed 4).
+    assert initial == 4
+    assert stats.peak_in_flight > 8, stats
+    assert grown >= 4
+    # Connections were kept: a handful of TLS handshakes, not one per instance.
+    assert stats.connections <= stats.peak_in_flight + 8, stats
+    assert not dead_letter_files(spool) and not queued_files(spool)
+
+
+def test_synchronous_c_store_to_a_far_store_is_one_round_trip_on_one_connection(
+    fresh_orthanc: Callable[..., OrthancServer], tmp_path: Path
+) -> None:
+    store = fresh_orthanc()
+    corpus = make_corpus(tmp_path / "c", 20)
+    acked: dict[str, int] = {}
+    with far_store(store.http_port, one_way_ms=25, tls=True, workdir=tmp_path) as far:
+        with running_import_adapter(
+            far.url("/dicom-web"), http=replace(HttpSettings(), ca_bundle=str(far.ca_bundle))
+        ) as adapter:
+            send_files(adapter.server.port, [s.path for s in corpus], results=acked)
+        stats = far.proxy.stats()
+    assert len(acked) == len(corpus) and set(acked.values()) == {Status.SUCCESS}
+    assert stored_uids(store) == set(acked)
+    # One kept-alive connection and one TLS handshake for the whole association; each C-STORE
+    # was one exchange (no Expect: 100-continue, no second request per instance).
+    assert stats.connections == 1, stats
+    assert stats.peak_in_flight == 1, stats

@@ -25,6 +25,7 @@ from tests.support import dcmtk
 from tests.support.adapters import IMPORT_AET, running_import_adapter
 from tests.support.http_fault_server import HttpFaultServer
 from tests.support.orthanc import OrthancServer
+from tests.support.ports import wait_until
 from tests.support.samples import SampleInstance, make_corpus, pixel_data_bytes
 
 
@@ -261,8 +262,12 @@ def test_store_down_then_back(fresh_orthanc: Callable[..., OrthancServer], tmp_p
         port = running.server.port
         assert pynetdicom_store(port, corpus[0].path) == Status.SUCCESS
         store.stop()
-        assert pynetdicom_store(port, corpus[1].path) == Status.PROCESSING_FAILURE
+        # Its retries open the store's circuit breaker: "known down", try later.
+        assert pynetdicom_store(port, corpus[1].path) == Status.OUT_OF_RESOURCES
         store.start()
+        breaker = running.breakers.get(running.config.dicomweb)
+        assert breaker is not None
+        wait_until(lambda: not breaker.is_open, timeout=20, message="store probed back up")
         assert pynetdicom_store(port, corpus[2].path) == Status.SUCCESS
         assert pynetdicom_store(port, corpus[1].path) == Status.SUCCESS
     assert store.count_instances() == 3
