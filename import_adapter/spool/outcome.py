@@ -7,13 +7,20 @@ stored (success or warning)                           DONE         entry removed
 connection refused/reset, DNS, TLS, timeout;           UNREACHABLE  destination paused (capped
 store known down (circuit breaker open, nothing                    backoff), entry kept; does
 sent); credentials; DIMSE peer unreachable                         not use up its retries
-HTTP 5xx, 429, 408, 425, ``--http_error_codes_to_     RETRY        entry retried with capped
-retry``; 0xA7xx; association rejected;                             backoff, up to
+HTTP 429, 503 (the store's quota or load)            RETRY        destination paused (its
+                                                                   Retry-After), concurrency
+                                                                   halved; entry kept, does
+                                                                   not use up its retries
+HTTP 5xx, 408, 425, ``--http_error_codes_to_retry``;  RETRY        entry retried with capped
+0xA7xx; association rejected;                                      backoff, up to
 a 2xx we cannot read                                               ``--persistent_file_upload_
                                                                    retry_amount`` times
 HTTP 409 / 0x0111 without ``--stow_overwrite``;        DEAD         dead-letter (or, when the
 other 4xx; any other failure status; unreadable file               SCU waits, its answer)
 ====================================================  ===========  ==========================
+
+A 409 / 0x0111 for an instance whose previous upload ended unanswered is first looked up in
+the store (:class:`~import_adapter.spool.uploaders.StowUploader`): present counts as DONE.
 """
 
 from __future__ import annotations
