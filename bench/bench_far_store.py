@@ -97,6 +97,9 @@ POLL = 0.025  # seconds between two looks at Orthanc's instance count
 HTTP_TIMEOUT = 600.0
 PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "ALL_PROXY")
 
+#: Orthanc's HTTP threads: more than the adapter's connections (--upload_concurrency).
+ORTHANC_HTTP_THREADS = 100
+
 
 # --------------------------------------------------------------------------------- far store
 
@@ -353,7 +356,13 @@ class Bench:
     def _orthanc(self) -> Iterator[OrthancServer]:
         """A fresh, empty Orthanc; its store is deleted at the end of the run."""
         base = self.orthanc_dir or self.work
-        orthanc = OrthancServer(workdir=Path(tempfile.mkdtemp(prefix="orthanc-", dir=base)))
+        # A cloud store serves as many connections as it gets; Orthanc keeps one HTTP thread
+        # per kept-alive connection (and holds an idle one for about 1 s), so with the tests'
+        # 20 threads any request beyond 20 connections waited a second for a thread.
+        orthanc = OrthancServer(
+            workdir=Path(tempfile.mkdtemp(prefix="orthanc-", dir=base)),
+            http_threads=ORTHANC_HTTP_THREADS,
+        )
         try:
             orthanc.start()
             yield orthanc

@@ -15,7 +15,11 @@ Netflix's concurrency limits:
   square root per round), and it settles where the store queues about ``sqrt(limit)`` requests,
   which keeps it busy without piling work on it; it is smoothed (``smoothing``) and it grows
   only while the limit is in use (an idle destination does not inflate it);
-- an overload answer (HTTP 429, 503) halves it at once.
+- an overload answer (HTTP 429, 503) halves it at once;
+- at the start it grows as TCP's slow start does, by one per completed upload (so it doubles
+  every round trip) while the samples show no queueing (``gradient >= SLOW_START_EXIT``): a
+  store 100 ms away needs some 30 uploads in flight, and the gradient rule alone would take
+  seconds to get there; the first sign of queueing, or an overload answer, ends it.
 
 It never goes above ``cap`` (``--upload_concurrency``), and latency alone never takes it below
 ``floor``: only overload answers do, and it then grows back as the samples allow.
@@ -56,6 +60,11 @@ class ConcurrencySettings:
         return cls(cap=count, floor=count, initial=count)
 
 
+#: Slow start ends at the first sample whose gradient is below this (latency a third above the
+#: baseline: queueing, not jitter).
+SLOW_START_EXIT = 0.75
+
+
 def size_bucket(size: int) -> int:
     """The latency-baseline bucket of an upload of ``size`` bytes (64 KiB * 4**k)."""
     return max(0, (max(size, 1).bit_length() - 16) // 2)
@@ -90,6 +99,7 @@ class AdaptiveLimit:
         self._floor = max(1, min(settings.floor, self._cap))
         self._estimate = float(max(1, min(settings.initial, self._cap)))
         self._baselines: dict[int, _Baseline] = {}
+        self._slow_start = True
 
     @property
     def limit(self) -> int:
@@ -110,8 +120,15 @@ class AdaptiveLimit:
         baseline = bucket.add(max(seconds, 1e-6), now, self._settings.window)
         gradient = min(1.0, max(0.5, baseline / max(seconds, 1e-6)))
         current = self._estimate
+        in_use = inflight >= self.limit - 1
+        if self._slow_start:
+            if gradient >= SLOW_START_EXIT:
+                if in_use:
+                    self._estimate = min(float(self._cap), current + 1)
+                return self.limit
+            self._slow_start = False
         target = current * gradient + math.sqrt(current)
-        if target > current and inflight < self.limit - 1:
+        if target > current and not in_use:
             target = current  # not using the limit: no evidence that more would help
         # Latency alone never goes below the floor; below it after an overload, it may grow.
         target = max(target, min(float(self._floor), current))
@@ -121,5 +138,6 @@ class AdaptiveLimit:
 
     def overload(self) -> int:
         """The store said it is overloaded (429, 503): halve the limit. Returns it."""
+        self._slow_start = False
         self._estimate = max(1.0, self._estimate / 2)
         return self.limit

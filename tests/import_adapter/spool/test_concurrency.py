@@ -133,3 +133,24 @@ def test_fixed_never_moves() -> None:
     assert run(limit, clock, lambda _n: 0.1, 100) == 3
     assert run(limit, clock, lambda _n: 5.0, 100) == 3
     assert limit.cap == 3
+
+
+def test_slow_start_doubles_per_round_trip_until_the_store_queues() -> None:
+    clock = Clock()
+    limit = AdaptiveLimit(ConcurrencySettings(cap=64), clock)
+    # No queueing: one more per completed upload, i.e. the limit doubles every round trip.
+    assert run(limit, clock, lambda _n: 0.1, 4) == 8
+    assert run(limit, clock, lambda _n: 0.1, 8) == 16
+    # A serial store 100 ms away: slow start overshoots a little, then the gradient rule
+    # brings it back to where the pipe is full.
+    settled = run(limit, clock, serial_store(rtt=0.1, service=0.0065), 2000)
+    assert 15 <= settled <= 26
+
+
+def test_an_overload_ends_slow_start() -> None:
+    clock = Clock()
+    limit = AdaptiveLimit(ConcurrencySettings(cap=64), clock)
+    assert run(limit, clock, lambda _n: 0.1, 4) == 8
+    assert limit.overload() == 4
+    run(limit, clock, lambda _n: 0.1, 4)
+    assert limit.limit < 8  # growing by the gradient rule's square root, not by one each
