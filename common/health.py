@@ -10,7 +10,9 @@
 Each check's result is cached for :attr:`HealthConfig.cache_seconds`, so probes from kubelet and
 scrapes from several Prometheus servers cost at most one QIDO-RS per period; a check that
 takes longer than :attr:`HealthConfig.check_timeout` counts as failed (and is not started again
-until it returns). A change of readiness is logged once, with the reason.
+until it returns). *Instant* checks (in-process state, such as "shutting down") are neither
+cached nor waited behind: they run first, and when one fails the answer is 503 at once, without
+the others. A change of readiness is logged once, with the reason.
 """
 
 from __future__ import annotations
@@ -79,10 +81,15 @@ class ReadinessCheck(Protocol):
 
 @dataclass(frozen=True)
 class FunctionCheck:
-    """A readiness check from a function returning a :class:`CheckResult`."""
+    """A readiness check from a function returning a :class:`CheckResult`.
+
+    ``instant``: the function is cheap and in-process (a flag, a state), so it is evaluated at
+    every probe instead of cached: a change such as the start of a shutdown shows at once.
+    """
 
     name: str
     function: Callable[[], CheckResult]
+    instant: bool = False
 
     def check(self) -> CheckResult:
         """Call the function; an exception is a failed check."""
@@ -215,13 +222,21 @@ class Readiness:
     """All readiness checks of a process; logs when readiness changes."""
 
     def __init__(self, checks: Sequence[ReadinessCheck]) -> None:
-        self._checks = list(checks)
+        # Instant checks first (a stable sort keeps the given order otherwise).
+        self._checks = sorted(checks, key=lambda check: not _is_instant(check))
         self._lock = threading.Lock()
         self._last: bool | None = None
 
     def evaluate(self) -> tuple[bool, dict[str, CheckResult]]:
-        """Whether every check passes, and each check's result."""
-        results = {check.name: check.check() for check in self._checks}
+        """Whether every check passes, and the result of each check that was run.
+
+        A failed instant check ends the evaluation: the slower checks are not waited for.
+        """
+        results: dict[str, CheckResult] = {}
+        for check in self._checks:
+            result = results[check.name] = check.check()
+            if not result.ok and _is_instant(check):
+                break
         ready = all(result.ok for result in results.values())
         with self._lock:
             changed, self._last = self._last != ready, ready
@@ -232,6 +247,10 @@ class Readiness:
                 reasons = "; ".join(f"{k}: {v.detail}" for k, v in results.items() if not v.ok)
                 LOG.warning("not ready: %s", reasons)
         return ready, results
+
+
+def _is_instant(check: ReadinessCheck) -> bool:
+    return isinstance(check, FunctionCheck) and check.instant
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -299,7 +318,9 @@ class HealthServer:
         self._registry = registry
         self.readiness = Readiness(
             [
-                CachedCheck(c, cache_seconds=config.cache_seconds, timeout=config.check_timeout)
+                c if isinstance(c, FunctionCheck) and c.instant else CachedCheck(
+                    c, cache_seconds=config.cache_seconds, timeout=config.check_timeout
+                )
                 for c in checks
             ]
         )

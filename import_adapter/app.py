@@ -133,7 +133,6 @@ class ImportAdapter:
             self.client,
             config.aet_dictionary,
             config.commitment,
-            self.lifecycle,
             self.spooling.manager if self.spooling else None,
             observer=self.metrics,
         )
@@ -154,7 +153,8 @@ class ImportAdapter:
             config.health,
             self.registry,
             [
-                FunctionCheck("dimse_listener", self._listener_state),
+                # Not cached: /readyz turns 503 the moment SIGTERM arrives.
+                FunctionCheck("dimse_listener", self._listener_state, instant=True),
                 self._store_check(
                     DicomwebCheck(
                         # Not through the breaker (a slow probe must not open it), but it
@@ -175,7 +175,7 @@ class ImportAdapter:
 
     def _listener_state(self) -> CheckResult:
         if self.lifecycle.stop_requested.is_set():
-            return CheckResult(False, "shutting down")
+            return CheckResult(False, "shutting down: draining")
         if not self._listening.is_set():
             return CheckResult(False, "DIMSE listener not started")
         return CheckResult(True, f"listening on port {self.server.port}")
@@ -190,9 +190,20 @@ class ImportAdapter:
             self.health.start()
 
     def stop(self) -> None:
-        """Drain and stop (``/healthz`` keeps answering until the very end)."""
+        """Drain and stop (``/healthz`` keeps answering until the very end, ``/readyz`` is 503).
+
+        1. the listener stops accepting; open associations get ``--shutdown_grace`` seconds,
+           in-flight operations up to 60 s more;
+        2. the spool keeps uploading until its queues are empty or ``--spool_drain_timeout``
+           ends (what is left stays on disk for the next start, logged in one line);
+        3. every Storage Commitment transaction not yet reported gets its final check and
+           report (within ``CommitmentSettings.shutdown_window``).
+        """
+        self.lifecycle.stop_requested.set()  # readiness is false from now on, if not already
         self._listening.clear()
         self.server.stop(self.config.shutdown_grace)
+        if self.spooling is not None:
+            self.spooling.manager.drain(self.config.spool_drain_timeout)
         self.commitment.stop()
         if self.spooling is not None:
             self.spooling.manager.stop()  # what is still queued stays for the next start

@@ -86,6 +86,8 @@ class ImportConfig:
         health: the ``/metrics``, ``/healthz``, ``/readyz`` endpoint (port 0: not served).
         spool: the durable spool (None: C-STOREs are stored synchronously, not spooled, unless
             routing rules need a queue per destination).
+        spool_drain_timeout: at shutdown, once the listener has stopped, the longest the spool
+            keeps uploading what is queued (0: not at all); the rest stays for the next start.
         routing: destination rules besides the default ``dicomweb`` store.
         commitment: Storage Commitment Push Model (requesters come from ``aet_dictionary``).
         access: which calling AEs / networks may use which service; which services are on.
@@ -106,6 +108,7 @@ class ImportConfig:
     transform: TransformConfig = field(default_factory=TransformConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     spool: SpoolSettings | None = None
+    spool_drain_timeout: float = 60.0
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     commitment: CommitmentSettings = field(default_factory=CommitmentSettings)
     access: AccessPolicy = field(default_factory=AccessPolicy)

@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "import": "import_adapter.cli:command",
     "export": "export_adapter.cli:command",
     "dead-letter": "import_adapter.spool.cli:command",
+    "spool": "import_adapter.spool.drain_cli:command",
 }
 
 

@@ -1,24 +1,38 @@
 """Storage Commitment requests: validate, answer at once, then check and report in the background.
 
 An N-ACTION (action type 1) names a Transaction UID and the SOP instances (class and instance
-UID) to commit. It is answered Success as soon as it is understood; then, in a worker thread:
+UID) to commit. It is answered Success as soon as it is understood; then, in a worker thread,
+until the transaction's *deadline* (``wait`` seconds after the request arrived):
 
-1. instances still queued in the spool are waited for (at most ``spool_wait`` seconds);
-2. each instance is looked up with QIDO-RS in the store (the ``--dicomweb_address`` store):
-   found with the same SOP class -> committed; found with another class -> 0x0119; absent ->
-   0x0112; the lookup failed -> 0x0110;
-3. the requester (its AE title looked up in the AET dictionary) gets an N-EVENT-REPORT on an
+1. each instance is looked up with QIDO-RS in the store (the ``--dicomweb_address`` store):
+   found with the same SOP class -> committed; found with another class -> 0x0119 at once;
+2. an instance not found (or whose lookup failed) is looked up again, on a backoff schedule
+   (``lookup_initial_delay`` doubling up to ``lookup_max_delay``), until it is found or the
+   deadline comes: with several replicas behind one load balancer, the request may reach a
+   replica other than the one that received the images and is still uploading them; an
+   instance still queued in *this* replica's spool is not looked up until its upload ends;
+3. the report goes out as soon as every instance is settled, at the latest at the deadline,
+   when a still-missing instance fails with 0x0112 (its last lookup failed: 0x0110);
+4. the requester (its AE title looked up in the AET dictionary) gets an N-EVENT-REPORT on an
    association we open: event 1 when all are committed, else event 2 with FailedSOPSequence.
    An unreachable requester is retried with capped backoff for ``report_retry.budget`` seconds.
+
+At shutdown (:meth:`CommitmentService.stop`, after the spool has drained) no accepted
+transaction is dropped: every one not yet reported, running or still queued, stops waiting,
+gets one final lookup of its unsettled instances and its report (failed instances with their
+reason), within ``shutdown_window`` seconds. The requester learns the outcome now, rather than
+never if this replica does not come back (scale-down); it may send again what failed and ask
+again, and any replica then answers from the store.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from pydicom.dataset import Dataset
@@ -27,8 +41,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from common.dicomweb.client import DicomwebApi
 from common.dimse.aet_dictionary import AetDictionary
 from common.dimse.sender import PeerAddress
-from common.errors import AdapterError, CommitmentRequestError, DimseError
-from common.lifecycle import Lifecycle
+from common.errors import AdapterError, CommitmentRequestError, DimseError, ShuttingDownError
 from common.metrics import NULL_IMPORT_OBSERVER, ImportObserver
 from common.retry import RetryPolicy
 from common.status import (
@@ -51,14 +64,28 @@ LOG = logging.getLogger(__name__)
 ACTION_REQUEST_COMMITMENT = 1
 _SOP_CLASS_TAG = "00080016"
 _LOOKUPS_IN_PARALLEL = 4
+#: While waiting for instances in the spool, how often shutdown is looked at (seconds).
+_SPOOL_POLL = 0.2
+#: At shutdown, the longest pause between two tries of an unreachable requester (seconds).
+_FINAL_REPORT_RETRY = 1.0
+#: The shortest timeout a report association gets at shutdown (seconds).
+_FINAL_REPORT_TIMEOUT = 1.0
 
 
 class PendingInstances(Protocol):
     """Instances received but not yet uploaded (the spool)."""
 
     def wait_uploaded(self, sop_instance_uids: Iterable[str], timeout: float) -> set[str]:
-        """Wait until none is queued; return those still queued at ``timeout``."""
+        """Wait until none is queued; return those still queued at ``timeout`` (0: at once)."""
         ...
+
+
+def lookup_delays(initial: float, cap: float) -> Iterator[float]:
+    """The pauses before each new lookup of missing instances: ``initial`` doubling to ``cap``."""
+    delay = initial
+    while True:
+        yield delay
+        delay = min(cap, delay * 2)
 
 
 @dataclass(frozen=True)
@@ -66,18 +93,26 @@ class CommitmentSettings:
     """How Storage Commitment is served.
 
     Attributes:
-        spool_wait: seconds to wait for referenced instances still in the spool.
+        wait: seconds after a request's arrival until which missing instances are looked up
+            again (and instances in the spool waited for); then they are reported failed.
+        lookup_initial_delay: seconds before the first new lookup of a missing instance.
+        lookup_max_delay: the cap on the pause between two lookups (it doubles until then).
         report_retry: backoff and time budget for reaching an unreachable requester.
         report: how the report association is requested.
-        workers: commitment requests processed at once.
+        workers: commitment transactions checked at once (a transaction waiting for its
+            instances holds one; others queue, their deadlines running).
+        shutdown_window: seconds the final checks and reports get at shutdown.
     """
 
-    spool_wait: float = 120.0
+    wait: float = 120.0
+    lookup_initial_delay: float = 0.5
+    lookup_max_delay: float = 10.0
     report_retry: RetryPolicy = field(
         default_factory=lambda: RetryPolicy(initial_delay=1.0, max_delay=30.0, budget=3600.0)
     )
     report: ReportSettings = field(default_factory=ReportSettings)
-    workers: int = 2
+    workers: int = 16
+    shutdown_window: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -155,34 +190,51 @@ def _item(ref: InstanceReference) -> Dataset:
     return item
 
 
+def _wait_event(event: threading.Event, seconds: float) -> bool:
+    return event.wait(seconds)
+
+
 class CommitmentService:
-    """The Storage Commitment SCP's logic, independent of pynetdicom's events."""
+    """The Storage Commitment SCP's logic, independent of pynetdicom's events.
+
+    ``clock`` and ``wait`` (wait on an event for some seconds; True once it is set) are the
+    time it runs on, replaceable in tests.
+    """
 
     def __init__(
         self,
         client: DicomwebApi,
         requesters: AetDictionary,
         settings: CommitmentSettings,
-        lifecycle: Lifecycle,
         pending: PendingInstances | None = None,
         sender: Callable[[PeerAddress, int, Dataset, ReportSettings], DimseStatus] = send_report,
         *,
         observer: ImportObserver = NULL_IMPORT_OBSERVER,
+        clock: Callable[[], float] = time.monotonic,
+        wait: Callable[[threading.Event, float], bool] = _wait_event,
     ) -> None:
         self._observer = observer
         self._client = client
         self._requesters = requesters
         self._settings = settings
-        self._lifecycle = lifecycle
         self._pending = pending
         self._send = sender
+        self._clock = clock
+        self._wait = wait
         self._executor = ThreadPoolExecutor(settings.workers, thread_name_prefix="commitment")
         self._lookups = ThreadPoolExecutor(_LOOKUPS_IN_PARALLEL, thread_name_prefix="commit-qido")
-        self._active: set[str] = set()
+        self._active: set[str] = set()  # accepted, not yet reported (running or queued)
         self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)
+        # Shutdown: waits end and each transaction gets its final check (``_finishing``); once
+        # the shutdown window is over, what is still unreported is given up (``_abandoned``).
+        self._finishing = threading.Event()
+        self._abandoned = threading.Event()
+        self._window_end = float("inf")
 
     def request(self, calling_aet: str, action_type: int | None, info: Dataset) -> DimseStatus:
         """Accept (Success) or refuse one N-ACTION; the report follows in the background."""
+        arrival = self._clock()
         try:
             request = parse_request(calling_aet, action_type, info)
             requester = self._requesters.lookup(calling_aet)
@@ -192,12 +244,14 @@ class CommitmentService:
                     status=Status.PROCESSING_FAILURE,
                 )
             with self._lock:
+                if self._finishing.is_set():
+                    raise ShuttingDownError("storage commitment is shutting down")
                 if request.transaction_uid in self._active:
                     raise CommitmentRequestError(
                         "transaction already in progress", status=Status.DUPLICATE_TRANSACTION_UID
                     )
                 self._active.add(request.transaction_uid)
-            self._executor.submit(self._process, request, requester)
+                self._executor.submit(self._process, request, requester, arrival)
         except Exception as exc:  # every refusal becomes an N-ACTION status
             status = commitment_request_status(exc)
             LOG.warning(
@@ -211,36 +265,98 @@ class CommitmentService:
         )
         return SUCCESS
 
-    def _process(self, request: CommitmentRequest, requester: PeerAddress) -> None:
+    def _process(self, request: CommitmentRequest, requester: PeerAddress, arrival: float) -> None:
         try:
-            committed, failed = self.check(request)
+            if self._abandoned.is_set():
+                return  # the shutdown window is over; stop() listed it as not reported
+            committed, failed = self.check(request, arrival)
             event_type, report = build_report(request.transaction_uid, committed, failed)
             self._deliver(request, requester, event_type, report)
         except Exception:
-            LOG.exception("storage commitment transaction %s failed", request.transaction_uid)
+            if not self._abandoned.is_set():  # else stop() has listed it, and lookups ended
+                LOG.exception("storage commitment transaction %s failed", request.transaction_uid)
         finally:
-            with self._lock:
+            with self._settled:
                 self._active.discard(request.transaction_uid)
+                self._settled.notify_all()
 
     def check(
-        self, request: CommitmentRequest
+        self, request: CommitmentRequest, arrival: float | None = None
     ) -> tuple[list[InstanceReference], list[tuple[InstanceReference, int]]]:
-        """Which instances the store has (after waiting for those still in the spool)."""
-        if self._pending is not None:
-            still = self._pending.wait_uploaded(
-                (ref.sop_instance_uid for ref in request.instances), self._settings.spool_wait
+        """Which instances the store has, looking missing ones up again until the deadline.
+
+        The deadline is ``wait`` seconds after ``arrival`` (default: now); at shutdown the
+        check ends early, after one final lookup.
+        """
+        settings = self._settings
+        deadline = (self._clock() if arrival is None else arrival) + settings.wait
+        delays = lookup_delays(settings.lookup_initial_delay, settings.lookup_max_delay)
+        settled: dict[InstanceReference, int | None] = {}  # None: committed
+        last_failure: dict[InstanceReference, int] = {}
+        unsettled = list(dict.fromkeys(request.instances))
+        rounds = 0
+        while True:
+            final = self._finishing.is_set() or self._clock() >= deadline
+            # Instances still queued here are not in the store yet: no need to ask it.
+            in_spool: set[str] = set() if final else self._queued_here(unsettled)
+            batch = [ref for ref in unsettled if ref.sop_instance_uid not in in_spool]
+            rounds += 1 if batch else 0
+            for ref, reason in zip(batch, self._lookups.map(self._lookup, batch), strict=True):
+                if reason is None or reason == Status.CLASS_INSTANCE_CONFLICT:
+                    settled[ref] = reason
+                else:
+                    last_failure[ref] = reason
+            unsettled = [ref for ref in unsettled if ref not in settled]
+            if not unsettled or final:
+                break
+            self._pause(unsettled, in_spool, deadline, next(delays))
+        for ref in unsettled:
+            settled[ref] = last_failure.get(ref, int(commitment_failure_reason(None)))
+        if unsettled:
+            why = "at shutdown" if self._finishing.is_set() else (
+                f"by the deadline ({settings.wait:g} s)"
             )
-            if still:
-                LOG.warning(
-                    "transaction %s: %d instances still in the spool after %.0f s",
-                    request.transaction_uid, len(still), self._settings.spool_wait,
-                )
-        reasons = list(self._lookups.map(self._lookup, request.instances))
-        committed = [ref for ref, reason in zip(request.instances, reasons, strict=True)
-                     if reason is None]
-        failed = [(ref, reason) for ref, reason in zip(request.instances, reasons, strict=True)
-                  if reason is not None]
+            LOG.warning(
+                "transaction %s: %d of %d instances not committed %s, after %d rounds of lookups",
+                request.transaction_uid, len(unsettled), len(request.instances), why, rounds,
+            )
+        committed = [ref for ref in request.instances if settled[ref] is None]
+        failed = [(ref, reason) for ref in request.instances
+                  if (reason := settled[ref]) is not None]
         return committed, failed
+
+    def _queued_here(self, refs: list[InstanceReference]) -> set[str]:
+        """The instances among ``refs`` still queued in this adapter's spool."""
+        if self._pending is None:
+            return set()
+        return self._pending.wait_uploaded((ref.sop_instance_uid for ref in refs), 0)
+
+    def _pause(
+        self,
+        unsettled: list[InstanceReference],
+        in_spool: set[str],
+        deadline: float,
+        delay: float,
+    ) -> None:
+        """Wait before the next lookup: ``delay``, or until the spooled instances are uploaded.
+
+        When every unsettled instance is in the spool, the store is not asked again before
+        their uploads end (or the deadline comes). Shutdown ends the wait.
+        """
+        end = deadline
+        if not all(ref.sop_instance_uid in in_spool for ref in unsettled):
+            end = min(deadline, self._clock() + delay)
+        while not self._finishing.is_set():
+            remaining = end - self._clock()
+            if remaining <= 0:
+                return
+            if not in_spool:
+                self._wait(self._finishing, remaining)
+                continue
+            assert self._pending is not None
+            in_spool = self._pending.wait_uploaded(in_spool, min(remaining, _SPOOL_POLL))
+            if not in_spool:
+                return  # uploaded: look them up now
 
     def _lookup(self, ref: InstanceReference) -> int | None:
         """None when the store holds the instance with its class, else the FailureReason."""
@@ -258,29 +374,47 @@ class CommitmentService:
             return None
         return int(Status.CLASS_INSTANCE_CONFLICT)
 
+    def _report_settings(self) -> ReportSettings:
+        """At shutdown, report associations time out within the shutdown window."""
+        report = self._settings.report
+        if not self._finishing.is_set():
+            return report
+        left = self._window_end - self._clock()
+        return replace(report, timeout=max(_FINAL_REPORT_TIMEOUT, min(report.timeout, left)))
+
     def _deliver(
         self, request: CommitmentRequest, requester: PeerAddress, event_type: int, report: Dataset
     ) -> None:
         policy = self._settings.report_retry
         delays = iter(policy.delays())
-        stop = self._lifecycle.stop_requested
         attempt = 1
         while True:
             try:
-                status = self._send(requester, event_type, report, self._settings.report)
+                status = self._send(requester, event_type, report, self._report_settings())
             except DimseError as exc:
                 delay = next(delays, None)
-                if delay is None or stop.is_set():
+                if delay is None or self._abandoned.is_set():
                     LOG.error(
                         "storage commitment report %s to %s not delivered after %d attempts: %s",
                         request.transaction_uid, requester, attempt, exc,
                     )
                     return
+                # Until shutdown, a wait ends early when it begins (try again at once); then
+                # tries come at least every second until the shutdown window is over.
+                finishing = self._finishing.is_set()
+                if finishing:
+                    delay = min(delay, _FINAL_REPORT_RETRY)
                 LOG.warning(
                     "storage commitment report %s to %s failed (attempt %d: %s); "
                     "retrying in %.1f s", request.transaction_uid, requester, attempt, exc, delay,
                 )
-                if stop.wait(delay):
+                if self._wait(self._abandoned if finishing else self._finishing, delay) and (
+                    finishing
+                ):
+                    LOG.error(
+                        "storage commitment report %s to %s not delivered before shutdown "
+                        "(%d attempts): %s", request.transaction_uid, requester, attempt, exc,
+                    )
                     return
                 attempt += 1
                 continue
@@ -293,9 +427,39 @@ class CommitmentService:
             self._observer.commitment_done(requester.ae_title, committed + failed, failed)
             return
 
-    def stop(self) -> None:
-        """Stop taking work; reports in progress end at their next wait."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+    @property
+    def unreported(self) -> int:
+        """Transactions accepted and not yet reported (running or queued)."""
+        with self._lock:
+            return len(self._active)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Report every accepted transaction now, within ``timeout`` (``shutdown_window``).
+
+        Running and queued transactions stop waiting, get one final lookup of their unsettled
+        instances and their report; new requests are refused. What is still unreported when
+        the window ends is logged (one line) and given up.
+        """
+        window = self._settings.shutdown_window if timeout is None else timeout
+        with self._lock:
+            self._window_end = self._clock() + window
+            self._finishing.set()
+            count = len(self._active)
+        if count:
+            LOG.info(
+                "shutting down: %d storage commitment transactions get their final check and "
+                "report (at most %g s)", count, window,
+            )
+        self._executor.shutdown(wait=False)  # queued transactions still run, straight to the end
+        with self._settled:
+            self._settled.wait_for(lambda: not self._active, timeout=window)
+            left = sorted(self._active)
+        if left:
+            self._abandoned.set()
+            LOG.error(
+                "%d storage commitment transactions not reported at shutdown: %s",
+                len(left), ", ".join(left),
+            )
         self._lookups.shutdown(wait=False, cancel_futures=True)
 
 

@@ -23,6 +23,8 @@ QUEUES = "queues"
 DEAD_LETTER = "dead-letter"
 #: The file in each queue folder describing its destination.
 DESCRIPTOR = "destination.json"
+#: The file a process serving the spool holds an exclusive lock on.
+LOCK = "spool.lock"
 ENTRY_SUFFIX = ".dcm"
 SIDECAR_SUFFIX = ".json"
 _TMP_SUFFIX = ".tmp"
@@ -70,6 +72,7 @@ class SpoolLayout:
         self.staging = root / STAGING
         self.queues = root / QUEUES
         self.dead_letter = root / DEAD_LETTER
+        self.lock_file = root / LOCK
 
     def __repr__(self) -> str:
         return f"SpoolLayout({self.root})"

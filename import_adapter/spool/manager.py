@@ -5,11 +5,21 @@
 incomplete receipts and queues everything left (for destinations no longer configured too: the
 queue folder says where its instances were going). A background thread picks up entries put
 back into a queue folder by ``dicom-adapter dead-letter requeue`` while the adapter runs.
+
+One process at a time serves a spool: :meth:`SpoolManager.start` takes an exclusive lock on
+its folder (``flock``, released by the kernel if the process dies), so a ``dicom-adapter spool
+drain`` Job cannot upload the entries of an adapter that still runs, nor discard its receipts.
+
+At shutdown, :meth:`SpoolManager.drain` keeps uploading until nothing is queued or its time is
+up; :meth:`SpoolManager.stop` then stops the uploaders and logs in one line what is left, per
+destination: it stays on disk and is uploaded at the next start.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -20,7 +30,7 @@ from pathlib import Path
 from pydicom.filereader import read_file_meta_info
 
 from common.dicom.part10 import Part10Instance
-from common.errors import ConfigError
+from common.errors import ConfigError, SpoolError
 from common.metrics import NULL_IMPORT_OBSERVER, ImportObserver
 from import_adapter.routing.destinations import Destination, destination_from_description
 from import_adapter.spool.disk import DurableSpool, SpoolLimits
@@ -83,6 +93,7 @@ class SpoolManager:
         self._pending_cond = threading.Condition()
         self._stop = threading.Event()
         self._rescanner: threading.Thread | None = None
+        self._lock_fd: int | None = None
 
     @property
     def layout(self) -> SpoolLayout:
@@ -100,7 +111,9 @@ class SpoolManager:
 
         Raises:
             SpoolError: the spool cannot be read or created.
+            ConfigError: another process serves this spool.
         """
+        self._take_lock()
         recovered = self.spool.recover()
         for destination in self._destinations:
             self._add_queue(destination)
@@ -139,12 +152,80 @@ class SpoolManager:
             self._observer,
         )
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the uploaders; what is still queued stays in the spool for the next start."""
+    def _take_lock(self) -> None:
+        root = self.layout.root
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.layout.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise SpoolError(f"cannot create spool {root}: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            raise ConfigError(
+                f"spool {root} is in use by another process (an import adapter or "
+                "`dicom-adapter spool drain`): each process needs its own "
+                "--persistent_file_storage_location"
+            ) from exc
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    def queued(self) -> int:
+        """Uploads still queued or in flight, all destinations together."""
+        return sum(queue.depth for queue in list(self._queues.values()))
+
+    def drain(self, timeout: float) -> bool:
+        """Keep uploading until nothing is queued or ``timeout`` seconds passed.
+
+        Returns True when the queues are empty (dead letters do not count: they are not
+        retried). Uploads go on meanwhile exactly as before, with their backoff; call
+        :meth:`stop` afterwards.
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
+        queued = self.queued()
+        if queued and timeout > 0:
+            LOG.info(
+                "draining the spool: %d uploads queued, waiting up to %g s", queued, timeout
+            )
+        with self._pending_cond:
+            while self._pending:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._pending_cond.wait(min(remaining, 1.0))
+        return self.queued() == 0
+
+    def stop(self, timeout: float = 10.0) -> dict[str, int]:
+        """Stop the uploaders; what is still queued stays in the spool for the next start.
+
+        Uploads in flight get ``timeout`` seconds to end. Logs what is left in one line and
+        returns it: entries on disk per destination (as :class:`Destination` prints itself).
+        """
         self._stop.set()
         deadline = time.monotonic() + timeout
         for queue in self._queues.values():
             queue.stop(max(0.0, deadline - time.monotonic()))
+        left: dict[str, int] = {}
+        names: set[str] = set()
+        for queue in self._queues.values():
+            entries = self.spool.scan(queue.key)
+            if entries:
+                left[str(queue.destination)] = len(entries)
+                names.update(entries)
+        self._release_lock()
+        if names:
+            LOG.warning(
+                "%d instances left in the spool for %s; they are uploaded at the next start",
+                len(names), ", ".join(f"{where} ({count})" for where, count in left.items()),
+            )
+        elif self._queues:
+            LOG.info("spool %s: nothing left to upload", self.layout.root)
+        return left
 
     # -- instances ----------------------------------------------------------------------------
 

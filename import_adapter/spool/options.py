@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from common.cli.options import option
 from common.errors import ConfigError
@@ -27,6 +28,10 @@ from import_adapter.spool.manager import SpoolSettings
 from import_adapter.spool.queue import UploadSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: The environment variable of ``--storage_commitment_spool_wait``, still read when the new
+#: one (``DICOM_ADAPTER_STORAGE_COMMITMENT_WAIT``) and the flag are not given.
+OLD_COMMITMENT_WAIT_ENV = "DICOM_ADAPTER_STORAGE_COMMITMENT_SPOOL_WAIT"
 
 
 def parse_http_codes(value: str | None) -> frozenset[int]:
@@ -48,16 +53,9 @@ def parse_http_codes(value: str | None) -> frozenset[int]:
     return frozenset(codes)
 
 
-def store_and_forward_options(func: F) -> F:
-    """Add the spool, upload, routing and storage commitment flags to a command."""
-    decorators = [
-        option("persistent_file_storage_location", type=click.Path(file_okay=False,
-               path_type=Path),
-               help="Durable spool: every instance is written and fsynced here before it is "
-                    "answered or uploaded, and what is left is uploaded after a restart."),
-        option("auto_ack_cstore", is_flag=True, default=False,
-               help="Answer C-STORE Success once the instance is durable in the spool and upload "
-                    "in the background (needs --persistent_file_storage_location)."),
+def _upload_options() -> list[Callable[[Any], Any]]:
+    """The flags of how queued instances are uploaded (the adapter and ``spool drain``)."""
+    return [
         option("persistent_file_upload_retry_amount", type=click.IntRange(0), default=5,
                show_default=True,
                help="Retries of an instance the destination refused with a retryable status "
@@ -78,45 +76,29 @@ def store_and_forward_options(func: F) -> F:
         option("stow_overwrite", is_flag=True, default=False,
                help="On 409 Conflict, DELETE the instance via DICOMweb and store it again "
                     "(else the conflict goes to dead-letter)."),
-        option("spool_max_size_mb", type=click.FloatRange(0), default=0.0, show_default=True,
-               help="Queued megabytes at which new C-STOREs get 0xA700 (0 = no limit)."),
-        option("spool_min_free_disk_mb", type=click.FloatRange(0), default=512.0,
-               show_default=True,
-               help="Free megabytes on the spool's disk below which new C-STOREs get 0xA700."),
-        option("destination_config_path", type=click.Path(dir_okay=False, path_type=Path),
-               help='Routing: a JSON file [{"filter": "Modality=MG&AETitle=CT1", '
-                    '"dicomweb_destination": URL} or {..., "dicom_destination": {"name", '
-                    '"host", "port"}}] (else --destination_config_inline, else '
-                    "$ENV_DESTINATION_CONFIG_JSON); unmatched instances go to "
-                    "--dicomweb_address."),
-        option("destination_config_inline", help="Routing rules as inline JSON (same format)."),
-        option("send_to_all_matching_destinations", is_flag=True, default=False,
-               help="Send to every matching destination, not only the first."),
-        option("storage_commitment_spool_wait", type=click.FloatRange(0), default=120.0,
-               show_default=True,
-               help="Seconds a Storage Commitment request waits for instances still in the "
-                    "spool before checking the store."),
-        option("storage_commitment_report_budget", type=click.FloatRange(0), default=3600.0,
-               show_default=True,
-               help="Seconds during which an unreachable commitment requester is retried."),
     ]
+
+
+def _apply(func: F, decorators: list[Callable[[Any], Any]]) -> F:
     for decorator in reversed(decorators):
         func = decorator(func)
     return func
 
 
-def store_and_forward_config(params: dict[str, Any]) -> dict[str, Any]:
-    """The ``spool``, ``routing`` and ``commitment`` fields of the ImportConfig.
+def upload_options(func: F) -> F:
+    """Add the upload flags (retries, delays, concurrency, overwrite) to a command."""
+    return _apply(func, _upload_options())
+
+
+def upload_settings(params: dict[str, Any]) -> UploadSettings:
+    """The :class:`UploadSettings` from the flags of :func:`upload_options`.
 
     Raises:
-        click.UsageError / click.BadParameter: inconsistent flags or an invalid routing config.
+        click.BadParameter: ``--http_error_codes_to_retry`` lists something else than 4xx.
     """
-    location = params["persistent_file_storage_location"]
-    if params["auto_ack_cstore"] and location is None:
-        raise click.UsageError("--auto_ack_cstore needs --persistent_file_storage_location")
     min_delay = params["min_upload_delay"] / 1000
     max_delay = max(min_delay, params["max_waiting_time_between_uploads"] / 1000)
-    upload = UploadSettings(
+    return UploadSettings(
         retry_amount=params["persistent_file_upload_retry_amount"],
         min_delay=min_delay,
         max_delay=max_delay,
@@ -128,6 +110,87 @@ def store_and_forward_config(params: dict[str, Any]) -> dict[str, Any]:
         retry_codes=parse_http_codes(params["http_error_codes_to_retry"]),
         overwrite=params["stow_overwrite"],
     )
+
+
+def store_and_forward_options(func: F) -> F:
+    """Add the spool, upload, routing and storage commitment flags to a command."""
+    decorators: list[Callable[[Any], Any]] = [
+        option("persistent_file_storage_location", type=click.Path(file_okay=False,
+               path_type=Path),
+               help="Durable spool: every instance is written and fsynced here before it is "
+                    "answered or uploaded, and what is left is uploaded after a restart."),
+        option("auto_ack_cstore", is_flag=True, default=False,
+               help="Answer C-STORE Success once the instance is durable in the spool and upload "
+                    "in the background (needs --persistent_file_storage_location)."),
+        *_upload_options(),
+        option("spool_max_size_mb", type=click.FloatRange(0), default=0.0, show_default=True,
+               help="Queued megabytes at which new C-STOREs get 0xA700 (0 = no limit)."),
+        option("spool_min_free_disk_mb", type=click.FloatRange(0), default=512.0,
+               show_default=True,
+               help="Free megabytes on the spool's disk below which new C-STOREs get 0xA700."),
+        option("spool_drain_timeout", type=click.FloatRange(0), default=60.0,
+               show_default=True,
+               help="Seconds the spool keeps uploading after SIGTERM, once the listener has "
+                    "stopped and open associations ended, until its queues are empty (0 = do "
+                    "not wait); what is left stays on disk, is logged in one line and is "
+                    "uploaded at the next start."),
+        option("destination_config_path", type=click.Path(dir_okay=False, path_type=Path),
+               help='Routing: a JSON file [{"filter": "Modality=MG&AETitle=CT1", '
+                    '"dicomweb_destination": URL} or {..., "dicom_destination": {"name", '
+                    '"host", "port"}}] (else --destination_config_inline, else '
+                    "$ENV_DESTINATION_CONFIG_JSON); unmatched instances go to "
+                    "--dicomweb_address."),
+        option("destination_config_inline", help="Routing rules as inline JSON (same format)."),
+        option("send_to_all_matching_destinations", is_flag=True, default=False,
+               help="Send to every matching destination, not only the first."),
+        option("storage_commitment_wait", type=click.FloatRange(0), default=120.0,
+               aliases=("storage_commitment_spool_wait",),  # the spelling of older releases
+               show_default=True,
+               help="Seconds after a Storage Commitment request arrives during which instances "
+                    "not (yet) in the store are looked up again (0.5 s doubling to 10 s; "
+                    "instances still in this adapter's spool are waited for); then they are "
+                    "reported failed (0x0112). Another replica may still be uploading them."),
+        option("storage_commitment_report_budget", type=click.FloatRange(0), default=3600.0,
+               show_default=True,
+               help="Seconds during which an unreachable commitment requester is retried."),
+    ]
+    return _apply(func, decorators)
+
+
+def _commitment_wait(params: dict[str, Any]) -> float:
+    """``--storage_commitment_wait``, else the older spelling's environment variable.
+
+    Raises:
+        click.BadParameter: the older variable is not a number of seconds.
+    """
+    value = float(params["storage_commitment_wait"])
+    old = os.environ.get(OLD_COMMITMENT_WAIT_ENV)
+    ctx = click.get_current_context(silent=True)
+    if old is None or ctx is None or (
+        ctx.get_parameter_source("storage_commitment_wait") is not ParameterSource.DEFAULT
+    ):
+        return value
+    try:
+        seconds = float(old)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:  # also NaN
+        raise click.BadParameter(
+            f"{old!r} is not a number of seconds", param_hint=OLD_COMMITMENT_WAIT_ENV
+        )
+    return seconds
+
+
+def store_and_forward_config(params: dict[str, Any]) -> dict[str, Any]:
+    """The ``spool``, ``spool_drain_timeout``, ``routing`` and ``commitment`` of the ImportConfig.
+
+    Raises:
+        click.UsageError / click.BadParameter: inconsistent flags or an invalid routing config.
+    """
+    location = params["persistent_file_storage_location"]
+    if params["auto_ack_cstore"] and location is None:
+        raise click.UsageError("--auto_ack_cstore needs --persistent_file_storage_location")
+    upload = upload_settings(params)
     spool = None
     if location is not None:
         spool = SpoolSettings(
@@ -149,7 +212,7 @@ def store_and_forward_config(params: dict[str, Any]) -> dict[str, Any]:
     except ConfigError as exc:
         raise click.BadParameter(str(exc), param_hint="--destination_config_path") from exc
     commitment = CommitmentSettings(
-        spool_wait=params["storage_commitment_spool_wait"],
+        wait=_commitment_wait(params),
         report=ReportSettings(
             calling_aet=params["dimse_aet"], max_pdu_size=params["max_pdu_size"]
         ),
@@ -162,6 +225,7 @@ def store_and_forward_config(params: dict[str, Any]) -> dict[str, Any]:
     )
     return {
         "spool": spool,
+        "spool_drain_timeout": params["spool_drain_timeout"],
         "routing": RoutingConfig(
             rules=rules, send_to_all=params["send_to_all_matching_destinations"]
         ),

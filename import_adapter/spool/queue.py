@@ -214,6 +214,19 @@ class DestinationQueue:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
+    def _wake(self) -> None:
+        """Wake as many idle workers as may start an upload now (called under the lock).
+
+        Not all of them: with a limit up to ``--upload_concurrency`` threads wait here, and
+        waking every one on each completed upload cost about 1 ms of CPU per instance. A wait
+        for a pause or a backoff to end is timed, so it needs no wake-up.
+        """
+        room = min(len(self._ready), self._limit.limit - self._inflight)
+        if self._failures and self._inflight:
+            room = 0  # probing an unreachable destination: one upload at a time
+        if room > 0:
+            self._cond.notify(room)
+
     def _take(self) -> QueueEntry | None:
         with self._cond:
             while not self._stopping:
@@ -275,7 +288,7 @@ class DestinationQueue:
                 if self._failures:  # reachable again: end the outage's pause (not a quota's)
                     self._paused_until = 0.0
                 self._failures = self._overloads = 0
-                self._cond.notify_all()
+                self._wake()
             if limit != before:
                 self._observer.upload_concurrency(self._label, limit)
             self._spool.remove(self.key, entry.name)
@@ -289,7 +302,7 @@ class DestinationQueue:
                 pause = settings.delay(self._failures)
                 self._paused_until = time.monotonic() + pause
                 heapq.heappush(self._ready, entry)
-                self._cond.notify_all()
+                self._wake()
                 failures = self._failures
             if entry.receipt is not None:
                 entry.receipt.note(result.status)
@@ -314,7 +327,7 @@ class DestinationQueue:
                 if result.retry_after is not None:
                     self._paused_until = max(self._paused_until, now + delay)
                 heapq.heappush(self._delayed, (now + delay, entry))
-                self._cond.notify_all()
+                self._wake()
             if entry.receipt is not None:
                 entry.receipt.note(result.status)
             LOG.warning(
@@ -325,7 +338,7 @@ class DestinationQueue:
         with self._cond:
             self._inflight -= 1
             self._failures = 0
-            self._cond.notify_all()
+            self._wake()
         reason = result.reason
         if result.kind is Kind.RETRY:
             reason = f"retries exhausted ({entry.attempts}): {reason}"
@@ -350,7 +363,7 @@ class DestinationQueue:
             self._paused_until = max(self._paused_until, now + delay)
             limit = self._limit.overload()
             heapq.heappush(self._ready, entry)
-            self._cond.notify_all()
+            self._wake()
         if entry.receipt is not None:
             entry.receipt.note(result.status)
         self._observer.upload_paused(self._label, delay)
@@ -391,7 +404,7 @@ class DestinationQueue:
     def _drop(self, entry: QueueEntry, why: str) -> None:
         with self._cond:
             self._inflight -= 1
-            self._cond.notify_all()
+            self._wake()
         self._spool.remove(self.key, entry.name)
         LOG.info("dropped %s for %s: %s", entry.sop_instance_uid, self.destination, why)
         self._forget(entry)

@@ -22,7 +22,8 @@ from import_adapter.routing.destinations import (
     DimseDestination,
 )
 from import_adapter.routing.router import Router, RoutingConfig
-from import_adapter.spool.manager import SpoolManager, SpoolSettings
+from import_adapter.spool.manager import SpoolManager, SpoolSettings, UploaderFactory
+from import_adapter.spool.queue import UploadSettings
 from import_adapter.spool.sink import SpoolingSink
 from import_adapter.spool.uploaders import (
     CStoreUploader,
@@ -41,6 +42,49 @@ class Spooling:
     manager: SpoolManager
     sink: SpoolingSink
     router: Router
+
+
+def uploader_factory(
+    *,
+    upload: UploadSettings,
+    auth: AuthConfig,
+    transport: Transport,
+    stow_transport: Transport | None,
+    calling_aet: str,
+    max_pdu_size: int,
+    breakers: BreakerRegistry | None = None,
+) -> UploaderFactory:
+    """The uploaders of each destination: STOW-RS (one client per root) or C-STORE.
+
+    The one upload path, shared by the adapter and ``dicom-adapter spool drain``.
+    """
+    clients: dict[str, DicomwebClient] = {}
+    sender_settings = SenderSettings(calling_aet=calling_aet, max_pdu_size=max_pdu_size)
+
+    def factory(destination: Destination) -> Callable[[], Uploader]:
+        if isinstance(destination, DimseDestination):
+            return lambda: CStoreUploader(destination, sender_settings)
+        client = clients.get(destination.key)
+        if client is None:
+            client = DicomwebClient(
+                destination.address,
+                transport,
+                build_authenticator(auth, destination.address.root),
+                NO_RETRY,  # the queue retries, with its own backoff
+                stow_transport=stow_transport,
+                breakers=breakers,
+            )
+            clients[destination.key] = client
+        # The destination's uploaders share what they know of unanswered uploads.
+        stow, unconfirmed = client, UnconfirmedStores()
+        return lambda: StowUploader(
+            stow,
+            overwrite=upload.overwrite,
+            retry_codes=upload.retry_codes,
+            unconfirmed=unconfirmed,
+        )
+
+    return factory
 
 
 def build_spooling(
@@ -71,32 +115,14 @@ def build_spooling(
         LOG.warning("no --persistent_file_storage_location: spooling in %s (not kept)", folder)
         settings = SpoolSettings(directory=folder)
     router = Router(replace(routing, default=routing.default or DicomwebDestination(default)))
-    clients: dict[str, DicomwebClient] = {}
-    sender_settings = SenderSettings(calling_aet=calling_aet, max_pdu_size=max_pdu_size)
-    upload = settings.upload
-
-    def factory(destination: Destination) -> Callable[[], Uploader]:
-        if isinstance(destination, DimseDestination):
-            return lambda: CStoreUploader(destination, sender_settings)
-        client = clients.get(destination.key)
-        if client is None:
-            client = DicomwebClient(
-                destination.address,
-                transport,
-                build_authenticator(auth, destination.address.root),
-                NO_RETRY,  # the queue retries, with its own backoff
-                stow_transport=stow_transport,
-                breakers=breakers,
-            )
-            clients[destination.key] = client
-        # The destination's uploaders share what they know of unanswered uploads.
-        stow, unconfirmed = client, UnconfirmedStores()
-        return lambda: StowUploader(
-            stow,
-            overwrite=upload.overwrite,
-            retry_codes=upload.retry_codes,
-            unconfirmed=unconfirmed,
-        )
-
+    factory = uploader_factory(
+        upload=settings.upload,
+        auth=auth,
+        transport=transport,
+        stow_transport=stow_transport,
+        calling_aet=calling_aet,
+        max_pdu_size=max_pdu_size,
+        breakers=breakers,
+    )
     manager = SpoolManager(settings, router.destinations, factory, observer)
     return Spooling(manager, SpoolingSink(manager, router, breakers), router)

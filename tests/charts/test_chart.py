@@ -10,6 +10,7 @@ import importlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -25,6 +26,9 @@ from tests.support.components import require
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "dicom-adapter"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+#: The Grafana dashboard, and the chart's copy of it that the ConfigMap ships.
+DASHBOARD = ROOT / "docs" / "grafana" / "dicom-adapter.json"
+CHART_DASHBOARD = CHART / "dashboards" / "dicom-adapter.json"
 #: The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest known.
 KUBE_VERSIONS = ("1.27.0", "1.37.0")
 ADDRESS = "https://healthcare.googleapis.com/v1/projects/p/locations/l/datasets/d/dicomStores/s/dicomWeb"
@@ -101,7 +105,7 @@ def merged(extra: dict[str, Any]) -> dict[str, Any]:
 def test_ci_values_files_cover_the_scenarios() -> None:
     names = {p.name for p in CI_VALUES}
     assert {"import-only-values.yaml", "export-only-values.yaml", "both-values.yaml",
-            "spool-networkpolicy-values.yaml"} <= names
+            "spool-networkpolicy-values.yaml", "autoscaling-dashboard-values.yaml"} <= names
 
 
 @pytest.mark.parametrize("values_file", CI_VALUES, ids=lambda p: p.stem)
@@ -387,6 +391,34 @@ def test_notes_tell_how_to_find_the_address_and_send_an_image(chart: Any) -> Non
                      "peer": {"dimse": {"aet": "PACS", "host": "pacs"},
                               "dicomweb": {"address": "https://store/dicom-web"}}}},
          "not both"),
+        ({"import": {"autoscaling": {"enabled": True, "minReplicas": 0}}},
+         "at '/import/autoscaling/minReplicas': minimum"),
+        ({"import": {"autoscaling": {"enabled": True, "minReplicas": 4, "maxReplicas": 3}}},
+         "import.autoscaling.maxReplicas (3) must be at least import.autoscaling.minReplicas (4)"),
+        ({"import": {"autoscaling": {"enabled": True, "targetCPUUtilizationPercentage": None}}},
+         "import.autoscaling: no metric to scale on"),
+        ({"import": {"autoscaling": {"enabled": True}, "resources": {"requests": {"cpu": None}}}},
+         "import.autoscaling.targetCPUUtilizationPercentage needs import.resources.requests.cpu"),
+        ({"import": {"autoscaling": {"enabled": True, "openAssociations": {
+            "enabled": True, "targetAverageValue": "lots"}}}},
+         "at '/import/autoscaling/openAssociations/targetAverageValue'"),
+        ({"import": {"autoscaling": {"behaviour": {}}}},
+         "additional properties 'behaviour' not allowed"),
+        ({"import": {"podDisruptionBudget": {"maxUnavailable": 2}}},
+         "import.podDisruptionBudget.maxUnavailable (2) must be less than import.replicas (2)"),
+        ({"import": {"autoscaling": {"enabled": True, "minReplicas": 3},
+                     "podDisruptionBudget": {"maxUnavailable": 3}}},
+         "must be less than import.autoscaling.minReplicas (3)"),
+        ({"export": {"enabled": True, "projectId": "my-project", "subscriptionId": "sub~1",
+                     "peer": {"dimse": {"aet": "PACS", "host": "pacs"}},
+                     "autoscaling": {"enabled": True, "maxReplicas": 0}}},
+         "at '/export/autoscaling/maxReplicas': minimum"),
+        ({"export": {"enabled": True, "projectId": "my-project", "subscriptionId": "sub~1",
+                     "peer": {"dimse": {"aet": "PACS", "host": "pacs"}},
+                     "autoscaling": {"enabled": True, "pubsubBacklog": {"enabled": True}}}},
+         "the subscription's id \"sub~1\" cannot be matched by a label selector"),
+        ({"grafana": {"dashboard": {"enabled": "yes"}}},
+         "at '/grafana/dashboard/enabled'"),
     ],
 )
 def test_bad_values_are_refused_with_a_clear_message(
@@ -443,3 +475,311 @@ def test_configmaps_are_accepted_by_the_adapters_loaders(chart: Any) -> None:
     rules = load_destination_config(path=None, inline=None, environ={
         "ENV_DESTINATION_CONFIG_JSON": routes["data"]["destinations.json"]})
     assert len(rules) == 2
+
+
+# -- autoscaling and disruption budgets ----------------------------------------------------------
+
+EXPORT = {"enabled": True, "projectId": "my-project", "subscriptionId": "dicom-sub",
+          "peer": {"dimse": {"aet": "PACS", "host": "10.10.0.5"}}}
+
+
+def workload_named(docs: list[dict[str, Any]], suffix: str) -> dict[str, Any]:
+    [workload] = [w for w in workloads(docs) if w["metadata"]["name"].endswith(suffix)]
+    return workload
+
+
+def hpas(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {h["metadata"]["name"]: h for h in by_kind(docs, "HorizontalPodAutoscaler")}
+
+
+def pdbs(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {p["metadata"]["name"]: p for p in by_kind(docs, "PodDisruptionBudget")}
+
+
+def test_autoscaling_is_off_by_default_and_replicas_stay_fixed(chart: Any) -> None:
+    docs = manifests(render(chart, merged({"export": EXPORT})))
+    assert not hpas(docs)
+    assert workload_named(docs, "-import")["spec"]["replicas"] == 2
+    assert workload_named(docs, "-export")["spec"]["replicas"] == 1
+
+
+@pytest.mark.parametrize(
+    ("spool", "kind"),
+    [({}, "Deployment"), ({"enabled": True}, "StatefulSet"), ({"autoAck": True}, "StatefulSet")],
+    ids=["deployment", "spool", "auto-ack"],
+)
+def test_import_hpa_targets_the_workload_and_owns_its_replicas(
+    chart: Any, spool: dict[str, Any], kind: str
+) -> None:
+    docs = manifests(render(chart, merged({"import": {
+        "spool": spool, "autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 7}}})))
+    workload = workload_named(docs, "-import")
+    assert workload["kind"] == kind
+    assert "replicas" not in workload["spec"]  # the HPA owns the count
+    [hpa] = hpas(docs).values()
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": kind,
+                                             "name": workload["metadata"]["name"]}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 7)
+    # CPU only by default; the custom metric is off.
+    assert hpa["spec"]["metrics"] == [{"type": "Resource", "resource": {
+        "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}]
+    # Conservative scale-down: a long stabilisation window, one pod at a time.
+    down = hpa["spec"]["behavior"]["scaleDown"]
+    assert down["stabilizationWindowSeconds"] >= 300
+    assert down["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 300}]
+    if kind == "StatefulSet":  # a scaled-away pod's queue stays on its claim
+        assert workload["spec"]["persistentVolumeClaimRetentionPolicy"]["whenScaled"] == "Retain"
+
+
+def test_export_hpa_targets_the_deployment(chart: Any) -> None:
+    values = merged({"export": {**EXPORT, "autoscaling": {
+        "enabled": True, "minReplicas": 2, "maxReplicas": 5, "targetCPUUtilizationPercentage": 60,
+        "pubsubBacklog": {"enabled": True, "targetAverageValue": 50}}}})
+    docs = manifests(render(chart, values))
+    deployment = workload_named(docs, "-export")
+    assert "replicas" not in deployment["spec"]
+    assert "replicas" in workload_named(docs, "-import")["spec"]  # its own switch
+    hpa = hpas(docs)["rel-dicom-adapter-export"]
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                             "name": "rel-dicom-adapter-export"}
+    cpu, backlog = hpa["spec"]["metrics"]
+    assert cpu["resource"]["target"] == {"type": "Utilization", "averageUtilization": 60}
+    # A short subscription id: the project comes from export.projectId.
+    assert backlog == {"type": "External", "external": {
+        "metric": {"name": "pubsub.googleapis.com|subscription|num_undelivered_messages",
+                   "selector": {"matchLabels": {
+                       "resource.labels.project_id": "my-project",
+                       "resource.labels.subscription_id": "dicom-sub"}}},
+        "target": {"type": "AverageValue", "averageValue": "50"}}}
+    assert hpa["spec"]["behavior"]["scaleDown"]["policies"][0]["value"] == 1
+
+
+def test_autoscaling_scenario_scales_both_adapters_on_their_own_metrics(chart: Any) -> None:
+    from common.metrics import ImportMetrics
+
+    docs = manifests(render(chart, load_values(CHART / "ci" / "autoscaling-dashboard-values.yaml")))
+    stateful = workload_named(docs, "-import")
+    assert stateful["kind"] == "StatefulSet" and "replicas" not in stateful["spec"]
+    assert "replicas" not in workload_named(docs, "-export")["spec"]
+    found = hpas(docs)
+    import_hpa = found["rel-dicom-adapter-import"]
+    assert import_hpa["spec"]["scaleTargetRef"]["kind"] == "StatefulSet"
+    [pods_metric] = [m for m in import_hpa["spec"]["metrics"] if m["type"] == "Pods"]
+    # The Pods metric is the gauge the import adapter exports (by default name).
+    registry = new_metrics_registry()
+    gauge = ImportMetrics(registry).open_associations
+    [family] = gauge.collect()
+    assert family.type == "gauge"
+    assert pods_metric["pods"]["metric"]["name"] == family.name
+    assert pods_metric["pods"]["target"] == {"type": "AverageValue", "averageValue": "24"}
+    [external] = [m for m in found["rel-dicom-adapter-export"]["spec"]["metrics"]
+                  if m["type"] == "External"]
+    # A full subscription path: project and id are taken from it.
+    assert external["external"]["metric"]["selector"]["matchLabels"] == {
+        "resource.labels.project_id": "my-project",
+        "resource.labels.subscription_id": "dicom-notifications"}
+    # Both PodDisruptionBudgets select their own pods, one pod at a time.
+    budgets = pdbs(docs)
+    for name in ("rel-dicom-adapter-import", "rel-dicom-adapter-export"):
+        workload = next(w for w in workloads(docs) if w["metadata"]["name"] == name)
+        assert budgets[name]["spec"] == {
+            "maxUnavailable": 1, "selector": workload["spec"]["selector"]}
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"import": {"replicas": 1}}, {}),
+        ({"import": {"replicas": 2}}, {"import": 1}),
+        ({"import": {"replicas": 4, "podDisruptionBudget": {"maxUnavailable": "25%"}}},
+         {"import": "25%"}),
+        ({"import": {"replicas": 3, "podDisruptionBudget": {"enabled": False}}}, {}),
+        # With an HPA the budget is kept even at minReplicas 1: scaled out, it still limits
+        # evictions to one pod at a time (and never blocks a drain: maxUnavailable only).
+        ({"import": {"replicas": 1, "autoscaling": {"enabled": True, "minReplicas": 1}}},
+         {"import": 1}),
+        ({"export": {**EXPORT, "replicas": 1}}, {"import": 1}),
+        ({"export": {**EXPORT, "replicas": 3}}, {"import": 1, "export": 1}),
+        ({"export": {**EXPORT, "autoscaling": {"enabled": True}}}, {"import": 1, "export": 1}),
+    ],
+    ids=["import-1", "import-2", "import-percent", "import-off", "import-hpa-min-1",
+         "export-1", "export-3", "export-hpa"],
+)
+def test_disruption_budgets_follow_the_replica_floor(
+    chart: Any, values: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    docs = manifests(render(chart, merged(values)))
+    budgets = pdbs(docs)
+    assert {name.rsplit("-", 1)[1]: pdb["spec"]["maxUnavailable"]
+            for name, pdb in budgets.items()} == expected
+    for pdb in budgets.values():
+        assert "minAvailable" not in pdb["spec"]
+
+
+# -- the Grafana dashboard -----------------------------------------------------------------------
+
+#: PromQL words that are not metric names.
+PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or",
+                   "unless", "bool", "offset", "inf", "nan"}
+
+
+def new_metrics_registry() -> Any:
+    from common.metrics import new_registry
+
+    return new_registry("test", "0")
+
+
+def defined_sample_names() -> set[str]:
+    """Every sample name the adapters can expose: both metric classes on fresh registries (with
+    the process collector and dicomadapter_info), named as prometheus_client exposes each type
+    (labelled metrics have no samples until first used, so their names follow from the type)."""
+    from common.metrics import ExportMetrics, ImportMetrics
+
+    suffixes = {"counter": ("_total", "_created"), "gauge": ("",), "info": ("_info",),
+                "histogram": ("_bucket", "_sum", "_count", "_created"),
+                "summary": ("", "_sum", "_count", "_created")}
+    names: set[str] = set()
+    for metrics in (ImportMetrics, ExportMetrics):
+        registry = new_metrics_registry()
+        metrics(registry)
+        for family in registry.collect():
+            names |= {family.name + suffix for suffix in suffixes.get(family.type, ("",))}
+            names |= {sample.name for sample in family.samples}
+    return names
+
+
+def vector_selectors(expr: str) -> list[tuple[str, str]]:
+    """(metric name, label matchers) of each vector selector of a PromQL expression."""
+    expr = re.sub(r"\[[^\]]*\]", "", expr)  # range durations ([5m], [$__rate_interval])
+    expr = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)
+    assert not re.search(r"(^|[^A-Za-z0-9_:\s])\s*\{", expr), f"a selector without a name: {expr}"
+    selectors = []
+    for match in re.finditer(r"([A-Za-z_:][A-Za-z0-9_:]*)\s*(\{[^}]*\})?(\s*\()?", expr):
+        name, matchers, call = match.groups()
+        if call or name in PROMQL_KEYWORDS:
+            continue  # a function, aggregation or keyword
+        selectors.append((name, matchers or ""))
+    return selectors
+
+
+def dashboard_targets(dashboard: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(panel["title"], target) for panel in dashboard["panels"]
+            for target in panel.get("targets", [])]
+
+
+def test_the_chart_ships_the_documented_dashboard() -> None:
+    assert CHART_DASHBOARD.read_bytes() == DASHBOARD.read_bytes(), (
+        "cp docs/grafana/dicom-adapter.json charts/dicom-adapter/dashboards/")
+
+
+def test_dashboard_queries_name_only_metrics_the_adapters_define() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    defined = defined_sample_names()
+    used: set[str] = set()
+    targets = dashboard_targets(dashboard)
+    assert targets
+    for title, target in targets:
+        selectors = vector_selectors(target["expr"])
+        assert selectors, f"{title}: no metric in {target['expr']}"
+        for name, matchers in selectors:
+            assert name in defined or name.startswith("process_"), f"{title}: unknown {name}"
+            # Every query follows the namespace and pod variables.
+            assert 'namespace="$namespace"' in matchers, f"{title}: {target['expr']}"
+            assert 'pod=~"$pod"' in matchers, f"{title}: {target['expr']}"
+            used.add(name)
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            for name, _ in vector_selectors(variable["query"]["query"].removeprefix(
+                    "label_values(").rsplit(",", 1)[0]):
+                assert name in defined, f"variable {variable['name']}: unknown {name}"
+    # What the operators asked to see is all there.
+    assert {
+        "dicomadapter_import_cstore_requests_total", "dicomadapter_import_cstore_errors_total",
+        "dicomadapter_import_cstore_stow_seconds_bucket", "dicomadapter_import_dicomweb_retries_total",
+        "dicomadapter_import_dicomweb_store_up", "dicomadapter_import_dicomweb_store_refused_total",
+        "dicomadapter_import_spool_depth", "dicomadapter_import_spool_oldest_age_seconds",
+        "dicomadapter_import_upload_concurrency", "dicomadapter_import_upload_pauses_total",
+        "dicomadapter_import_open_associations", "dicomadapter_import_cfind_requests_total",
+        "dicomadapter_import_cmove_requests_total", "dicomadapter_export_total_requests_total",
+        "dicomadapter_export_total_errors_total", "dicomadapter_export_retries_total",
+        "dicomadapter_export_dead_letters_total", "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+    } <= used
+    # Latency quantiles come from histogram buckets.
+    for title, target in targets:
+        if "histogram_quantile" in target["expr"]:
+            assert all(n.endswith("_bucket") for n, _ in vector_selectors(target["expr"])), title
+
+
+def test_dashboard_uses_the_datasource_namespace_and_pod_variables() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    assert variables["namespace"]["type"] == variables["pod"]["type"] == "query"
+    assert variables["pod"]["multi"] and variables["pod"]["includeAll"]
+    assert variables["pod"]["allValue"] == ".*"
+    datasource = {"type": "prometheus", "uid": "${datasource}"}
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"] == datasource, panel["title"]
+        assert all(t["datasource"] == datasource for t in panel["targets"]), panel["title"]
+        refs = [t["refId"] for t in panel["targets"]]
+        assert len(refs) == len(set(refs)), panel["title"]
+    for name in ("namespace", "pod"):
+        assert variables[name]["datasource"] == datasource
+
+
+def test_dashboard_configmap_is_off_by_default_and_labelled_for_the_sidecar(chart: Any) -> None:
+    def dashboards(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [c for c in by_kind(docs, "ConfigMap")
+                if "grafana_dashboard" in c["metadata"]["labels"]]
+
+    assert not dashboards(manifests(render(chart, merged({}))))
+    docs = manifests(render(chart, merged({"grafana": {"dashboard": {
+        "enabled": True, "namespace": "monitoring", "annotations": {"grafana_folder": "PACS"}}}})))
+    [configmap] = dashboards(docs)
+    assert configmap["metadata"]["name"] == "rel-dicom-adapter-dashboard"
+    assert configmap["metadata"]["namespace"] == "monitoring"
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert configmap["metadata"]["annotations"] == {"grafana_folder": "PACS"}
+    assert json.loads(configmap["data"]["dicom-adapter.json"]) == json.loads(DASHBOARD.read_text())
+
+
+def test_import_termination_grace_covers_the_spool_drain(helm: Any, chart: Any) -> None:
+    """preStop + shutdownGrace + spool.drainTimeoutSeconds + 90 s, the 90 s being what the
+    adapter's stop() may still take beyond them (kept in step with the code's own timeouts)."""
+    import inspect
+
+    from import_adapter.commitment.service import CommitmentSettings
+    from import_adapter.server import DimseServer
+    from import_adapter.spool.manager import SpoolManager
+
+    def pod_spec(values: dict[str, Any]) -> dict[str, Any]:
+        [workload] = workloads(manifests(render(chart, merged(values))))
+        spec: dict[str, Any] = workload["spec"]["template"]["spec"]
+        return spec
+
+    in_flight = inspect.signature(DimseServer.stop).parameters["inflight_timeout"].default
+    uploads = inspect.signature(SpoolManager.stop).parameters["timeout"].default
+    after_drain = in_flight + CommitmentSettings().shutdown_window + uploads
+    assert after_drain <= 90 - 5  # the chart's 90 s keep a margin of 5 s at least
+    spec = pod_spec({})
+    assert spec["terminationGracePeriodSeconds"] == 5 + 30 + 60 + 90
+    assert env_of(spec["containers"][0])["DICOM_ADAPTER_SPOOL_DRAIN_TIMEOUT"] == "60"
+    spec = pod_spec({"import": {"preStopSleepSeconds": 10, "shutdownGrace": 20.5,
+                                "spool": {"autoAck": True, "drainTimeoutSeconds": 300}}})
+    assert spec["terminationGracePeriodSeconds"] == 10 + 21 + 300 + 90
+    assert env_of(spec["containers"][0])["DICOM_ADAPTER_SPOOL_DRAIN_TIMEOUT"] == "300"
+    spec = pod_spec({"import": {"spool": {"drainTimeoutSeconds": 0}}})
+    assert spec["terminationGracePeriodSeconds"] == 5 + 30 + 90
+    # An explicit grace must leave room for the drain too.
+    assert pod_spec({"import": {"terminationGracePeriodSeconds": 96}})[
+        "terminationGracePeriodSeconds"] == 96
+    with pytest.raises(helm.HelmError, match=r"\+ import\.spool\.drainTimeoutSeconds \(95\)"):
+        pod_spec({"import": {"terminationGracePeriodSeconds": 95}})
+    with pytest.raises(helm.HelmError, match=r"at '/import/spool/drainTimeoutSeconds': minimum"):
+        pod_spec({"import": {"spool": {"drainTimeoutSeconds": -1}}})

@@ -253,3 +253,29 @@ def test_advisory_check_reports_without_gating() -> None:
     assert result.ok and "store unreachable" in result.detail and advisory.name == "dicomweb"
     passing = AdvisoryCheck(FunctionCheck("x", lambda: CheckResult(True, "fine")), "why")
     assert passing.check() == CheckResult(True, "fine")
+
+
+def test_an_instant_check_is_not_cached_and_decides_without_the_slow_ones(serve: Any) -> None:
+    """Shutdown shows at the next probe: the listener check is read every time, and once it
+    fails the answer does not wait for a slow store check."""
+    stopping = threading.Event()
+    slow_calls = []
+
+    def slow() -> CheckResult:
+        slow_calls.append(time.monotonic())
+        time.sleep(1.5)
+        return CheckResult(True, "QIDO-RS answered")
+
+    def listener() -> CheckResult:
+        return CheckResult(not stopping.is_set(), "shutting down" if stopping.is_set() else "up")
+
+    server = serve([FunctionCheck("dicomweb", slow),
+                    FunctionCheck("dimse_listener", listener, instant=True)], cache_seconds=60)
+    assert get(server.port, "/readyz")[0] == 200  # runs the slow check once, then cached
+    stopping.set()
+    started = time.monotonic()
+    status, _, body = get(server.port, "/readyz")
+    assert status == 503 and time.monotonic() - started < 0.5
+    assert json.loads(body)["checks"] == {"dimse_listener": {"ok": False,
+                                                             "detail": "shutting down"}}
+    assert len(slow_calls) == 1

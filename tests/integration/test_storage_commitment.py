@@ -6,89 +6,24 @@ The requester sends N-ACTION to the adapter and runs its own listener for the N-
 
 from __future__ import annotations
 
-import queue
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
-from pydicom.dataset import Dataset
-from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
-from pynetdicom import AE, evt
-from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
 
 from common.dimse.aet_dictionary import AetDictionary
 from common.dimse.sender import PeerAddress
 from common.retry import RetryPolicy
 from common.status import Status
 from import_adapter.commitment.service import CommitmentSettings
+from tests.integration.commitment_support import REQUESTER, Requester
 from tests.integration.spool_support import send_files, spool_settings
 from tests.support.adapters import IMPORT_AET, running_import_adapter
 from tests.support.orthanc import OrthancServer
-from tests.support.ports import free_port
 from tests.support.samples import SampleInstance, make_corpus
-
-REQUESTER = "COMMITSCU"
-
-
-class Requester:
-    """The modality side: N-ACTION SCU, and an N-EVENT-REPORT listener on a fixed port."""
-
-    def __init__(self, syntaxes: list[str]) -> None:
-        self.port = free_port()
-        self.syntaxes = syntaxes
-        self.reports: queue.Queue[tuple[int, Dataset]] = queue.Queue()
-        self._server: Any = None
-
-    def listen(self) -> None:
-        ae = AE(ae_title=REQUESTER)
-        ae.add_supported_context(
-            StorageCommitmentPushModel, self.syntaxes, scu_role=False, scp_role=True
-        )
-
-        def on_report(event: Any) -> tuple[int, None]:
-            self.reports.put((int(event.event_type), event.event_information))
-            return 0x0000, None
-
-        self._server = ae.start_server(
-            ("127.0.0.1", self.port), block=False,
-            evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)],
-        )
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server = None
-
-    def request(self, adapter_port: int, refs: list[tuple[str, str]]) -> tuple[str, int]:
-        """Send N-ACTION; returns (transaction UID, N-ACTION status)."""
-        transaction = generate_uid()
-        info = Dataset()
-        info.TransactionUID = transaction
-        items = []
-        for sop_class, sop_instance in refs:
-            item = Dataset()
-            item.ReferencedSOPClassUID = sop_class
-            item.ReferencedSOPInstanceUID = sop_instance
-            items.append(item)
-        info.ReferencedSOPSequence = DicomSequence(items)
-        ae = AE(ae_title=REQUESTER)
-        ae.add_requested_context(StorageCommitmentPushModel, [ExplicitVRLittleEndian])
-        assoc = ae.associate("127.0.0.1", adapter_port, ae_title=IMPORT_AET)
-        assert assoc.is_established
-        try:
-            status, _ = assoc.send_n_action(
-                info, 1, StorageCommitmentPushModel, "1.2.840.10008.1.20.1.1"
-            )
-        finally:
-            assoc.release()
-        return transaction, int(status.Status)
-
-    def report(self, timeout: float = 20.0) -> tuple[int, Dataset]:
-        return self.reports.get(timeout=timeout)
 
 
 @pytest.fixture
@@ -108,7 +43,7 @@ def requester() -> Iterator[Callable[..., Requester]]:
 
 
 def _settings() -> CommitmentSettings:
-    base = CommitmentSettings(spool_wait=20.0)
+    base = CommitmentSettings(wait=20.0)
     return replace(
         base,
         report_retry=RetryPolicy(initial_delay=0.2, max_delay=0.5, budget=30.0),
@@ -162,16 +97,20 @@ def test_some_missing_is_event_2_with_failure_reasons(
     corpus = make_corpus(tmp_path / "c", 2)
     missing = (corpus[0].sop_class_uid, generate_uid())
     wrong_class = ("1.2.840.10008.5.1.4.1.1.4", corpus[0].sop_instance_uid)  # MR vs CT
+    # The missing instance is looked up again until the deadline, 2 s after the request.
+    settings = replace(_settings(), wait=2.0)
     with running_import_adapter(
-        store.dicomweb_url, aet_dictionary=_dictionary(scu), commitment=_settings()
+        store.dicomweb_url, aet_dictionary=_dictionary(scu), commitment=settings
     ) as adapter:
         send_files(adapter.server.port, [s.path for s in corpus])
         refs = [*_refs(corpus[1:]), missing]
         if corpus[0].sop_class_uid != wrong_class[0]:
             refs.append(wrong_class)
+        asked = time.monotonic()
         _, status = scu.request(adapter.server.port, refs)
         assert status == Status.SUCCESS
         event_type, info = scu.report()
+        assert time.monotonic() - asked >= 1.9
     assert event_type == 2
     assert [i.ReferencedSOPInstanceUID for i in info.ReferencedSOPSequence] == [
         corpus[1].sop_instance_uid

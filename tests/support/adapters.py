@@ -24,7 +24,7 @@ IMPORT_AET = "IMPORTADAPTER"
 
 
 def import_config(dicomweb_url: str, **overrides: Any) -> ImportConfig:
-    """An ImportConfig for tests: port 0 (any free port), no auth, short retry budget."""
+    """An ImportConfig for tests: port 0 (any free port), no auth, short retry budget and drain."""
     dimse_overrides = {k[6:]: overrides.pop(k) for k in list(overrides) if k.startswith("dimse_")}
     config = ImportConfig(
         dimse=DimseServerConfig(ae_title=IMPORT_AET, port=0, bind_address="127.0.0.1"),
@@ -32,6 +32,7 @@ def import_config(dicomweb_url: str, **overrides: Any) -> ImportConfig:
         auth=AuthConfig(kind=AuthKind.NONE),
         retry=RetryPolicy(initial_delay=0.05, max_delay=0.5, budget=2.0),
         shutdown_grace=2.0,
+        spool_drain_timeout=2.0,
     )
     if dimse_overrides:
         config = replace(config, dimse=replace(config.dimse, **dimse_overrides))

@@ -78,17 +78,143 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{/*
-The import pod's termination grace: explicit, or preStop + shutdown grace + 75 s (the adapter
-waits up to 60 s for in-flight uploads after the grace). An explicit value that would cut the
-drain short is refused.
+The import workload's kind: a StatefulSet (one PersistentVolumeClaim per pod) with the durable
+spool (import.spool.enabled or import.spool.autoAck), else a Deployment.
+*/}}
+{{- define "dicom-adapter.importKind" -}}
+{{- (or .Values.import.spool.enabled .Values.import.spool.autoAck) | ternary "StatefulSet" "Deployment" }}
+{{- end }}
+
+{{/*
+The fewest pods a component runs, given its values (.Values.import or .Values.export):
+autoscaling.minReplicas while autoscaling is on, else replicas.
+*/}}
+{{- define "dicom-adapter.replicaFloor" -}}
+{{- if .autoscaling.enabled }}
+{{- int .autoscaling.minReplicas }}
+{{- else }}
+{{- int .replicas }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whether a component's PodDisruptionBudget is rendered ("true" or ""): enabled, and more than
+one pod may run (replicas > 1, or autoscaling on). A budget over a single pod protects nothing.
+*/}}
+{{- define "dicom-adapter.pdbWanted" -}}
+{{- if and .podDisruptionBudget.enabled (or .autoscaling.enabled (gt (int .replicas) 1)) }}true{{ end }}
+{{- end }}
+
+{{/*
+A component's PodDisruptionBudget: (dict "root" $ "component" "import" "values" .Values.import).
+Always maxUnavailable (never minAvailable), so that a node drain is never blocked for good.
+*/}}
+{{- define "dicom-adapter.pdb" -}}
+{{- $component := dict "root" .root "component" .component }}
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ printf "%s-%s" (include "dicom-adapter.fullname" .root) .component }}
+  labels:
+    {{- include "dicom-adapter.componentLabels" $component | nindent 4 }}
+spec:
+  maxUnavailable: {{ include "dicom-adapter.number" .values.podDisruptionBudget.maxUnavailable }}
+  selector:
+    matchLabels:
+      {{- include "dicom-adapter.componentSelectorLabels" $component | nindent 6 }}
+{{- end }}
+
+{{/*
+A component's HorizontalPodAutoscaler spec lines shared by both adapters: scale target,
+bounds, the CPU metric; (dict "kind" KIND "name" NAME "autoscaling" VALUES). The caller adds
+its own metrics after these, then the behavior.
+*/}}
+{{- define "dicom-adapter.hpaSpecHead" -}}
+scaleTargetRef:
+  apiVersion: apps/v1
+  kind: {{ .kind }}
+  name: {{ .name }}
+minReplicas: {{ int .autoscaling.minReplicas }}
+maxReplicas: {{ int .autoscaling.maxReplicas }}
+metrics:
+{{- if not (kindIs "invalid" .autoscaling.targetCPUUtilizationPercentage) }}
+  - type: Resource
+    resource:
+      name: cpu
+      target:
+        type: Utilization
+        averageUtilization: {{ int .autoscaling.targetCPUUtilizationPercentage }}
+{{- end }}
+{{- end }}
+
+{{/*
+Autoscaling checks for one component: (dict "name" "import" "values" .Values.import).
+*/}}
+{{- define "dicom-adapter.validateAutoscaling" -}}
+{{- $v := .values }}
+{{- $a := $v.autoscaling }}
+{{- if $a.enabled }}
+{{- if lt (int $a.maxReplicas) (int $a.minReplicas) }}
+{{- fail (printf "%s.autoscaling.maxReplicas (%d) must be at least %s.autoscaling.minReplicas (%d)" .name (int $a.maxReplicas) .name (int $a.minReplicas)) }}
+{{- end }}
+{{- $customName := ternary "openAssociations" "pubsubBacklog" (eq .name "import") }}
+{{- $custom := get $a $customName }}
+{{- if and (kindIs "invalid" $a.targetCPUUtilizationPercentage) (not (and $custom $custom.enabled)) }}
+{{- fail (printf "%s.autoscaling: no metric to scale on: set targetCPUUtilizationPercentage or turn on %s.enabled" .name $customName) }}
+{{- end }}
+{{- if and (not (kindIs "invalid" $a.targetCPUUtilizationPercentage)) (not (dig "requests" "cpu" "" ($v.resources | default dict))) }}
+{{- fail (printf "%s.autoscaling.targetCPUUtilizationPercentage needs %s.resources.requests.cpu: CPU utilisation is measured against the request" .name .name) }}
+{{- end }}
+{{- end }}
+{{- if and $v.podDisruptionBudget.enabled (not (kindIs "string" $v.podDisruptionBudget.maxUnavailable)) }}
+{{- $floor := int (include "dicom-adapter.replicaFloor" $v) }}
+{{- if and (gt $floor 1) (ge (int $v.podDisruptionBudget.maxUnavailable) $floor) }}
+{{- fail (printf "%s.podDisruptionBudget.maxUnavailable (%d) must be less than %s (%d), or a node drain may evict every pod at once" .name (int $v.podDisruptionBudget.maxUnavailable) (ternary (printf "%s.autoscaling.minReplicas" .name) (printf "%s.replicas" .name) (and $a.enabled true)) $floor) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The export subscription's project and id as JSON ({"project": P, "id": S}), from
+export.subscriptionId (an id, or projects/P/subscriptions/S) and export.projectId.
+*/}}
+{{- define "dicom-adapter.exportSubscription" -}}
+{{- $v := .Values.export }}
+{{- $parts := splitList "/" $v.subscriptionId }}
+{{- if and (hasPrefix "projects/" $v.subscriptionId) (eq (len $parts) 4) }}
+{{- dict "project" (index $parts 1) "id" (index $parts 3) | toJson }}
+{{- else }}
+{{- dict "project" $v.projectId "id" $v.subscriptionId | toJson }}
+{{- end }}
+{{- end }}
+
+{{/*
+A number or quantity as a string: whole numbers without an exponent (YAML numbers arrive as
+float64), strings as they are.
+*/}}
+{{- define "dicom-adapter.number" -}}
+{{- $value := . }}
+{{- if and (kindIs "float64" $value) (eq $value (floor $value)) }}
+{{- $value = int64 $value }}
+{{- end }}
+{{- toString $value }}
+{{- end }}
+
+{{/*
+The import pod's termination grace: explicit, or preStopSleepSeconds + shutdownGrace +
+spool.drainTimeoutSeconds + 90 s. After SIGTERM the adapter gives open associations
+shutdownGrace, operations still in flight up to 60 s more, keeps uploading its spool for up to
+drainTimeoutSeconds (with routing rules even without spool.enabled), then gives Storage
+Commitment reports 15 s and uploads in flight 10 s; 5 s margin. An explicit value that would
+cut the drain short is refused.
 */}}
 {{- define "dicom-adapter.importTerminationGrace" -}}
 {{- $v := .Values.import }}
-{{- $floor := add (int $v.preStopSleepSeconds) (int (ceil $v.shutdownGrace)) }}
+{{- $floor := add (int $v.preStopSleepSeconds) (int (ceil $v.shutdownGrace)) (int (ceil $v.spool.drainTimeoutSeconds)) }}
 {{- if kindIs "invalid" $v.terminationGracePeriodSeconds }}
-{{- add $floor 75 }}
+{{- add $floor 90 }}
 {{- else if le (int $v.terminationGracePeriodSeconds) $floor }}
-{{- fail (printf "import.terminationGracePeriodSeconds (%d) must be greater than import.preStopSleepSeconds + import.shutdownGrace (%d), or open associations are killed before they drain" (int $v.terminationGracePeriodSeconds) $floor) }}
+{{- fail (printf "import.terminationGracePeriodSeconds (%d) must be greater than import.preStopSleepSeconds + import.shutdownGrace + import.spool.drainTimeoutSeconds (%d), or open associations and queued uploads are cut off before they drain" (int $v.terminationGracePeriodSeconds) $floor) }}
 {{- else }}
 {{- int $v.terminationGracePeriodSeconds }}
 {{- end }}

@@ -325,6 +325,28 @@ def test_flags_to_config(captured: list[ImportConfig], tmp_path: Path) -> None:
     assert upload.retry_codes == {408, 409} and upload.overwrite
     assert config.spool.limits.max_bytes == 10 << 20
     assert config.routing.send_to_all and len(config.routing.rules) == 1
+    assert config.spool_drain_timeout == 60.0 and config.commitment.wait == 120.0
+
+
+@pytest.mark.parametrize("flag", ["--storage_commitment_wait", "--storage-commitment-wait",
+                                  "--storage_commitment_spool_wait"])
+def test_commitment_wait_and_drain_flags(captured: list[ImportConfig], flag: str) -> None:
+    assert run(cli, ["import", "--dicomweb_address", "http://a/dicom-web", flag, "8",
+                     "--spool_drain_timeout", "0"]) == 0
+    assert captured[0].commitment.wait == 8.0 and captured[0].spool_drain_timeout == 0.0
+
+
+def test_the_older_commitment_wait_variable_is_still_read(
+    captured: list[ImportConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DICOM_ADAPTER_STORAGE_COMMITMENT_SPOOL_WAIT", "30")
+    assert run(cli, ["import", "--dicomweb_address", "http://a/dicom-web"]) == 0
+    monkeypatch.setenv("DICOM_ADAPTER_STORAGE_COMMITMENT_WAIT", "40")  # the new name wins
+    assert run(cli, ["import", "--dicomweb_address", "http://a/dicom-web"]) == 0
+    assert [config.commitment.wait for config in captured] == [30.0, 40.0]
+    monkeypatch.delenv("DICOM_ADAPTER_STORAGE_COMMITMENT_WAIT")
+    monkeypatch.setenv("DICOM_ADAPTER_STORAGE_COMMITMENT_SPOOL_WAIT", "soon")
+    assert run(cli, ["import", "--dicomweb_address", "http://a/dicom-web"]) == 2
 
 
 @pytest.mark.parametrize(
@@ -342,3 +364,62 @@ def test_flag_errors(
     assert run(cli, ["import", "--dicomweb_address", "http://a/dicom-web", *args]) == 2
     assert message in capsys.readouterr().err
     assert not captured
+
+
+# -- shutdown: drain, what is left, one process per spool ---------------------------------------
+
+
+def test_drain_uploads_everything_then_stop_says_nothing_is_left(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[str] = []
+    manager = _manager(tmp_path / "s", [], seen)
+    manager.start()
+    requests = [_submit(manager) for _ in range(5)]
+    assert manager.drain(5.0)
+    assert manager.stop() == {}
+    assert len(seen) == 5 and not manager.is_pending(requests[0].sop_instance_uid)
+    assert "nothing left to upload" in caplog.text
+
+
+def test_drain_timeout_leaves_the_rest_on_disk_logged_in_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    down = UploadResult(Kind.UNREACHABLE, DimseStatus(Status.PROCESSING_FAILURE), "refused")
+    manager = _manager(tmp_path / "s", [down] * 10_000, [])
+    manager.start()
+    for _ in range(3):
+        _submit(manager)
+    started = time.monotonic()
+    assert not manager.drain(0.3)
+    assert 0.25 < time.monotonic() - started < 2.0
+    assert manager.drain(0) is False  # 0: does not wait at all
+    caplog.clear()
+    assert manager.stop() == {str(DEST_A): 3}
+    lines = [r.getMessage() for r in caplog.records if "left in the spool" in r.getMessage()]
+    assert lines == [f"3 instances left in the spool for {DEST_A} (3); "
+                     "they are uploaded at the next start"]
+    assert len(list((tmp_path / "s" / "queues").rglob("*.dcm"))) == 3
+    # The next start uploads them.
+    seen: list[str] = []
+    again = _manager(tmp_path / "s", [], seen)
+    again.start()
+    try:
+        assert again.drain(5.0) and len(seen) == 3
+    finally:
+        assert again.stop() == {}
+
+
+def test_one_process_at_a_time_serves_a_spool(tmp_path: Path) -> None:
+    from common.errors import ConfigError
+
+    first = _manager(tmp_path / "s", [], [])
+    first.start()
+    second = _manager(tmp_path / "s", [], [])
+    try:
+        with pytest.raises(ConfigError, match="in use by another process"):
+            second.start()
+    finally:
+        first.stop()
+    second.start()  # the lock went with the first one's stop
+    second.stop()
