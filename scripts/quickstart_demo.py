@@ -28,6 +28,11 @@ from pydicom.uid import generate_uid
 PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 
 
+def say(text: str) -> None:
+    """Print one summary line at once: in order with the subprocesses' output in a log file."""
+    print(text, flush=True)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -91,14 +96,14 @@ def main() -> int:
             ))
         dicomweb = f"http://127.0.0.1:{http_port}/dicom-web"
         wait_http(f"http://127.0.0.1:{http_port}/system")
-        print(f"Orthanc (DICOMweb store) at {dicomweb}")
+        say(f"Orthanc (DICOMweb store) at {dicomweb}")
         processes.append(subprocess.Popen(
             [sys.executable, "-m", "import_adapter", "--dimse_aet", "IMPORTADAPTER",
              "--dimse_port", str(dimse_port), "--dicomweb_address", dicomweb],
             env=env,
         ))
         wait_port(dimse_port)
-        print(f"Import adapter IMPORTADAPTER listening on port {dimse_port}")
+        say(f"Import adapter IMPORTADAPTER listening on port {dimse_port}")
 
         ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
         ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
@@ -107,7 +112,7 @@ def main() -> int:
         ds.save_as(sample, enforce_file_format=True)
         command = ["/usr/bin/dcmsend", "-aec", "IMPORTADAPTER", "127.0.0.1", str(dimse_port),
                    str(sample)]
-        print("$ " + " ".join(command))
+        say("$ " + " ".join(command))
         subprocess.run(command, env=env, check=True)
 
         query = f"{dicomweb}/instances?SOPInstanceUID={ds.SOPInstanceUID}"
@@ -116,10 +121,10 @@ def main() -> int:
         if len(found) != 1:
             print(f"quickstart: instance {ds.SOPInstanceUID} NOT found by QIDO", file=sys.stderr)
             return 1
-        print(f"QIDO-RS {query}\n  -> found SOP Instance {ds.SOPInstanceUID}: the round trip works")
+        say(f"QIDO-RS {query}\n  -> found SOP Instance {ds.SOPInstanceUID}: the round trip works")
         if options.once:
             return 0
-        print("The adapter keeps running; send your own images to it. Ctrl-C stops everything.")
+        say("The adapter keeps running; send your own images to it. Ctrl-C stops everything.")
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while all(p.poll() is None for p in processes):
             time.sleep(0.5)

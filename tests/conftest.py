@@ -10,12 +10,19 @@ Tests under ``tests/integration`` are marked ``integration`` automatically. Fixt
 - ``store_scp`` (function): factory ``store_scp(aet=..., syntaxes=...)`` -> started ``StoreSCP``.
 - ``fault_server`` (function): factory ``fault_server(upstream=None, **kwargs)`` -> started
   ``HttpFaultServer``.
+
+Nothing is left outside pytest's base temporary directory: the session points ``TMPDIR`` (and
+:mod:`tempfile`) at ``<basetemp>/tmp``, so what the tests, the adapters they run in process or as
+subprocesses, Orthanc and DCMTK put in "the" temporary directory lands there. With pyproject's
+``tmp_path_retention_policy = "failed"`` a test's ``tmp_path`` (and ``fresh_orthanc``'s working
+directories) go when it passes, and the whole base directory when the session passes.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+import shutil
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +56,52 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if _INTEGRATION_DIR in Path(str(item.path)).parents:
             item.add_marker(pytest.mark.integration)
+
+
+#: Per test item: {"setup"|"call"|"teardown": passed}, for fixtures that keep data only when
+#: their test failed.
+_PHASES_PASSED = pytest.StashKey[dict[str, bool]]()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Record whether each phase of a test passed (see :func:`_passed`)."""
+    report = yield
+    item.stash.setdefault(_PHASES_PASSED, {})[report.when] = report.passed
+    return report
+
+
+def _passed(request: pytest.FixtureRequest) -> bool:
+    """Whether the requesting test passed (its setup and call)."""
+    phases = request.node.stash.get(_PHASES_PASSED, {})
+    return bool(phases.get("setup", False) and phases.get("call", False))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _temporary_directory_inside_basetemp(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Path]:
+    """Point ``TMPDIR`` and :mod:`tempfile` at ``<basetemp>/tmp`` for the whole session.
+
+    Temporary files that code under test makes (pynetdicom's received datasets, spool and
+    retrieve folders, subprocesses' own) then stay inside pytest's base temporary directory,
+    removed with it, instead of piling up in the machine's ``/tmp``.
+    """
+    import tempfile
+
+    directory = tmp_path_factory.getbasetemp() / "tmp"
+    directory.mkdir(exist_ok=True)
+    saved_env, saved_tempdir = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"] = str(directory)
+    tempfile.tempdir = str(directory)
+    yield directory
+    tempfile.tempdir = saved_tempdir
+    if saved_env is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = saved_env
 
 
 _PROCESS_GLOBALS = (
@@ -104,13 +157,17 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]
 
 @pytest.fixture
 def fresh_orthanc(
-    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Callable[..., OrthancServer]]:
-    """Factory for private, started Orthanc servers, stopped when the test ends."""
+    """Factory for private, started Orthanc servers, stopped when the test ends; their working
+    directories (storage, log) are deleted then too, unless the test failed."""
     servers: list[OrthancServer] = []
+    workdirs: list[Path] = []
 
     def factory(**kwargs: Any) -> OrthancServer:
-        kwargs.setdefault("workdir", tmp_path_factory.mktemp("orthanc"))
+        if "workdir" not in kwargs:
+            kwargs["workdir"] = tmp_path_factory.mktemp("orthanc")
+            workdirs.append(kwargs["workdir"])
         server = OrthancServer(**kwargs)
         servers.append(server)
         return server.start()
@@ -118,6 +175,9 @@ def fresh_orthanc(
     yield factory
     for server in servers:
         server.cleanup()
+    if _passed(request):
+        for workdir in workdirs:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture

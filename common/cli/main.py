@@ -52,6 +52,42 @@ class LazyGroup(click.Group):
         assert isinstance(command, click.Command)
         return command
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Parse the group's own options.
+
+        A subcommand's option given without the subcommand (as the reference adapter's images
+        take their flags) is answered with the subcommand it belongs to.
+        """
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:
+            owners = self._subcommands_with_option(ctx, exc.option_name)
+            if not owners:
+                raise
+            names = " or ".join(f"'{ctx.info_name} {name}'" for name in owners)
+            targets = " or ".join(f"--target {name}" for name in owners)
+            raise click.NoSuchOption(
+                exc.option_name,
+                message=f"No such option: {exc.option_name} is an option of {names}: give the "
+                f"subcommand first, or run the image built with {targets}, which takes the "
+                "flags alone",
+                ctx=ctx,
+            ) from exc
+
+    def _subcommands_with_option(self, ctx: click.Context, option_name: str) -> list[str]:
+        """The subcommands (import, export, ...) that have the option ``option_name``."""
+        owners = []
+        for name in self.list_commands(ctx):
+            try:
+                command = self.get_command(ctx, name)
+            except (click.UsageError, ImportError):
+                continue
+            if command is not None and any(
+                option_name in (*param.opts, *param.secondary_opts) for param in command.params
+            ):
+                owners.append(name)
+        return owners
+
 
 @click.group(
     cls=LazyGroup,

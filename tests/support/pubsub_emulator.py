@@ -110,7 +110,9 @@ class PubSubEmulator:
             return self
         self._log_file = self.log_path.open("ab")
         self._process = subprocess.Popen(
-            [self.java, "-jar", str(self.jar), "--host=127.0.0.1", f"--port={self.port}"],
+            # -XX:-UsePerfData: no /tmp/hsperfdata_USER left behind.
+            [self.java, "-XX:-UsePerfData", "-jar", str(self.jar), "--host=127.0.0.1",
+             f"--port={self.port}"],
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
         )
