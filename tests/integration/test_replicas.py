@@ -71,6 +71,8 @@ def _readyz(port: int) -> int:
             return int(answer.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)
+    except urllib.error.URLError:
+        return 0  # not listening (yet): the health endpoint starts after the DIMSE listener
 
 
 def test_commitment_sent_to_another_replica_waits_for_the_uploads(
