@@ -395,6 +395,10 @@ def test_stop_closes_connections_and_leaves_no_threads(echo_port: int, pki: Pki)
     busy.sendall(b"data in the delay line")
     proxy.stop()
     front.stop()
+    # The echo server's handler threads end once the relay has closed their connections.
+    deadline = time.monotonic() + 5
+    while set(threading.enumerate()) - before and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert set(threading.enumerate()) - before == set()
     for sock in (idle, busy):
         assert _reads_as_closed(sock)
