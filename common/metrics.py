@@ -395,21 +395,15 @@ class ImportMetrics:
             subsystem="import",
             registry=registry,
         )
-        self.upload_pauses = Counter(
+        self.upload_pauses = counter(
             "upload_pauses",
             "Times a spool destination answered 429/503 and all its uploads were paused.",
-            ["destination"],
-            namespace=NAMESPACE,
-            subsystem="import",
-            registry=registry,
+            dest,
         )
-        self.upload_paused_seconds = Counter(
+        self.upload_paused_seconds = counter(
             "upload_paused_seconds",
             "Seconds of pause asked of spool destinations by 429/503 answers.",
-            ["destination"],
-            namespace=NAMESPACE,
-            subsystem="import",
-            registry=registry,
+            dest,
         )
 
     def cstore_done(

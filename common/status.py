@@ -165,6 +165,9 @@ HTTP_RULES: tuple[HttpRule, ...] = (
 )
 
 _OUT_OF_RESOURCES_HTTP = frozenset({413, 429, 503, 507})
+#: HTTP answers by which a store says it is over its quota or overloaded: the spool pauses the
+#: destination as a whole and halves its upload concurrency (a subset of the above).
+OVERLOAD_HTTP_STATUSES = frozenset({429, 503})
 
 
 def _http_status(error: DicomwebHttpError) -> Status:

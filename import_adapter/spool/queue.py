@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from common.metrics import NULL_IMPORT_OBSERVER, ImportObserver
-from common.status import SUCCESS, DimseStatus, Status
+from common.status import OVERLOAD_HTTP_STATUSES, SUCCESS, DimseStatus, Status
 from import_adapter.routing.destinations import Destination, DimseDestination
 from import_adapter.spool.concurrency import AdaptiveLimit, ConcurrencySettings
 from import_adapter.spool.disk import DurableSpool, dead_letter_record
@@ -40,8 +40,6 @@ from import_adapter.spool.uploaders import Uploader
 
 LOG = logging.getLogger(__name__)
 
-#: HTTP answers by which a store says it is over its quota or overloaded (slow down).
-_OVERLOAD_HTTP = frozenset({429, 503})
 #: The longest ``Retry-After`` honoured for an overloaded destination, in seconds.
 _MAX_RETRY_AFTER = 300.0
 
@@ -312,7 +310,7 @@ class DestinationQueue:
                     self.destination, result.reason, self.depth, pause,
                 )
             return
-        if result.kind is Kind.RETRY and result.http_status in _OVERLOAD_HTTP:
+        if result.kind is Kind.RETRY and result.http_status in OVERLOAD_HTTP_STATUSES:
             self._overloaded(entry, result)
             return
         if result.kind is Kind.RETRY and entry.attempts < settings.retry_amount:
