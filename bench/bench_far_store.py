@@ -104,6 +104,20 @@ ORTHANC_HTTP_THREADS = 100
 # --------------------------------------------------------------------------------- far store
 
 
+@contextmanager
+def on_cpus(cpus: frozenset[int]) -> Iterator[None]:
+    """Run this process (and what it starts meanwhile) on ``cpus``; all CPUs if empty."""
+    if not cpus:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 def _far_store_host(conn: Connection, workdir: str) -> None:
     """The child process: one far store at a time, driven by (command, *args) messages."""
     current: ExitStack | None = None
@@ -335,8 +349,10 @@ class Bench:
         variants: Sequence[Sequence[str]],
         orthanc_dir: Path | None,
         stall: float,
+        store_cpus: frozenset[int] = frozenset(),
     ) -> None:
         self.work = work
+        self.store_cpus = store_cpus
         self.host = host
         self.variants = variants
         self.orthanc_dir = orthanc_dir
@@ -364,7 +380,8 @@ class Bench:
             http_threads=ORTHANC_HTTP_THREADS,
         )
         try:
-            orthanc.start()
+            with on_cpus(self.store_cpus):
+                orthanc.start()
             yield orthanc
         finally:
             orthanc.cleanup()
@@ -525,6 +542,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--stall", type=float, default=120.0, help="seconds without progress = failed (120)"
     )
+    parser.add_argument(
+        "--store-cpus", type=lambda t: frozenset(parse_list(t, int)), default=frozenset(),
+        help="CPUs for the far store (Orthanc, the WAN model); the adapter and the SCUs get the "
+        "others: the store is another machine in the field (default: all share all CPUs)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the results here as JSON")
     parser.add_argument("--orthanc-dir", type=Path, help="where Orthancs store (the work dir)")
     parser.add_argument("--workdir", type=Path, help="where corpora and servers live (tmp)")
@@ -537,6 +559,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("counts must be >= 0, --large-mb and --window-mib > 0")
     if min(args.associations) < 1:
         parser.error("--associations: numbers >= 1")
+    cpus = os.sched_getaffinity(0)
+    if args.store_cpus and not (args.store_cpus < cpus):
+        parser.error(f"--store-cpus: a proper subset of this process's CPUs {sorted(cpus)}")
     args.rtts = sorted(set(args.rtts))  # 0 first: the ceiling is known when later rows print
     return args
 
@@ -563,6 +588,7 @@ def environment(args: argparse.Namespace, variants: Sequence[Sequence[str]]) -> 
         "openssl": ssl.OPENSSL_VERSION,
         "dcmtk": dcmtk[0] if dcmtk else "?",
         "window_bytes": int(args.window_mib * 2**20),
+        "store_cpus": sorted(args.store_cpus),
         "variants": {f"v{index}": shlex.join(flags) for index, flags in enumerate(variants)},
     }
 
@@ -576,8 +602,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench-far-", dir=args.workdir))
-    host = FarStoreHost(work, int(args.window_mib * 2**20))
-    bench = Bench(work, host, variants, args.orthanc_dir, args.stall)
+    with on_cpus(args.store_cpus):
+        host = FarStoreHost(work, int(args.window_mib * 2**20))
+    if args.store_cpus:  # from here on, what this process starts runs on the other CPUs
+        os.sched_setaffinity(0, os.sched_getaffinity(0) - args.store_cpus)
+    bench = Bench(work, host, variants, args.orthanc_dir, args.stall, args.store_cpus)
     started = time.monotonic()
     try:
         print(f"building corpora in {work} ...", flush=True)
