@@ -35,7 +35,7 @@ OLD_COMMITMENT_WAIT_ENV = "DICOM_ADAPTER_STORAGE_COMMITMENT_SPOOL_WAIT"
 
 
 def parse_http_codes(value: str | None) -> frozenset[int]:
-    """``"408,409"`` -> ``{408, 409}`` (4xx codes only: 5xx and 429 are always retried).
+    """``"404,409"`` -> ``{404, 409}`` (4xx codes only: the failure table decides the rest).
 
     Raises:
         click.BadParameter: a value is not a 4xx status.
@@ -46,7 +46,7 @@ def parse_http_codes(value: str | None) -> frozenset[int]:
             continue
         if not part.isdigit() or not 400 <= int(part) <= 499:
             raise click.BadParameter(
-                f"{part!r} is not an HTTP 4xx status (5xx and 429 are always retried)",
+                f"{part!r} is not an HTTP 4xx status (5xx are retried but 501, which never is)",
                 param_hint="--http_error_codes_to_retry",
             )
         codes.add(int(part))
@@ -66,8 +66,9 @@ def _upload_options() -> list[Callable[[Any], Any]]:
                aliases=("max_waiting_time_btw_uploads",),  # the spelling of older releases
                show_default=True, help="Milliseconds: the cap on one retry delay."),
         option("http_error_codes_to_retry", default="",
-               help="Comma-separated HTTP 4xx statuses to retry too (5xx, 408, 425, 429 and "
-                    "connection errors always are)."),
+               help="Comma-separated HTTP 4xx statuses to retry too, instead of dead-lettering "
+                    "(408, 425, 429, 5xx but 501 and connection errors always are; 401/403 "
+                    "pause the destination)."),
         option("upload_concurrency", type=click.IntRange(1, 256), default=32,
                show_default=True,
                help="The most uploads in flight per DICOMweb destination: the number adapts "
