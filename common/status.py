@@ -226,7 +226,8 @@ REFUSED = FailureRule(
 #: work, the spool pausing the destination as for credentials it cannot obtain. Not retried at
 #: once: a few seconds do not fix permissions.
 UNAUTHORIZED = FailureRule(
-    "401 Unauthorized, 403 Forbidden", Status.NOT_AUTHORIZED, True, False, _UNREACHABLE, _NACK,
+    "401 Unauthorized (after one credential refresh), 403 Forbidden", Status.NOT_AUTHORIZED,
+    True, False, _UNREACHABLE, _NACK,
     http=frozenset({401, 403}),
 )
 CONFLICT = FailureRule(
