@@ -25,7 +25,7 @@ from import_adapter.routing.router import RoutingConfig
 from import_adapter.spool.concurrency import ConcurrencySettings
 from import_adapter.spool.disk import MB, SpoolLimits
 from import_adapter.spool.manager import SpoolSettings
-from import_adapter.spool.queue import UploadSettings
+from import_adapter.spool.queue import BatchSettings, UploadSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -74,6 +74,15 @@ def _upload_options() -> list[Callable[[Any], Any]]:
                help="The most uploads in flight per DICOMweb destination: the number adapts "
                     "to the store (grows while its answers stay as fast, shrinks as it queues "
                     "them or answers 429/503), up to this."),
+        option("stow_batch_max_instances", type=click.IntRange(1, 1000),
+               default=BatchSettings.max_instances, show_default=True,
+               help="When instances queue up for a DICOMweb destination, up to this many of "
+                    "one study go in one STOW-RS request (each one's outcome read from the "
+                    "answer; 1 = one instance per request)."),
+        option("stow_batch_max_mb", type=click.FloatRange(0.001),
+               default=BatchSettings.max_bytes / (1 << 20), show_default=True,
+               help="The most megabytes in one batched STOW-RS request (a larger instance "
+                    "goes alone)."),
         option("stow_overwrite", is_flag=True, default=False,
                help="On 409 Conflict, DELETE the instance via DICOMweb and store it again "
                     "(else the conflict goes to dead-letter)."),
@@ -107,6 +116,10 @@ def upload_settings(params: dict[str, Any]) -> UploadSettings:
             cap=params["upload_concurrency"],
             floor=min(ConcurrencySettings.floor, params["upload_concurrency"]),
             initial=min(ConcurrencySettings.initial, params["upload_concurrency"]),
+        ),
+        batch=BatchSettings(
+            max_instances=params["stow_batch_max_instances"],
+            max_bytes=int(params["stow_batch_max_mb"] * (1 << 20)),
         ),
         retry_codes=parse_http_codes(params["http_error_codes_to_retry"]),
         overwrite=params["stow_overwrite"],
