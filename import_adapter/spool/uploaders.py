@@ -32,7 +32,7 @@ from common.errors import (
     DicomwebTimeoutError,
     MalformedDatasetError,
 )
-from common.status import SUCCESS, is_duplicate_store_status
+from common.status import SUCCESS, is_duplicate_store_status, rule_for_error
 from import_adapter.routing.destinations import DimseDestination
 from import_adapter.spool.layout import entry_calling_aet
 from import_adapter.spool.outcome import Kind, UploadResult, result_for_error, result_for_status
@@ -161,10 +161,11 @@ class StowUploader:
         """STOW-RS the files in one request; each instance's result read from the answer.
 
         Only what the answer settles is returned: stored instances are DONE; an answer about
-        the request as a whole that is about the destination (no answer, overload, a transient
-        5xx) applies to every instance. An instance refused in the batch, or a batch refused
-        as a whole (a 4xx), is None: sent again alone, its own answer decides (with the 409
-        check and ``--stow_overwrite`` of :meth:`upload`).
+        the request as a whole that is about the destination (no answer, or an outcome the
+        failure table calls transient: overload, 5xx, credentials) applies to every instance.
+        An instance refused in the batch, or a batch refused as a whole (a 4xx, 501), is None:
+        sent again alone, its own answer decides (with the 409 check and ``--stow_overwrite``
+        of :meth:`upload`).
         """
         results: list[UploadResult | None] = [None] * len(paths)
         batch: list[tuple[int, Part10Instance]] = []
@@ -187,10 +188,9 @@ class StowUploader:
             if isinstance(exc, DicomwebHttpError) and exc.resent:
                 for instance in instances:
                     self._unconfirmed.add(instance.sop_instance_uid)
-            whole = result_for_error(exc, self._retry_codes)
-            if whole.kind is Kind.RETRY and whole.http_status is not None:
-                # 5xx, 429, 503, 408: about the store's state, the same for every instance.
-                return _apply(results, batch, whole)
+            if rule_for_error(exc).transient:
+                # The store's state (5xx, 429/503, credentials): the same for every instance.
+                return _apply(results, batch, result_for_error(exc, self._retry_codes))
             return results  # a 4xx or an unreadable answer: each is asked again alone
         for (index, instance), outcome in zip(batch, stored, strict=True):
             result = result_for_status(outcome.status, outcome.http_status)
