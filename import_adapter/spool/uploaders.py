@@ -29,6 +29,7 @@ from common.errors import (
     AdapterError,
     DicomwebConnectionError,
     DicomwebHttpError,
+    DicomwebResponseError,
     DicomwebTimeoutError,
     MalformedDatasetError,
 )
@@ -185,7 +186,9 @@ class StowUploader:
             whole = result_for_error(exc, self._retry_codes)
             return _apply(results, batch, whole)
         except (AdapterError, OSError) as exc:
-            if isinstance(exc, DicomwebHttpError) and exc.resent:
+            if isinstance(exc, DicomwebResponseError) or (
+                isinstance(exc, DicomwebHttpError) and exc.resent
+            ):  # the store may have acted on the request: a 409 alone is looked up
                 for instance in instances:
                     self._unconfirmed.add(instance.sop_instance_uid)
             if rule_for_error(exc).transient:
@@ -226,8 +229,9 @@ class StowUploader:
     def _store(self, instance: Part10Instance) -> UploadResult:
         try:
             stored = self._client.store(instance)
-        except (DicomwebConnectionError, DicomwebTimeoutError) as exc:
-            # Unanswered: the store may have it (a try that failed before sending counts too).
+        except (DicomwebConnectionError, DicomwebTimeoutError, DicomwebResponseError) as exc:
+            # Unanswered, or a 2xx we cannot read: the store may have it (a try that failed
+            # before sending counts too).
             self._unconfirmed.add(instance.sop_instance_uid)
             return result_for_error(exc, self._retry_codes)
         except (AdapterError, OSError) as exc:

@@ -11,7 +11,7 @@ from pydicom.filereader import read_file_meta_info
 
 from common.dicom.part10 import Part10Instance
 from common.dicomweb.client import StowResult
-from common.errors import DicomwebConnectionError, DicomwebHttpError
+from common.errors import DicomwebConnectionError, DicomwebHttpError, DicomwebResponseError
 from common.status import SUCCESS, DimseStatus, Status
 from import_adapter.spool.layout import new_entry_name
 from import_adapter.spool.outcome import Kind
@@ -103,3 +103,14 @@ def test_an_unreadable_file_is_judged_alone(files: list[Path]) -> None:
     assert len(client.batches[0]) == 2
     assert results[1] is not None and results[1].kind is Kind.DEAD
     assert results[0] is not None and results[0].kind is Kind.DONE
+
+
+def test_an_unreadable_answer_is_retried_with_every_instance_maybe_stored(
+    files: list[Path],
+) -> None:
+    unconfirmed = UnconfirmedStores()
+    client = BatchClient(DicomwebResponseError("STOW-RS response is not JSON"))
+    results = _uploader(client, unconfirmed).upload_batch(files)
+    assert all(r is not None and r.kind is Kind.RETRY for r in results)
+    # Retried, a 409 for any of them is looked up rather than dead-lettered.
+    assert all(_uid(path) in unconfirmed for path in files)
