@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from tests.support.peers import Peer
 from tests.support.peers.dcmjs import DcmjsDimse
+from tests.support.peers.netdicom2 import PyNetDicom2
 
-PEERS: dict[str, Peer] = {peer.name: peer for peer in (DcmjsDimse(),)}
+PEERS: dict[str, Peer] = {peer.name: peer for peer in (DcmjsDimse(), PyNetDicom2())}
 
 
 def matrix(operation: str) -> list[str]:
