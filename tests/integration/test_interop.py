@@ -226,7 +226,7 @@ def test_user_identity_response_when_requested(
     outcome = peer.echo(_target(adapter, user_identity=identity), callers[name][0])
     assert outcome.statuses == [Status.SUCCESS], outcome.log
     # For username (and passcode) the server response is empty, but present (PS3.7 D.3.3.7.2).
-    assert outcome.user_identity_response == b"", outcome.log
+    assert outcome.user_identity_response == b"", (outcome.user_identity_response, outcome.log)
 
 
 # A real client (pynetdicom2 here) pads AE titles with NUL bytes instead of spaces; DCMTK and

@@ -1,6 +1,6 @@
-"""dcmjs-dimse (JavaScript, npm) as a peer: ``js/dcmjs_peer.js`` run by Node.js per operation.
+"""dcmjs-dimse (JavaScript, npm) as a peer: ``drivers/dcmjs_peer.js`` run by Node.js per operation.
 
-scripts/install puts the package in ``tests/support/peers/js/node_modules`` (``npm ci`` from
+scripts/install puts the package in ``tests/support/peers/node_modules`` (``npm ci`` from
 the committed lock file). Each call starts ``node`` with a JSON job; the script runs the client
 (and, for C-MOVE and Storage Commitment, its own SCP on the given port) and prints what it saw.
 """
@@ -16,8 +16,8 @@ from tests.support.components import missing, require_executable
 from tests.support.peers import Outcome, Target
 from tests.support.peers.common import outcome_from, run_json
 
-JS_DIR = Path(__file__).parent / "js"
-SCRIPT = JS_DIR / "dcmjs_peer.js"
+JS_DIR = Path(__file__).parent  # package.json, package-lock.json, node_modules
+SCRIPT = Path(__file__).parent / "drivers" / "dcmjs_peer.js"
 
 
 class DcmjsDimse:

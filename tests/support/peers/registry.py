@@ -5,8 +5,9 @@ from __future__ import annotations
 from tests.support.peers import Peer
 from tests.support.peers.dcmjs import DcmjsDimse
 from tests.support.peers.netdicom2 import PyNetDicom2
+from tests.support.peers.odil import Odil
 
-PEERS: dict[str, Peer] = {peer.name: peer for peer in (DcmjsDimse(), PyNetDicom2())}
+PEERS: dict[str, Peer] = {peer.name: peer for peer in (DcmjsDimse(), PyNetDicom2(), Odil())}
 
 
 def matrix(operation: str) -> list[str]:
