@@ -42,8 +42,13 @@ class PyNetDicom2:
     operations = frozenset(
         {"echo", "store", "find", "move", "get", "commit", "tls", "user_identity"})
 
-    def __init__(self, *, nul_padding: bool = False) -> None:
+    def __init__(self, *, nul_padding: bool = False,
+                 syntax: str = pydicom.uid.ExplicitVRLittleEndian) -> None:
         self.nul_padding = nul_padding
+        # pynetdicom2 keeps its transfer syntaxes in a frozenset, so with more than one the
+        # order it proposes them in (and what the adapter accepts) changes from run to run:
+        # every context proposes this one syntax.
+        self.syntax = UID(syntax)
 
     def _title(self, title: str) -> str:
         return title if self.nul_padding else title.ljust(16)
@@ -60,13 +65,13 @@ class PyNetDicom2:
         from pynetdicom2 import applicationentity, ssl_ae
 
         if target.tls is None:
-            return applicationentity.ClientAE(self._title(calling))
+            return applicationentity.ClientAE(self._title(calling), [self.syntax])
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(target.tls.ca))
         context.load_cert_chain(str(target.tls.cert), str(target.tls.key))
         # pynetdicom2 wraps the socket without a server name: the chain is still verified
         # against the test CA (CERT_REQUIRED), the name cannot be.
         context.check_hostname = False
-        return ssl_ae.SSLClientAE(context, self._title(calling))
+        return ssl_ae.SSLClientAE(context, self._title(calling), [self.syntax])
 
     @contextmanager
     def _associate(self, ae: Any, target: Target, outcome: Outcome) -> Iterator[Any]:
@@ -108,9 +113,7 @@ class PyNetDicom2:
         from pynetdicom2 import sopclass
 
         outcome = Outcome(log="pynetdicom2 store")
-        ae = self._client(target, calling)
-        ae.supported_ts = frozenset({pydicom.uid.ExplicitVRLittleEndian})
-        ae.add_scu(sopclass.storage_scu, _sop_classes(files))
+        ae = self._client(target, calling).add_scu(sopclass.storage_scu, _sop_classes(files))
         with self._associate(ae, target, outcome) as assoc:
             for index, path in enumerate(files, start=1):
                 sop_class = pydicom.dcmread(path, stop_before_pixels=True).SOPClassUID
@@ -170,7 +173,7 @@ class PyNetDicom2:
 
         ae.on_receive_store = on_receive_store
         ae.add_scu(sopclass.qr_get_scu)
-        # The storage SOP classes it takes on the same association: SCP role, uncompressed.
+        # The storage SOP classes it takes on the same association: SCP role, in its syntax.
         storage = [UID(u) for u in ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4")]
         ae.supported_scp.update({u: sopclass.storage_scp for u in storage})
         ae.update_context_def_list(storage)
