@@ -3,8 +3,8 @@
 Each module drives one implementation that shares no code with DCMTK, pynetdicom or the
 adapter: :mod:`.dcmjs` (dcmjs-dimse, JavaScript), :mod:`.netdicom2` (pynetdicom2, a separate
 Python code base), :mod:`.odil` (odil, C++, through Debian's python3-odil), :mod:`.gdcm`
-(GDCM's ``gdcmscu``), :mod:`.ctn` (CTN's ``send_image``) and :mod:`.pixelmed` (PixelMed,
-Java). Every driver exposes the same small interface, :class:`Peer`: one method per
+and :mod:`.cli` (GDCM's ``gdcmscu``, CTN's ``send_image``, PixelMed's
+``VerificationSOPClassSCU``). Every driver exposes the same small interface, :class:`Peer`: one method per
 operation, each doing the whole exchange across the real wire and returning an
 :class:`Outcome` with what came back (statuses, identifiers, instances received by the peer's
 own SCP or on the same association, the Storage Commitment report). A component that is
@@ -91,7 +91,9 @@ class Peer(Protocol):
 
     name: str
     operations: frozenset[str]
-    """Which of echo, store, find, move, get, commit, tls, user_identity it exercises."""
+    """Which of echo, store, find, move, get, commit, tls (echo, store and find over TLS),
+    user_identity (sub-item sent, no response asked) and user_identity_response (asks for one)
+    it exercises."""
 
     def available(self) -> None:
         """Skip (or fail under CI=true) if the implementation is not installed."""

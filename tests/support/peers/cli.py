@@ -1,6 +1,7 @@
-"""Command-line SCUs as peers: GDCM's ``gdcmscu`` and CTN's ``dicom_echo`` / ``send_image``.
+"""Command-line SCUs as peers: GDCM's ``gdcmscu``, CTN's ``dicom_echo`` / ``send_image`` and
+PixelMed's ``VerificationSOPClassSCU``.
 
-Both only echo and store here (what they can do against a DICOMweb-backed SCP without a
+GDCM and CTN only echo and store here (what they can do against a DICOMweb-backed SCP without a
 database of their own); the statuses are read from what the tools print of each response.
 
 - ``gdcmscu`` (Debian libgdcm-tools) aborts after the release with "ProtocolStream as nullptr
@@ -19,7 +20,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.support.components import require_executable
+from tests.support.components import missing, require_executable
 from tests.support.peers import Outcome, Target
 
 EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
@@ -104,3 +105,40 @@ class Ctn(_NoQueries):
                           target.host, str(target.port), *map(str, files)])
         found = re.findall(r"^Store Response\n(?:.*\n)*?Status:\s+([0-9A-Fa-f]{4})", log, re.MULTILINE)
         return Outcome(statuses=[int(s, 16) for s in found] if code == 0 else [], log=log)
+
+
+class Pixelmed(_NoQueries):
+    """PixelMed (Java, Debian pixelmed-apps): C-ECHO with and without User Identity.
+
+    Only its ``VerificationSOPClassSCU`` command takes a User Identity (username, or username
+    and passcode); it prints whether the C-ECHO succeeded, not the status. Its DICOM TLS
+    offers only TLS_RSA_WITH_AES_128_CBC_SHA (the retired DICOM basic TLS profile), which the
+    adapter's TLS 1.2+ forward-secret ciphers rightly refuse, so it is not a TLS peer here; its
+    C-STORE command takes neither TLS nor User Identity and adds nothing over the others.
+    """
+
+    name = "pixelmed"
+    operations = frozenset({"echo", "user_identity"})
+    JAR = "/usr/share/java/pixelmed.jar"
+
+    def available(self) -> None:
+        require_executable("java", "PixelMed runs on Java (apt default-jre-headless)")
+        if not Path(self.JAR).is_file():
+            missing(f"{self.JAR} not found (apt pixelmed-apps)")
+
+    def echo(self, target: Target, calling: str) -> Outcome:
+        if target.tls is not None:
+            raise AssertionError("PixelMed is not a TLS peer here (see the class docstring)")
+        identity = []
+        if target.user_identity is not None:
+            identity = [target.user_identity.username]
+            if target.user_identity.password:
+                identity.append(target.user_identity.password)
+        code, log = _run(["java", "-cp", self.JAR, "com.pixelmed.network.VerificationSOPClassSCU",
+                          target.host, str(target.port), target.called_aet, calling,
+                          "NONSECURE", *identity])
+        ok = code == 0 and "VerificationSOPClass: was successful" in log
+        return Outcome(statuses=[0] if ok else [], log=log)
+
+    def store(self, target: Target, calling: str, files: list[Path]) -> Outcome:
+        raise AssertionError("PixelMed is not used for C-STORE (see the class docstring)")

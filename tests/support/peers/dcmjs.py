@@ -24,8 +24,8 @@ class DcmjsDimse:
     """dcmjs-dimse: every operation, TLS and user identity."""
 
     name = "dcmjs-dimse"
-    operations = frozenset(
-        {"echo", "store", "find", "move", "get", "commit", "tls", "user_identity"})
+    operations = frozenset({"echo", "store", "find", "move", "get", "commit", "tls",
+                            "user_identity", "user_identity_response"})
 
     def available(self) -> None:
         require_executable("node", "dcmjs-dimse runs on Node.js (apt nodejs)")

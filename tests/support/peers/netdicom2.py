@@ -39,8 +39,8 @@ class PyNetDicom2:
     """pynetdicom2: echo, store, find, move, get, Storage Commitment, TLS, user identity."""
 
     name = "pynetdicom2"
-    operations = frozenset(
-        {"echo", "store", "find", "move", "get", "commit", "tls", "user_identity"})
+    operations = frozenset({"echo", "store", "find", "move", "get", "commit", "tls",
+                            "user_identity", "user_identity_response"})
 
     def __init__(self, *, nul_padding: bool = False,
                  syntax: str = pydicom.uid.ExplicitVRLittleEndian) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from tests.support.peers import Peer
-from tests.support.peers.cli import Ctn, Gdcm
+from tests.support.peers.cli import Ctn, Gdcm, Pixelmed
 from tests.support.peers.dcmjs import DcmjsDimse
 from tests.support.peers.netdicom2 import PyNetDicom2
 from tests.support.peers.odil import Odil
 
-PEERS: dict[str, Peer] = {peer.name: peer for peer in (DcmjsDimse(), PyNetDicom2(), Odil(), Gdcm(), Ctn())}
+PEERS: dict[str, Peer] = {
+    peer.name: peer
+    for peer in (DcmjsDimse(), PyNetDicom2(), Odil(), Gdcm(), Ctn(), Pixelmed())
+}
 
 
 def matrix(operation: str) -> list[str]:
