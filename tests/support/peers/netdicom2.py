@@ -43,12 +43,16 @@ class PyNetDicom2:
                             "user_identity", "user_identity_response"})
 
     def __init__(self, *, nul_padding: bool = False,
-                 syntax: str = pydicom.uid.ExplicitVRLittleEndian) -> None:
+                 syntaxes: tuple[str, ...] = (pydicom.uid.ExplicitVRLittleEndian,)) -> None:
         self.nul_padding = nul_padding
-        # pynetdicom2 keeps its transfer syntaxes in a frozenset, so with more than one the
-        # order it proposes them in (and what the adapter accepts) changes from run to run:
-        # every context proposes this one syntax.
-        self.syntax = UID(syntax)
+        self.syntaxes = tuple(UID(s) for s in syntaxes)
+
+    def _with_syntaxes(self, ae: Any) -> Any:
+        # pynetdicom2 keeps its transfer syntaxes in a frozenset, so the order it proposes them
+        # in (and what the adapter accepts) would change from run to run: an ordered tuple
+        # (it only iterates over them) makes every context propose ``syntaxes`` in order.
+        ae.supported_ts = self.syntaxes
+        return ae
 
     def _title(self, title: str) -> str:
         return title if self.nul_padding else title.ljust(16)
@@ -65,13 +69,13 @@ class PyNetDicom2:
         from pynetdicom2 import applicationentity, ssl_ae
 
         if target.tls is None:
-            return applicationentity.ClientAE(self._title(calling), [self.syntax])
+            return self._with_syntaxes(applicationentity.ClientAE(self._title(calling)))
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(target.tls.ca))
         context.load_cert_chain(str(target.tls.cert), str(target.tls.key))
         # pynetdicom2 wraps the socket without a server name: the chain is still verified
         # against the test CA (CERT_REQUIRED), the name cannot be.
         context.check_hostname = False
-        return ssl_ae.SSLClientAE(context, self._title(calling), [self.syntax])
+        return self._with_syntaxes(ssl_ae.SSLClientAE(context, self._title(calling)))
 
     @contextmanager
     def _associate(self, ae: Any, target: Target, outcome: Outcome) -> Iterator[Any]:
