@@ -36,7 +36,7 @@ from tests.support.orthanc import OrthancServer
 from tests.support.peers import Peer, Target, TlsFiles, UserIdentity
 from tests.support.peers.netdicom2 import PyNetDicom2
 from tests.support.peers.registry import PEERS, matrix
-from tests.support.ports import free_port
+from tests.support.ports import free_port, wait_until
 from tests.support.samples import SampleInstance, make_corpus
 from tests.support.tls_certs import Pki, make_pki
 
@@ -100,6 +100,12 @@ def tls_adapter(orthanc: OrthancServer, pki: Pki,
     with running_import_adapter(orthanc.dicomweb_url, dimse_tls=tls, dimse_acse_timeout=5.0,
                                 **_settings(tmp_path_factory.mktemp("iop-tls"))) as running:
         yield running
+
+
+def _commitments_reported(adapter: ImportAdapter, aet: str) -> float:
+    sample = adapter.registry.get_sample_value(
+        "dicomadapter_import_commitment_requests_total", {"calling_aet": aet})
+    return 0.0 if sample is None else sample
 
 
 def _peer(name: str) -> Peer:
@@ -168,6 +174,7 @@ def test_storage_commitment_report(name: str, adapter: ImportAdapter, study: Stu
     stored = [(s.sop_class_uid, s.sop_instance_uid) for s in study.instances]
     absent = (study.instances[0].sop_class_uid, generate_uid())
     transaction = generate_uid()
+    reported = _commitments_reported(adapter, aet)
     outcome = _peer(name).commit(_target(adapter), aet, transaction, [*stored, absent], port)
     assert outcome.statuses == [Status.SUCCESS], outcome.log
     report = outcome.report
@@ -176,6 +183,10 @@ def test_storage_commitment_report(name: str, adapter: ImportAdapter, study: Stu
     assert report.transaction_uid == transaction
     assert sorted(report.succeeded) == sorted(uid for _, uid in stored)
     assert report.failed == {absent[1]: Status.NO_SUCH_OBJECT_INSTANCE}
+    # The adapter took the peer's N-EVENT-REPORT-RSP as an answer (it counts a request once
+    # its report is delivered; an unanswered report would be sent again, and not counted).
+    wait_until(lambda: _commitments_reported(adapter, aet) == reported + 1, timeout=10,
+               message="the adapter counting the report as delivered")
 
 
 @pytest.mark.parametrize("name", matrix("tls"))
