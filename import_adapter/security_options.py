@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from common.cli.options import option
-from common.dimse.pdu_guard import DEFAULT_MIN_RECEIVE_RATE
+from common.dimse.fast.limits import DEFAULT_MIN_RECEIVE_RATE
 from common.dimse.tls import TlsSettings, server_context
 from common.errors import ConfigError
 from import_adapter.access import AccessPolicy, Service, load_access_policy

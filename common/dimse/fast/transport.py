@@ -5,8 +5,7 @@ DIMSE message travels as PDV items inside P-DATA-TF PDUs: first the command set,
 dataset, each cut into fragments that fit the peer's Maximum Length Received, the last fragment
 of each flagged (PS3.8 E.2). The caller owns the socket's timeout: it sets the ACSE, DIMSE or
 idle timeout before each wait, so a stalled peer surfaces as :class:`TimeoutError`. Limits and
-the pace of a PDU or message once started are :mod:`common.dimse.pdu_guard`'s, shared with the
-associations pynetdicom serves.
+the pace of a PDU or message once started are :mod:`common.dimse.fast.limits`'s.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ from common.dimse.fast.constants import (
     PduType,
     PdvControl,
 )
-from common.dimse.pdu_guard import (
+from common.dimse.fast.limits import (
     MAX_COMMAND_SET_LENGTH,
     DeadlineExceededError,
     TransferClock,
@@ -153,7 +152,7 @@ class PduStream:
         deadline: a :func:`time.monotonic` time by which the current read must be complete
             (None: only the socket timeout applies). It bounds the whole read, so a peer that
             trickles one byte per timeout period (slow loris) is still dropped.
-        clock: the pace (:class:`~common.dimse.pdu_guard.TransferPace`) a PDU, and a DIMSE
+        clock: the pace (:class:`~common.dimse.fast.limits.TransferPace`) a PDU, and a DIMSE
             message from :meth:`read_command` to :meth:`end_message`, must keep once their
             first byte arrived; each read waits at most until its deadline.
     """
