@@ -325,6 +325,11 @@ class AcceptorAssociation:
         self._fragment = max_pdv_data(0)
         self._sub_message_id = 0
 
+    @property
+    def socket(self) -> socket.socket:
+        """The association's connection (to inspect; reading or writing it is the engine's)."""
+        return self._sock
+
     def __repr__(self) -> str:
         r = self.requestor
         return f"AcceptorAssociation({r.ae_title or '-'}@{r.address}:{r.port})"
