@@ -296,8 +296,21 @@ class RetrieveService:
         return False
 
     def _start(
-        self, request: RetrieveRequest, label: str
-    ) -> tuple[_Job | None, DimseStatus | None]:
+        self, request: RetrieveRequest, label: str, report: _Report
+    ) -> _Job | RetrieveUpdate:
+        """The request's instances, or the only response it gets (reported).
+
+        That response is a refusal, or Success with no sub-operations.
+        """
+        refusal = self._refusal(request, label)
+        if isinstance(refusal, _Job):
+            if refusal.instances:
+                return refusal
+            refusal = RetrieveUpdate(SUCCESS, SubOperationCounts(0, 0, 0))
+        report(refusal.status)
+        return refusal
+
+    def _refusal(self, request: RetrieveRequest, label: str) -> _Job | RetrieveUpdate:
         try:
             with self._lifecycle.operation():
                 job = self._list(request)
@@ -307,19 +320,19 @@ class RetrieveService:
                 "%s refused: status=%s error=%s", label, status, exc,
                 exc_info=not isinstance(exc, AdapterError),
             )
-            return None, status
+            return RetrieveUpdate(status)
         if len(job.instances) > MAX_SUB_OPERATIONS:
-            return None, DimseStatus(
+            return RetrieveUpdate(DimseStatus(
                 Status.OUT_OF_RESOURCES_MATCHES,
                 f"{len(job.instances)} instances exceed {MAX_SUB_OPERATIONS} sub-operations",
-            )
+            ))
         limit = self._settings.max_instances
         if limit and len(job.instances) > limit:
             LOG.warning("%s refused: %d instances exceed --max_cmove_instances %d",
                         label, len(job.instances), limit)
-            return None, too_many_instances_status(len(job.instances), limit)
+            return RetrieveUpdate(too_many_instances_status(len(job.instances), limit))
         LOG.info("%s: %d instances to send", label, len(job.instances))
-        return job, None
+        return job
 
     # -- C-MOVE -------------------------------------------------------------------------------
 
@@ -345,15 +358,9 @@ class RetrieveService:
                 report(UNKNOWN_DESTINATION)
                 yield RetrieveUpdate(UNKNOWN_DESTINATION)
                 return
-            job, failure = self._start(request, label)
-            if failure is not None or job is None:
-                final = failure or DimseStatus(Status.UNABLE_TO_PROCESS)
-                report(final)
-                yield RetrieveUpdate(final)
-                return
-            if not job.instances:
-                report(SUCCESS)
-                yield RetrieveUpdate(SUCCESS, SubOperationCounts(0, 0, 0))
+            job = self._start(request, label, report)
+            if isinstance(job, RetrieveUpdate):
+                yield job
                 return
             sender = StoreSender(
                 peer,
@@ -396,15 +403,9 @@ class RetrieveService:
         tally = SubOperationTally()
         report = _Report(self._observer, request, request.calling_aet, tally)
         try:
-            job, failure = self._start(request, label)
-            if failure is not None or job is None:
-                final = failure or DimseStatus(Status.UNABLE_TO_PROCESS)
-                report(final)
-                yield RetrieveUpdate(final)
-                return
-            if not job.instances:
-                report(SUCCESS)
-                yield RetrieveUpdate(SUCCESS, SubOperationCounts(0, 0, 0))
+            job = self._start(request, label, report)
+            if isinstance(job, RetrieveUpdate):
+                yield job
                 return
             yield from self._send_all(
                 job, sender, is_cancelled, label, tally, report,

@@ -21,6 +21,7 @@ from common.dimse.fast.constants import (
     Priority,
     Tag,
 )
+from common.dimse.fast.meta import FileMeta
 
 _HEADER = struct.Struct("<HHI")
 _US = struct.Struct("<H")
@@ -158,6 +159,19 @@ class CStoreRq:
                 (Tag.MOVE_ORIGINATOR_MESSAGE_ID, _us(self.move_originator_message_id))
             )
         return encode_elements(elements)
+
+    @classmethod
+    def for_file(
+        cls, meta: FileMeta, message_id: int, move_originator: tuple[str, int] | None = None
+    ) -> CStoreRq:
+        """The C-STORE-RQ that sends a Part 10 file (``move_originator``: AE title, message ID)."""
+        return cls(
+            message_id=message_id,
+            sop_class_uid=meta.sop_class_uid,
+            sop_instance_uid=meta.sop_instance_uid,
+            move_originator_aet=move_originator[0] if move_originator else None,
+            move_originator_message_id=move_originator[1] if move_originator else None,
+        )
 
     @classmethod
     def from_command(cls, command: CommandSet) -> CStoreRq:

@@ -759,21 +759,13 @@ class AcceptorAssociation:
         move_originator: tuple[str, int] | None,
     ) -> None:
         """Send a C-STORE-RQ with the dataset of a Part 10 file (a C-GET sub-operation)."""
-        command = CStoreRq(
-            message_id=message_id,
-            sop_class_uid=meta.sop_class_uid,
-            sop_instance_uid=meta.sop_instance_uid,
-            move_originator_aet=move_originator[0] if move_originator else None,
-            move_originator_message_id=move_originator[1] if move_originator else None,
-        ).encode()
-        with path.open("rb") as fp, self._send_lock:
+        command = CStoreRq.for_file(meta, message_id, move_originator).encode()
+        with self._send_lock:
             if self._closed:
                 raise ConnectionClosedError("association already closed")
-            size = fp.seek(0, 2)
-            fp.seek(meta.dataset_offset)
             self._sock.settimeout(self._policy.network_timeout)
-            self._stream.send_message_from_file(
-                context.context_id, command, fp, size - meta.dataset_offset, self._fragment
+            self._stream.send_file_dataset(
+                context.context_id, command, path, meta.dataset_offset, self._fragment
             )
 
     def _receive_to_spool(

@@ -17,6 +17,7 @@ import struct
 import time
 from collections.abc import Callable
 from io import BufferedIOBase, RawIOBase
+from pathlib import Path
 from typing import TypeVar
 
 from common.dimse.fast.constants import (
@@ -392,6 +393,20 @@ class PduStream:
     def send_command(self, context_id: int, command: bytes, fragment: int) -> None:
         """Send a command set with no dataset."""
         self.send(b"".join(pdata_pdus(context_id, command, True, fragment)))
+
+    def send_file_dataset(
+        self, context_id: int, command: bytes, path: Path, dataset_offset: int, fragment: int
+    ) -> None:
+        """Send a command set and the dataset of a Part 10 file (its bytes after the meta).
+
+        Raises:
+            ConnectionClosedError: the file ended early (it changed under us).
+            OSError: the file or the socket failed.
+        """
+        with path.open("rb") as fp:
+            size = fp.seek(0, 2)
+            fp.seek(dataset_offset)
+            self.send_message_from_file(context_id, command, fp, size - dataset_offset, fragment)
 
     def send_message_from_file(
         self,
