@@ -7,7 +7,9 @@ runs take turns):
 - C-FIND, STUDY level, all 1,000 studies: ``findscu`` to the adapter vs to Orthanc, and the
   adapter's QIDO-RS searches alone (the store's share of the adapter's time);
 - C-MOVE of the 500-instance study to one ``storescp``: ``movescu`` to the adapter vs to Orthanc
-  (the storescp is declared in Orthanc's DicomModalities).
+  (the storescp is declared in Orthanc's DicomModalities);
+- C-GET of the same study: ``getscu`` to the adapter vs to Orthanc (sub-operations on the
+  requesting association, objects written to tmpfs when there is one).
 
 Targets (issue 3): find within 2x of Orthanc's own (ratio <= 2), move >= 0.3x Orthanc's speed.
 Run: ``python bench/bench_query_retrieve.py`` (not a test; needs Orthanc and DCMTK).
@@ -41,6 +43,7 @@ STUDIES = 1000
 MOVE_INSTANCES = 500
 FIND_RUNS = 5
 MOVE_RUNS = 3
+GET_RUNS = 3
 
 
 def _median(run: Callable[[], None], times: int) -> float:
@@ -174,6 +177,36 @@ def main() -> int:
 
                 move_adapter = _median(move(adapter.server.port, ADAPTER_AET), MOVE_RUNS)
                 move_orthanc = _median(move(orthanc.dicom_port, orthanc.aet), MOVE_RUNS)
+
+                received = Path(
+                    tempfile.mkdtemp(prefix="bench-get-", dir=shm if shm.is_dir() else work)
+                )
+
+                def get(port: int, aet: str) -> Callable[[], None]:
+                    def run() -> None:
+                        shutil.rmtree(received, ignore_errors=True)
+                        received.mkdir()
+                        _check(
+                            dcmtk.getscu(
+                                LOCALHOST, port, move_keys, called_aet=aet, output_dir=received
+                            )
+                        )
+                        count = sum(1 for _ in received.iterdir())
+                        if count != MOVE_INSTANCES:
+                            raise SystemExit(f"C-GET delivered {count} != {MOVE_INSTANCES}")
+
+                    return run
+
+                try:
+                    get_adapter, get_orthanc = _interleaved_medians(
+                        [
+                            get(adapter.server.port, ADAPTER_AET),
+                            get(orthanc.dicom_port, orthanc.aet),
+                        ],
+                        GET_RUNS,
+                    )
+                finally:
+                    shutil.rmtree(received, ignore_errors=True)
             finally:
                 adapter.stop()
         scp.stop()
@@ -200,6 +233,16 @@ def main() -> int:
         f"({MOVE_INSTANCES / move_orthanc:6.0f} instances/s)"
     )
     print(f"  adapter speed       {move_speed:8.2f}x Orthanc's (target >= 0.3x)")
+    print(f"C-GET of {MOVE_INSTANCES} instances by getscu (median of {GET_RUNS}, taking turns):")
+    print(
+        f"  adapter (WADO-RS)   {get_adapter * 1000:8.1f} ms "
+        f"({MOVE_INSTANCES / get_adapter:6.0f} instances/s)"
+    )
+    print(
+        f"  Orthanc own C-GET   {get_orthanc * 1000:8.1f} ms "
+        f"({MOVE_INSTANCES / get_orthanc:6.0f} instances/s)"
+    )
+    print(f"  adapter speed       {get_orthanc / get_adapter:8.2f}x Orthanc's")
     return 0
 
 

@@ -19,14 +19,14 @@ peers inventing AE titles cannot grow the registry without bound; the excess is 
 Wiring status (what calls which observer method):
 
 - import C-STORE: :class:`import_adapter.store.StoreService` -> ``cstore_done``; associations:
-  :func:`import_adapter.handlers.association_metrics_handlers`; DICOMweb retries: the client's
+  :class:`import_adapter.associations.AssociationMetrics`; DICOMweb retries: the client's
   ``on_retry`` (all wired in ``import_adapter/app.py``).
 - import C-FIND: :class:`import_adapter.query.service.FindService` -> ``cfind_done`` once per
   request (final status; Cancel after a C-CANCEL; an unreadable request too).
 - import C-MOVE/C-GET: :class:`import_adapter.retrieve.service.RetrieveService` -> ``cmove_done``
   once per request (destination = the move destination AE, or the calling AE for C-GET) and
-  ``cmove_sub_cstore`` per sub-operation, learned on the wire by
-  :class:`import_adapter.retrieve.tally.SubOperationTally` (pynetdicom performs them).
+  ``cmove_sub_cstore`` per sub-operation, counted by
+  :class:`import_adapter.retrieve.tally.SubOperationTally`.
 - export: :class:`export_adapter.exporter.Exporter` -> ``export_done``/``retry``/
   ``dead_lettered`` (next to ``ExportCounters``); ``export_adapter/app.py`` builds
   ``ExportMetrics(new_registry("export", version))`` and serves it with

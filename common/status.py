@@ -108,7 +108,7 @@ class DimseStatus:
         )
 
     def as_dataset(self) -> Dataset:
-        """The status as a pynetdicom status dataset (Status plus Error Comment)."""
+        """The status as a status dataset (Status plus Error Comment), for a DICOM toolkit."""
         ds = Dataset()
         ds.Status = self.code
         if self.comment:

@@ -1,20 +1,18 @@
-"""Who may use which DIMSE service of the import adapter: one policy, enforced by both engines.
+"""Who may use which DIMSE service of the import adapter: one policy.
 
 The policy has one rule per service (store, query, retrieve, commit): whether the service is
 switched on, and optional allow-lists of calling AE titles and source networks (CIDRs). A rule
 without lists admits everyone; with both, a requester must match both. Verification (C-ECHO)
 is open to every association that is accepted.
 
-Enforcement, in the listener (:mod:`import_adapter.server`):
+Enforcement, in the listener:
 
-- at association time, before either engine sees the request: a requester that may use no
-  service at all gets A-ASSOCIATE-RJ (rejected-permanent, service user, calling AE title not
-  recognized);
-- per request: a service the requester may not use is answered 0x0124 Not Authorized
-  (:func:`guard_handlers`), on the fast engine and on pynetdicom alike (one C-STORE handler);
-  C-MOVE is the exception - pynetdicom can fail a C-MOVE only after opening the association to
-  its destination, which an unauthorised requester must not cause, so its C-MOVE presentation
-  contexts are refused at negotiation instead;
+- at association time (:mod:`import_adapter.admission`): a requester that may use no service
+  at all gets A-ASSOCIATE-RJ (rejected-permanent, service user, calling AE title not
+  recognized); a requester denied retrieval has its C-MOVE presentation contexts refused, so
+  it learns before it asks (and before it waits for sub-operations);
+- per request (:mod:`import_adapter.dispatch`): a service the requester may not use is
+  answered 0x0124 Not Authorized;
 - a switched-off query, retrieve or commit service is not offered at all (its contexts are
   refused); switched-off storage answers 0x0124 (storage contexts must stay for C-GET).
 
@@ -34,12 +32,10 @@ import enum
 import ipaddress
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from pynetdicom import evt
 
 from common.dimse.ae_title import validate_ae_title
 from common.errors import ConfigError
@@ -283,87 +279,3 @@ def load_access_policy(
         allowed_networks=allowed_networks,
         disabled=disabled,
     )
-
-
-# -- per-request enforcement ------------------------------------------------------------------
-
-Handler = tuple[Any, ...]
-
-
-def _requestor(event: Any) -> tuple[str, str]:
-    requestor = event.assoc.requestor
-    return str(requestor.ae_title or "").strip(), str(requestor.address)
-
-
-def _refuse(event: Any, service: Service, status: DimseStatus) -> None:
-    calling, host = _requestor(event)
-    LOG.warning("%s from %s@%s refused: %s", service.label, calling or "-", host, status)
-
-
-def _guard(
-    event_type: Any, handler: Callable[..., Any], service: Service, policy: AccessPolicy
-) -> Callable[..., Any]:
-    """``handler`` behind the policy: refused requests get 0x0124 in the event's protocol."""
-
-    def refusal(event: Any) -> DimseStatus | None:
-        status = policy.refusal(service, *_requestor(event))
-        if status is not None:
-            _refuse(event, service, status)
-        return status
-
-    if event_type is evt.EVT_C_FIND:
-
-        def on_find(event: Any, *args: Any) -> Iterator[Any]:
-            status = refusal(event)
-            if status is not None:
-                yield status.as_dataset(), None
-                return
-            yield from handler(event, *args)
-
-        return on_find
-    if event_type is evt.EVT_C_GET:
-
-        def on_get(event: Any, *args: Any) -> Iterator[Any]:
-            status = refusal(event)
-            if status is not None:
-                # pynetdicom wants the sub-operation count first; the failure then ends it.
-                yield 1
-                yield status.as_dataset(), None
-                return
-            yield from handler(event, *args)
-
-        return on_get
-    if event_type is evt.EVT_N_ACTION:
-
-        def on_action(event: Any, *args: Any) -> Any:
-            status = refusal(event)
-            if status is not None:
-                return status.as_dataset(), None
-            return handler(event, *args)
-
-        return on_action
-    if event_type is evt.EVT_C_STORE:
-
-        def on_store(event: Any, *args: Any) -> Any:
-            status = refusal(event)
-            if status is not None:
-                return status.as_dataset()
-            return handler(event, *args)
-
-        return on_store
-    return handler  # C-MOVE: refused at negotiation (see the module docstring)
-
-
-def guard_handlers(
-    handlers: Sequence[Handler], service: Service, policy: AccessPolicy
-) -> list[Handler]:
-    """The service's handlers with the policy checked before each request."""
-    guarded: list[Handler] = []
-    for event_type, handler, *rest in handlers:
-        wrapped = (
-            _guard(event_type, handler, service, policy)
-            if getattr(event_type, "is_intervention", False)
-            else handler
-        )
-        guarded.append((event_type, wrapped, *rest))
-    return guarded

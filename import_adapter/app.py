@@ -26,18 +26,19 @@ from common.lifecycle import Lifecycle
 from common.metrics import ImportMetrics, new_registry
 from common.retry import NO_RETRY
 from import_adapter.access import Service
+from import_adapter.associations import AssociationMetrics, log_association
 from import_adapter.commitment.handlers import commitment_service
 from import_adapter.commitment.service import CommitmentService
 from import_adapter.config import ImportConfig
-from import_adapter.handlers import association_metrics_handlers, store_handlers
+from import_adapter.dimse_service import DimseService
 from import_adapter.query.handlers import find_service
-from import_adapter.query.model import MODELS
 from import_adapter.query.service import FindService
 from import_adapter.retrieve.handlers import retrieve_service
 from import_adapter.retrieve.service import RetrieveService
-from import_adapter.server import DimseServer, DimseService, configure_receive_spool
+from import_adapter.server import DimseServer
 from import_adapter.spool.wiring import build_spooling
 from import_adapter.store import InstanceSink, StoreService, StowSink
+from import_adapter.store_handler import storage_service
 from import_adapter.transform import TransformingSink
 
 LOG = logging.getLogger(__name__)
@@ -84,9 +85,7 @@ class ImportAdapter:
             breakers=self.breakers,
         )
         # With a spool, datasets are received next to its queues, so committing is a rename.
-        configure_receive_spool(
-            self.spooling.manager.layout.incoming if self.spooling else config.spool_dir
-        )
+        receive_dir = self.spooling.manager.layout.incoming if self.spooling else config.spool_dir
         sink: InstanceSink = self.spooling.sink if self.spooling else StowSink(self.client)
         if config.transform.enabled:
             # Transformed files are written next to each received one (same file system).
@@ -94,39 +93,29 @@ class ImportAdapter:
         store = StoreService(sink, self.lifecycle, self.metrics)
         access = config.access
         services = [
-            DimseService("storage", handlers=store_handlers(store), access=Service.STORE)
+            storage_service(store),
+            DimseService("log", notify=log_association),
+            DimseService("metrics", notify=AssociationMetrics(self.metrics)),
         ]
-        services.append(
-            DimseService("metrics", handlers=association_metrics_handlers(self.metrics))
-        )
         # A switched-off service is not offered at all: its presentation contexts are refused.
         if access.enabled(Service.QUERY):
             services.append(
-                replace(
-                    find_service(
-                        FindService(self.client, config.query, self.lifecycle, self.metrics)
-                    ),
-                    access=Service.QUERY,
-                )
+                find_service(FindService(self.client, config.query, self.lifecycle, self.metrics))
             )
         if access.enabled(Service.RETRIEVE):
             services.append(
-                replace(
-                    retrieve_service(
-                        RetrieveService(
-                            self.client,
-                            config.aet_dictionary,
-                            # C-MOVE sub-operations call as --dimse_cmove_aet, else as we answer.
-                            replace(
-                                config.retrieve,
-                                calling_aet=config.retrieve.calling_aet or config.dimse.ae_title,
-                            ),
-                            self.lifecycle,
-                            self.metrics,
-                        )
-                    ),
-                    access=Service.RETRIEVE,
-                    deny_at_negotiation=frozenset(str(model.move) for model in MODELS),
+                retrieve_service(
+                    RetrieveService(
+                        self.client,
+                        config.aet_dictionary,
+                        # C-MOVE sub-operations call as --dimse_cmove_aet, else as we answer.
+                        replace(
+                            config.retrieve,
+                            calling_aet=config.retrieve.calling_aet or config.dimse.ae_title,
+                        ),
+                        self.lifecycle,
+                        self.metrics,
+                    )
                 )
             )
         self.commitment = CommitmentService(
@@ -137,8 +126,10 @@ class ImportAdapter:
             observer=self.metrics,
         )
         if access.enabled(Service.COMMIT):
-            services.append(replace(commitment_service(self.commitment), access=Service.COMMIT))
-        self.server = DimseServer(config.dimse, services, self.lifecycle, access)
+            services.append(commitment_service(self.commitment))
+        self.server = DimseServer(
+            config.dimse, services, self.lifecycle, access, receive_dir=receive_dir
+        )
         self._listening = threading.Event()
         # Readiness probes get their own small pool, short timeouts and no retries.
         self.probe_transport = HttpTransport(

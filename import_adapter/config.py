@@ -9,7 +9,7 @@ from common.auth import AuthConfig
 from common.breaker import BreakerSettings
 from common.dicomweb.address import DicomwebAddress
 from common.dimse.aet_dictionary import AetDictionary
-from common.dimse.pdu_guard import DEFAULT_MIN_RECEIVE_RATE
+from common.dimse.fast.limits import DEFAULT_MIN_RECEIVE_RATE
 from common.dimse.tls import TlsSettings
 from common.health import HealthConfig
 from common.http import HttpSettings
@@ -37,7 +37,7 @@ class DimseServerConfig:
         acse_timeout: seconds to wait for association messages; the whole association request
             (and the TLS handshake) must arrive within it.
         dimse_timeout: seconds to wait for each part of a DIMSE message once it started: the
-            slack of ``min_receive_rate`` (:class:`common.dimse.pdu_guard.TransferPace`).
+            slack of ``min_receive_rate`` (:class:`common.dimse.fast.limits.TransferPace`).
         network_timeout: seconds an association may stay idle before it is aborted.
         max_associations_per_aet: associations one calling AE title may have open at once
             (0 = no limit beyond ``max_associations``); more are rejected (transient).

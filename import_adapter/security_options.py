@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from common.cli.options import option
-from common.dimse.pdu_guard import DEFAULT_MIN_RECEIVE_RATE
+from common.dimse.fast.limits import DEFAULT_MIN_RECEIVE_RATE
 from common.dimse.tls import TlsSettings, server_context
 from common.errors import ConfigError
 from import_adapter.access import AccessPolicy, Service, load_access_policy
@@ -70,8 +70,8 @@ def security_options(func: F) -> F:
                     "beyond it new connections are closed immediately."),
         option("max_instance_size_mb", type=click.IntRange(0, 1 << 20), default=0,
                show_default=True,
-               help="Largest C-STORE dataset accepted, in MiB (0 = no limit); larger ones get "
-                    "0xA700 (associations served by pynetdicom: A-ABORT while receiving)."),
+               help="Largest C-STORE dataset accepted, in MiB (0 = no limit); larger ones are "
+                    "read and dropped and get 0xA700 (past twice the limit: A-ABORT)."),
         option("min_receive_rate", type=click.IntRange(0, 1 << 30),
                default=DEFAULT_MIN_RECEIVE_RATE, show_default=True,
                help="Bytes per second a PDU or DIMSE message must average once its first byte "

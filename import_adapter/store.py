@@ -1,8 +1,9 @@
 """C-STORE: check a received, spooled dataset and hand it to a sink (STOW-RS today).
 
-Protocol-free: :class:`StoreService` takes a :class:`StoreRequest` (what the handler read off the
-pynetdicom event) and returns a :class:`~common.status.DimseStatus`. Every error becomes a status
-through :func:`common.status.store_status_for_error`; nothing escapes to pynetdicom.
+Protocol-free: :class:`StoreService` takes a :class:`StoreRequest` (what the C-STORE handler,
+:mod:`import_adapter.store_handler`, read off the request) and returns a
+:class:`~common.status.DimseStatus`. Every error becomes a status through
+:func:`common.status.store_status_for_error`; nothing escapes to the DIMSE engine.
 """
 
 from __future__ import annotations
@@ -141,7 +142,7 @@ def log_fields(
 
 
 class StoreService:
-    """The C-STORE SCP's logic, independent of pynetdicom."""
+    """The C-STORE SCP's logic, independent of the protocol."""
 
     def __init__(
         self,

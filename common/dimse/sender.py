@@ -1,6 +1,8 @@
-"""C-STORE SCU over one reused association, on the fast DIMSE engine.
+"""C-STORE SCU over one reused association, on our DIMSE engine.
 
-The outbound path shared by C-MOVE, the export adapter and DIMSE destinations.
+The outbound path shared by C-MOVE, the export adapter and DIMSE destinations; C-GET sends its
+sub-operations on the requesting association through the same :func:`store_file`
+(:class:`ChannelSender`).
 
 A :class:`StoreSender` keeps one association to one peer open across instances and
 re-negotiates only when an instance needs a presentation context the association lacks. Files
@@ -16,14 +18,16 @@ from __future__ import annotations
 import logging
 import ssl
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from pydicom.uid import UID
 
 from common.dicom.transcode import NATIVE_SYNTAXES, convert_file
-from common.dimse.fast.acse import ProposedContext
+from common.dimse.fast.acse import AcceptedContext, ProposedContext
+from common.dimse.fast.commands import CommandSetError, CStoreRsp
 from common.dimse.fast.constants import RejectResult
 from common.dimse.fast.meta import FileMeta, read_file_meta
 from common.dimse.fast.scu import AssociationRejected, RequestorAssociation, Timeouts
@@ -81,6 +85,101 @@ class SenderSettings:
     acse_timeout: float = 30.0
     dimse_timeout: float = 120.0
     network_timeout: float = 120.0
+
+
+class StoreChannel(Protocol):
+    """An association C-STOREs can be sent on (requested by us, or a C-GET's requestor)."""
+
+    @property
+    def contexts(self) -> Mapping[tuple[str, str], AcceptedContext]:
+        """The accepted contexts, by (SOP class, transfer syntax)."""
+        ...
+
+    def send_c_store(
+        self,
+        path: Path,
+        meta: FileMeta,
+        context: AcceptedContext,
+        message_id: int,
+        move_originator: tuple[str, int] | None = None,
+    ) -> CStoreRsp:
+        """C-STORE a Part 10 file's dataset on ``context``."""
+        ...
+
+
+#: Sends a Part 10 file on an accepted context and returns the peer's status.
+SendOnContext = Callable[[Path, FileMeta, AcceptedContext], DimseStatus]
+
+
+def store_file(
+    contexts: Mapping[tuple[str, str], AcceptedContext],
+    path: Path,
+    meta: FileMeta,
+    send: SendOnContext,
+    peer: str,
+) -> DimseStatus:
+    """C-STORE one file in its own transfer syntax if accepted, else converted to one that is.
+
+    A native syntax is preferred for the conversion: decoding is lossless and cheaper than
+    re-encoding.
+
+    Raises:
+        NoAcceptableContextError: no context was accepted for the instance's SOP class.
+        TranscodeError: the file needs converting and cannot be converted.
+        (and whatever ``send`` raises)
+    """
+    sop_class, syntax = meta.sop_class_uid, meta.transfer_syntax_uid
+    context = contexts.get((sop_class, syntax))
+    if context is not None:
+        return send(path, meta, context)
+    accepted = {ts for cls, ts in contexts if cls == sop_class}
+    preference = [*NATIVE_SYNTAXES, *sorted(accepted)]
+    target = next((ts for ts in preference if ts in accepted), None)
+    if target is None:
+        raise NoAcceptableContextError(
+            f"{peer} accepted no presentation context for SOP class {sop_class}",
+            sop_class_uid=sop_class,
+        )
+    LOG.info(
+        "%s does not accept %s for %s; converting to %s",
+        peer,
+        UID(syntax).name or syntax,
+        sop_class,
+        UID(target).name or target,
+    )
+    with tempfile.TemporaryDirectory(prefix="convert-") as folder:
+        converted = Path(folder) / "converted.dcm"
+        convert_file(path, target, converted)
+        return send(converted, read_file_meta(converted), contexts[(sop_class, target)])
+
+
+class ChannelSender:
+    """C-STOREs on an association someone else opened (a C-GET's requesting association).
+
+    Not thread-safe. The channel's failures become :class:`PeerUnavailableError`.
+    """
+
+    def __init__(self, channel: StoreChannel, peer: str) -> None:
+        self._channel = channel
+        self._peer = peer
+        self._message_id = 0
+
+    def send(self, path: Path, *, move_originator: tuple[str, int] | None = None) -> DimseStatus:
+        """C-STORE one Part 10 file and return the peer's status (as :meth:`StoreSender.send`)."""
+
+        def on_context(source: Path, meta: FileMeta, context: AcceptedContext) -> DimseStatus:
+            self._message_id = self._message_id % 0xFFFF + 1
+            try:
+                response = self._channel.send_c_store(
+                    source, meta, context, self._message_id, move_originator
+                )
+            except (OSError, DimseProtocolError, ReleaseRequestedError, CommandSetError) as exc:
+                raise PeerUnavailableError(f"C-STORE to {self._peer} failed: {exc}") from exc
+            return DimseStatus(response.status, response.error_comment)
+
+        return store_file(
+            self._channel.contexts, path, read_file_meta(path), on_context, self._peer
+        )
 
 
 class StoreSender:
@@ -222,45 +321,24 @@ class StoreSender:
         sop_class, syntax = meta.sop_class_uid, meta.transfer_syntax_uid
         self.propose([(sop_class, syntax)])
         assoc = self._association_for(sop_class, syntax)
-        context = assoc.contexts.get((sop_class, syntax))
-        if context is not None:
-            return self._send_file(assoc, path, meta, (sop_class, syntax), move_originator)
-        accepted = {ts for cls, ts in assoc.contexts if cls == sop_class}
-        # Prefer a native syntax: decoding is lossless and cheaper than re-encoding.
-        preference = [*NATIVE_SYNTAXES, *sorted(accepted)]
-        target = next((ts for ts in preference if ts in accepted), None)
-        if target is None:
-            raise NoAcceptableContextError(
-                f"{self.peer} accepted no presentation context for SOP class {sop_class}",
-                sop_class_uid=sop_class,
-            )
-        LOG.info(
-            "%s does not accept %s for %s; converting to %s",
-            self.peer,
-            UID(syntax).name or syntax,
-            sop_class,
-            UID(target).name or target,
-        )
-        with tempfile.TemporaryDirectory(prefix="convert-") as folder:
-            converted = Path(folder) / "converted.dcm"
-            convert_file(path, target, converted)
-            converted_meta = read_file_meta(converted)
-            return self._send_file(
-                assoc, converted, converted_meta, (sop_class, target), move_originator
-            )
+
+        def on_context(source: Path, meta: FileMeta, context: AcceptedContext) -> DimseStatus:
+            return self._send_file(assoc, source, meta, context, move_originator)
+
+        return store_file(assoc.contexts, path, meta, on_context, str(self.peer))
 
     def _send_file(
         self,
         assoc: RequestorAssociation,
         path: Path,
         meta: FileMeta,
-        pair: tuple[str, str],
+        context: AcceptedContext,
         move_originator: tuple[str, int] | None,
     ) -> DimseStatus:
         self._message_id = self._message_id % 0xFFFF + 1
         try:
             response = assoc.send_c_store(
-                path, meta, assoc.contexts[pair], self._message_id, move_originator
+                path, meta, context, self._message_id, move_originator
             )
         except (OSError, DimseProtocolError, ReleaseRequestedError) as exc:
             # The association has been aborted; the next send opens a new one.

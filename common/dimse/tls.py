@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common.dimse.sockets import ReadGuard, guarded_recv_into
 from common.errors import ConfigError
 
 #: Keys of an AET dictionary / destination entry that describe TLS to that peer.
@@ -61,57 +60,6 @@ class TlsSettings:
         if not self.verify_hostname:
             out["verify_hostname"] = False
         return out
-
-
-class ReplayableSSLSocket(ssl.SSLSocket):
-    """A server-side TLS socket that can put bytes it has read back in front of its stream.
-
-    The listener must read a TLS connection's A-ASSOCIATE-RQ to choose an engine (``MSG_PEEK``
-    cannot look through TLS); :meth:`unread` gives the bytes back, so whichever engine serves
-    the association reads the request as if untouched. :meth:`pending` counts them, which is
-    what pynetdicom checks (besides ``select``) to know that a TLS socket has data to read.
-    Installed through the documented :attr:`ssl.SSLContext.sslsocket_class`.
-
-    With :attr:`read_guard` set (a connection handed to pynetdicom), every read, put-back bytes
-    included, passes the guard (:class:`common.dimse.sockets.ReadGuard`), as with
-    :class:`common.dimse.sockets.GuardedSocket` on plain TCP.
-    """
-
-    _replay: bytes = b""
-    read_guard: ReadGuard | None = None
-
-    def unread(self, data: bytes) -> None:
-        """Put ``data`` back: the next reads return it first."""
-        self._replay = bytes(data) + self._replay
-
-    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
-        """As :meth:`ssl.SSLSocket.recv`, serving put-back bytes first (under the guard)."""
-        guard = self.read_guard
-        if guard is None or flags:
-            return self._recv_unguarded(buflen, flags)
-        return guard.recv(self, functools.partial(self._recv_unguarded, buflen, 0))
-
-    def _recv_unguarded(self, buflen: int, flags: int) -> bytes:
-        if self._replay and not flags:
-            out, self._replay = self._replay[:buflen], self._replay[buflen:]
-            return out
-        return super().recv(buflen, flags)
-
-    def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
-        """As :meth:`ssl.SSLSocket.recv_into`, serving put-back bytes first (under the guard)."""
-        if self.read_guard is not None and not flags:
-            return guarded_recv_into(self.recv, buffer, nbytes)
-        if self._replay and not flags:
-            view = memoryview(buffer).cast("B")
-            count = min(nbytes or len(view), len(view), len(self._replay))
-            view[:count] = self._replay[:count]
-            self._replay = self._replay[count:]
-            return count
-        return super().recv_into(buffer, nbytes, flags)
-
-    def pending(self) -> int:
-        """Bytes readable without touching the network (put back or already decrypted)."""
-        return len(self._replay) + super().pending()
 
 
 def _base_context(purpose: int) -> ssl.SSLContext:
@@ -153,7 +101,6 @@ def server_context(settings: TlsSettings) -> ssl.SSLContext:
     if settings.cert is None or settings.key is None:
         raise ConfigError("TLS listener needs both --tls_cert and --tls_key")
     context = _base_context(ssl.PROTOCOL_TLS_SERVER)
-    context.sslsocket_class = ReplayableSSLSocket
     _load_chain(context, settings, "TLS listener")
     if settings.ca is not None:
         _load_ca(context, settings.ca, "TLS listener")

@@ -1,18 +1,19 @@
-"""The EVT_N_ACTION handler and the Storage Commitment presentation context (thin glue)."""
+"""The N-ACTION handler and the Storage Commitment SOP class (thin glue)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import evt
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
 
-from common.status import commitment_request_status
+from common.dimse.fast.acse import AcceptedContext
+from common.dimse.fast.commands import NActionRq
+from common.dimse.fast.scp import AcceptorAssociation
+from common.dimse.identifiers import decode_dataset
+from common.status import DimseStatus, commitment_request_status
+from import_adapter.access import Service
 from import_adapter.commitment.service import CommitmentService
-from import_adapter.handlers import Handler
-from import_adapter.server import DimseService, SupportedContext
+from import_adapter.dimse_service import ActionHandler, DimseService, SupportedContext
 
 #: Transfer syntaxes accepted for N-ACTION requests.
 COMMITMENT_SYNTAXES = (
@@ -22,24 +23,33 @@ COMMITMENT_SYNTAXES = (
 )
 
 
-def commitment_handlers(service: CommitmentService) -> list[Handler]:
-    """The EVT_N_ACTION handler bound to ``service``."""
+def action_handler(service: CommitmentService) -> ActionHandler:
+    """The N-ACTION handler bound to ``service``."""
 
-    def on_n_action(event: Any) -> tuple[Dataset, None]:
-        calling = event.assoc.requestor.ae_title
+    def on_n_action(
+        assoc: AcceptorAssociation,
+        request: NActionRq,
+        context: AcceptedContext,
+        information: bytes | None,
+    ) -> DimseStatus:
         try:
-            info = event.action_information
-            action_type = event.action_type
-        except Exception as exc:  # an undecodable dataset surfaces here
-            return commitment_request_status(exc).as_dataset(), None
-        return service.request(calling, action_type, info).as_dataset(), None
+            info = (
+                decode_dataset(information, context.transfer_syntax)
+                if information is not None
+                else Dataset()
+            )
+        except Exception as exc:  # an undecodable dataset
+            return commitment_request_status(exc)
+        return service.request(assoc.requestor.ae_title, request.action_type_id, info)
 
-    return [(evt.EVT_N_ACTION, on_n_action)]
+    return on_n_action
 
 
 def commitment_service(service: CommitmentService) -> DimseService:
     """Storage Commitment Push Model, SCP role."""
-    contexts = [SupportedContext(StorageCommitmentPushModel, COMMITMENT_SYNTAXES)]
     return DimseService(
-        "storage-commitment", contexts=contexts, handlers=commitment_handlers(service)
+        "storage-commitment",
+        contexts=[SupportedContext(str(StorageCommitmentPushModel), COMMITMENT_SYNTAXES)],
+        access=Service.COMMIT,
+        n_action=action_handler(service),
     )

@@ -195,7 +195,7 @@ def _wait_event(event: threading.Event, seconds: float) -> bool:
 
 
 class CommitmentService:
-    """The Storage Commitment SCP's logic, independent of pynetdicom's events.
+    """The Storage Commitment SCP's logic, independent of the protocol.
 
     ``clock`` and ``wait`` (wait on an event for some seconds; True once it is set) are the
     time it runs on, replaceable in tests.

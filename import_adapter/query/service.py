@@ -1,8 +1,8 @@
 """C-FIND -> QIDO-RS: answers one query as a stream of (status, identifier) pairs.
 
 Protocol-free: :meth:`FindService.find` takes the request identifier and its information model
-and yields what pynetdicom's EVT_C_FIND handler yields: Pending responses as QIDO pages arrive,
-then one final status. Every error becomes a status via :func:`common.status.find_status_for_error`.
+and yields (status, identifier) pairs: Pending responses as QIDO pages arrive, then one final
+status. Every error becomes a status via :func:`common.status.find_status_for_error`.
 Each request is reported once to the :class:`~common.metrics.ImportObserver` with its final
 status (Cancel after a C-CANCEL), the matches returned and its duration.
 """
@@ -74,7 +74,7 @@ class QuerySettings:
 
 @dataclass(frozen=True)
 class FindRequest:
-    """One C-FIND request, as read from the pynetdicom event."""
+    """One C-FIND request, its identifier decoded."""
 
     calling_aet: str
     message_id: int
@@ -83,7 +83,7 @@ class FindRequest:
 
 
 class FindService:
-    """The C-FIND SCP's logic, independent of pynetdicom."""
+    """The C-FIND SCP's logic, independent of the protocol."""
 
     def __init__(
         self,

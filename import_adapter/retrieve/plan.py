@@ -4,10 +4,8 @@
   instance searches (a request without keys at its level is refused, never a move of the whole
   store).
 - :func:`instance_ref`: one QIDO instance result -> :class:`InstanceRef`.
-- :func:`destination_contexts`: presentation contexts for the whole move, from the SOP classes
-  and transfer syntaxes QIDO reported (AvailableTransferSyntaxUID), with an uncompressed
-  fallback per class.
-- :func:`choose_syntax`: the transfer syntax to send an instance in, given what the peer accepted.
+- :func:`destination_pairs`: the (SOP class, transfer syntax) pairs to propose to a move
+  destination, from what QIDO reported (AvailableTransferSyntaxUID).
 """
 
 from __future__ import annotations
@@ -21,7 +19,6 @@ from pydicom.multival import MultiValue
 from pydicom.tag import Tag
 from pydicom.uid import (
     JPEG2000,
-    UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
@@ -34,7 +31,6 @@ from pydicom.uid import (
     JPEGLSNearLossless,
     RLELossless,
 )
-from pynetdicom.presentation import PresentationContext
 
 from common.errors import InvalidIdentifierError
 from import_adapter.query.model import InformationModel, Level
@@ -189,34 +185,6 @@ def instance_ref(data: Mapping[str, Any]) -> InstanceRef | None:
     return ref
 
 
-def _context(abstract_syntax: str, syntaxes: Iterable[str]) -> PresentationContext:
-    cx = PresentationContext()
-    cx.abstract_syntax = UID(abstract_syntax)
-    cx.transfer_syntax = [UID(ts) for ts in syntaxes]
-    return cx
-
-
-def destination_contexts(instances: Iterable[InstanceRef]) -> list[PresentationContext]:
-    """Contexts to propose to a move destination for these instances (at most 128).
-
-    Each (SOP class, stored syntax) gets a context of its own, so the peer can accept exactly
-    the syntax an instance is stored in; each class also gets one uncompressed context as a
-    fallback. A class whose stored syntaxes are unknown gets the common syntaxes. Fallbacks
-    come first so that every class is covered even when the budget runs out.
-    """
-    wanted: dict[str, dict[str, None]] = {}
-    for ref in instances:
-        syntaxes = ref.transfer_syntaxes or COMMON_SYNTAXES
-        wanted.setdefault(ref.sop_class_uid, {}).update(dict.fromkeys(syntaxes))
-    contexts = [_context(sop_class, NATIVE) for sop_class in list(wanted)[:MAX_CONTEXTS]]
-    for sop_class, stored in wanted.items():
-        for syntax in stored:
-            if len(contexts) >= MAX_CONTEXTS:
-                return contexts
-            contexts.append(_context(sop_class, [syntax]))
-    return contexts
-
-
 def destination_pairs(instances: Iterable[InstanceRef]) -> list[tuple[str, str]]:
     """(SOP class, transfer syntax) pairs to propose for these instances, in first-seen order.
 
@@ -228,19 +196,3 @@ def destination_pairs(instances: Iterable[InstanceRef]) -> list[tuple[str, str]]
         for syntax in ref.transfer_syntaxes or COMMON_SYNTAXES:
             pairs[(ref.sop_class_uid, syntax)] = None
     return list(pairs)
-
-
-def choose_syntax(
-    sop_class: str, syntax: str, accepted: Mapping[str, frozenset[str]]
-) -> str | None:
-    """The syntax to send an instance in: its own if accepted, else uncompressed, else any.
-
-    Returns None when the peer accepted no context for the SOP class.
-    """
-    options = accepted.get(sop_class, frozenset())
-    if syntax in options:
-        return syntax
-    for native in NATIVE:
-        if native in options:
-            return native
-    return min(options) if options else None

@@ -2,7 +2,7 @@
 
 On disk (``--persistent_file_storage_location DIR``)::
 
-    DIR/incoming/              pynetdicom writes C-STORE datasets here as they arrive
+    DIR/incoming/              the DIMSE engine writes large C-STORE datasets here as they arrive
     DIR/staging/NAME           a receipt being committed to several queues (intent record)
     DIR/queues/KEY/NAME        one hard link per destination still to be served
     DIR/queues/KEY/destination.json   which destination KEY is

@@ -2,7 +2,7 @@
 
 Commit protocol for a received instance (every step before the answer is on stable storage):
 
-1. the received file is fsynced (pynetdicom wrote it in ``incoming/``; when a transform
+1. the received file is fsynced (the DIMSE engine wrote it in ``incoming/``; when a transform
    produced another file, that file is copied into ``staging/`` and fsynced instead);
 2. one destination: it is renamed into ``queues/KEY/NAME`` and the folder fsynced - done;
 3. several: it is renamed to ``staging/NAME`` (fsynced), hard-linked into each

@@ -9,8 +9,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from common.dimse.sockets import PduGuardAbortError
+from common.errors import ReportedError
 from common.logs import TextFormatter, configure_logging, is_repeat_of_reported_error
+
+
+class PduGuardAbortError(ConnectionAbortedError, ReportedError):
+    """An error we logged where we raised it."""
 
 
 @pytest.fixture

@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-from pynetdicom import evt
 
 from common.dicom.part10 import Part10Instance
+from common.dimse.fast.scp import AssociationEvent
 from common.errors import DicomwebHttpError
 from common.lifecycle import Lifecycle
 from common.logs import JsonFormatter
 from common.status import DimseStatus, Status
-from import_adapter.handlers import association_metrics_handlers
+from import_adapter.associations import AssociationMetrics
 from import_adapter.store import StoreRequest, StoreService
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -115,22 +115,18 @@ def test_cstore_json_log_has_identifiers_not_patient_data(
     assert "Secret" not in json.dumps(line)
 
 
-def _event(assoc: object) -> Any:
-    return SimpleNamespace(assoc=assoc)
-
-
 def test_association_handlers_count_each_association_once() -> None:
     recorder = Recorder()
-    handlers = dict(association_metrics_handlers(recorder))
-    first = SimpleNamespace(requestor=SimpleNamespace(ae_title="MODALITY"))
-    second = SimpleNamespace(requestor=SimpleNamespace(ae_title="OTHER"))
-    stranger = SimpleNamespace(requestor=SimpleNamespace(ae_title="STRANGER"))
-    handlers[evt.EVT_ESTABLISHED](_event(first))
-    handlers[evt.EVT_ESTABLISHED](_event(second))
-    handlers[evt.EVT_CONN_CLOSE](_event(first))
-    handlers[evt.EVT_CONN_CLOSE](_event(first))  # closed twice: counted once
-    handlers[evt.EVT_REJECTED](_event(stranger))
-    handlers[evt.EVT_CONN_CLOSE](_event(stranger))  # never established: not counted
+    notify = AssociationMetrics(recorder)
+    first: Any = SimpleNamespace(requestor=SimpleNamespace(ae_title="MODALITY"))
+    second: Any = SimpleNamespace(requestor=SimpleNamespace(ae_title="OTHER"))
+    stranger: Any = SimpleNamespace(requestor=SimpleNamespace(ae_title="STRANGER"))
+    notify(AssociationEvent.ESTABLISHED, first)
+    notify(AssociationEvent.ESTABLISHED, second)
+    notify(AssociationEvent.CONN_CLOSE, first)
+    notify(AssociationEvent.CONN_CLOSE, first)  # closed twice: counted once
+    notify(AssociationEvent.REJECTED, stranger)
+    notify(AssociationEvent.CONN_CLOSE, stranger)  # never established: not counted
     assert recorder.calls == [
         ("association_opened", ("MODALITY",)),
         ("association_opened", ("OTHER",)),

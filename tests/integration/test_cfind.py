@@ -230,10 +230,10 @@ def test_dicomweb_down_is_unable_to_process(tmp_path: Path) -> None:
     assert "unabletoprocess" in (result.stdout + result.stderr).lower()  # 0xC000
 
 
-def test_pynetdicom_served_find_answers_as_the_fast_engine(
+def test_find_beside_get_answers_as_find_alone(
     pair: Pair, data: dict[str, list[SampleInstance]], adapter_port: int, tmp_path: Path
 ) -> None:
-    """C-FIND beside C-GET goes to pynetdicom; findscu's goes to our engine: same answers."""
+    """A C-FIND on an association that also proposed C-GET answers as findscu's alone."""
     from pydicom.dataset import Dataset
     from pynetdicom import AE
     from pynetdicom.sop_class import (  # type: ignore[attr-defined]

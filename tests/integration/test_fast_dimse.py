@@ -133,27 +133,51 @@ def test_echoscu_and_wrong_called_ae(adapter: ImportAdapter) -> None:
     assert "Called AE Title Not Recognized" in rejected.stdout + rejected.stderr
 
 
-def test_query_associations_are_served_by_the_fast_engine(adapter: ImportAdapter) -> None:
+def test_every_association_is_served_by_our_engine_with_its_negotiation_answered(
+    adapter: ImportAdapter,
+) -> None:
+    """C-FIND, C-GET with role selection, user identity asking for a response, an async
+    operations window, SOP class extended negotiation: one engine, each item answered as
+    docs/conformance.md says (PS3.7 D.3.3)."""
+    from pynetdicom import build_role
+    from pynetdicom.pdu_primitives import (
+        AsynchronousOperationsWindowNegotiation,
+        SOPClassExtendedNegotiation,
+        UserIdentityNegotiation,
+    )
+    from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+
+    identity = UserIdentityNegotiation()
+    identity.user_identity_type = 2
+    identity.primary_field = b"user"
+    identity.secondary_field = b"secret"
+    identity.positive_response_requested = True
+    window = AsynchronousOperationsWindowNegotiation()
+    window.maximum_number_operations_invoked = 4
+    window.maximum_number_operations_performed = 4
+    relational = SOPClassExtendedNegotiation()
+    relational.sop_class_uid = PatientRootQueryRetrieveInformationModelFind
+    relational.service_class_application_information = b"\x01"  # relational queries
     ae = AE(ae_title="PYSCU")
     ae.add_requested_context(PatientRootQueryRetrieveInformationModelFind)
+    ae.add_requested_context(PatientRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(CTImageStorage)
     ae.add_requested_context(Verification)
-    assoc = ae.associate("127.0.0.1", adapter.server.port, ae_title=IMPORT_AET)
+    assoc = ae.associate(
+        "127.0.0.1", adapter.server.port, ae_title=IMPORT_AET,
+        ext_neg=[build_role(CTImageStorage, scp_role=True), identity, window, relational],
+    )
     try:
         assert assoc.is_established
         assert _fast_associations(adapter)
-        assert assoc.send_c_echo().Status == 0
-    finally:
-        assoc.release()
-
-
-def test_get_associations_still_go_to_pynetdicom(adapter: ImportAdapter) -> None:
-    ae = AE(ae_title="PYSCU")
-    ae.add_requested_context(PatientRootQueryRetrieveInformationModelGet)
-    ae.add_requested_context(Verification)
-    assoc = ae.associate("127.0.0.1", adapter.server.port, ae_title=IMPORT_AET)
-    try:
-        assert assoc.is_established
-        assert not _fast_associations(adapter)  # served by pynetdicom
+        assert len(assoc.accepted_contexts) == 4
+        acceptor = assoc.acceptor
+        assert acceptor.asynchronous_operations == (1, 1)
+        assert acceptor.user_identity is not None
+        assert acceptor.user_identity.server_response == b""
+        [role] = acceptor.role_selection.values()
+        assert (role.scu_role, role.scp_role) == (False, True)
+        assert not acceptor.sop_class_extended  # not offered: no reply
         assert assoc.send_c_echo().Status == 0
     finally:
         assoc.release()

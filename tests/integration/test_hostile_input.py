@@ -4,11 +4,12 @@ Random bytes, a first PDU claiming 4 GB, an oversized P-DATA-TF after associatio
 that never sends, a request trickled byte by byte (slow loris) and 2,000 quick connects; after
 each the adapter still stores instances, and its peak memory stays bounded.
 
-Then the same inside associations, on both engines: associations proposing Storage Commitment
-are served by pynetdicom (checked through the Implementation Class UID of the A-ASSOCIATE-AC),
-storage-only ones by the fast engine. A P-DATA-TF claiming 4 GB and streamed, a P-DATA-TF header
-then silence, a C-STORE trickled byte by byte or as tiny PDUs, a C-STORE over the instance size
-limit: each is aborted while it arrives, while a steady 64 KB/s sender with pauses is served.
+Then the same inside associations, whatever they proposed (storage only, or storage beside
+Storage Commitment): one engine serves both (checked through the Implementation Class UID of
+the A-ASSOCIATE-AC). A P-DATA-TF claiming 4 GB and streamed, a P-DATA-TF header then silence, a
+C-STORE trickled byte by byte or as tiny PDUs: each is aborted while it arrives, while a steady
+64 KB/s sender with pauses is served. A C-STORE over the instance size limit is read and dropped
+and answered 0xA700; one that goes on past twice the limit is aborted.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pynetdicom import AE, PYNETDICOM_IMPLEMENTATION_UID
+from pynetdicom import AE
 from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
 
+from common.dicom.part10 import IMPLEMENTATION_CLASS_UID
 from common.dimse.fast.acse import ProposedContext, encode_associate_rq
 from common.dimse.fast.commands import CEchoRq, CStoreRq, decode_command_set
 from common.dimse.fast.constants import PduType, PdvControl, Tag
@@ -188,19 +190,18 @@ def test_connect_flood_while_dcmsend_keeps_working(
     assert adapter.peak_rss_mb() < MAX_RSS_MB, adapter.peak_rss_mb()
 
 
-# -- inside associations: both engines --------------------------------------------------------
+# -- inside associations, whatever they proposed ----------------------------------------------
 
-#: Contexts that make the listener hand the association to pynetdicom (Storage Commitment is
-#: served by pynetdicom only), with storage and verification next to it: a mixed association.
-PYNETDICOM_CONTEXTS = [
+#: Storage and verification beside Storage Commitment: a mixed association.
+MIXED_CONTEXTS = [
     ProposedContext(1, CT_STORAGE, (EXPLICIT_LE,)),
     ProposedContext(3, MULTIFRAME_GRAYSCALE_WORD_SC, (EXPLICIT_LE,)),
     ProposedContext(5, VERIFICATION, (IMPLICIT_LE,)),
     ProposedContext(7, STORAGE_COMMITMENT, (IMPLICIT_LE,)),
 ]
-#: Storage and verification only: the fast engine.
-FAST_CONTEXTS = PYNETDICOM_CONTEXTS[:3]
-ENGINES = ["pynetdicom", "fast"]
+#: Storage and verification only.
+STORAGE_CONTEXTS = MIXED_CONTEXTS[:3]
+PROPOSALS = ["mixed", "storage"]
 
 
 def _read_pdu(sock: socket.socket) -> bytes:
@@ -217,16 +218,15 @@ def _read_pdu(sock: socket.socket) -> bytes:
     return header + exactly(int.from_bytes(header[2:6], "big"))
 
 
-def _associate(adapter: AdapterProcess, engine: str) -> socket.socket:
-    """A connection with an established association served by ``engine``."""
-    contexts = PYNETDICOM_CONTEXTS if engine == "pynetdicom" else FAST_CONTEXTS
+def _associate(adapter: AdapterProcess, proposal: str) -> socket.socket:
+    """A connection with an established association proposing ``proposal``'s contexts."""
+    contexts = MIXED_CONTEXTS if proposal == "mixed" else STORAGE_CONTEXTS
     sock = socket.create_connection((LOCALHOST, adapter.port), timeout=10)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.sendall(encode_associate_rq("HOSTILE", IMPORT_AET, contexts, 16384))
     accept = _read_pdu(sock)
     assert accept[:1] == bytes([PduType.ASSOCIATE_AC]), accept[:10]
-    served_by_pynetdicom = PYNETDICOM_IMPLEMENTATION_UID.encode() in accept
-    assert served_by_pynetdicom == (engine == "pynetdicom")
+    assert IMPLEMENTATION_CLASS_UID.encode() in accept  # our engine, whatever was proposed
     return sock
 
 
@@ -274,13 +274,13 @@ def _adapter_log_since(adapter: AdapterProcess, offset: int) -> str:
     return adapter.log()[offset:]
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("proposal", PROPOSALS)
 def test_pdata_claiming_4gb_streamed_is_aborted_at_its_header(
-    adapter: AdapterProcess, files: list[SampleInstance], engine: str
+    adapter: AdapterProcess, files: list[SampleInstance], proposal: str
 ) -> None:
-    """pynetdicom alone would read the claimed length into memory as it streams in."""
+    """Refused at its header: nothing of the claimed length is read into memory."""
     log_start = len(adapter.log())
-    sock = _associate(adapter, engine)
+    sock = _associate(adapter, proposal)
     started = time.monotonic()
     head = bytes([PduType.P_DATA_TF, 0]) + (0xFFFFFFF0).to_bytes(4, "big")
     sent = _stream_until_answered(sock, head, b"\0" * 65536, 512 << 20, 20)
@@ -288,20 +288,19 @@ def test_pdata_claiming_4gb_streamed_is_aborted_at_its_header(
     sock.close()
     assert time.monotonic() - started < 5
     assert sent < 64 << 20, f"the adapter kept reading ({sent} bytes)"
-    if engine == "pynetdicom":  # the guard's log line: identifiers only, and only it
-        log = _adapter_log_since(adapter, log_start)
-        assert re.search(r"association from HOSTILE@127\.0\.0\.1:\d+ aborted: P-DATA-TF PDU of "
-                         r"4294967280 bytes, over the limit of 16384", log)
-        assert "Traceback" not in log and "Exception in DUL.run()" not in log, log
+    log = _adapter_log_since(adapter, log_start)  # one line, identifiers only
+    assert re.search(r"HOSTILE@127\.0\.0\.1:\d+\): protocol error \(PDU of 4294967280 bytes "
+                     r"exceeds the limit\); aborting", log), log
+    assert "Traceback" not in log, log
     assert adapter.peak_rss_mb() < MAX_RSS_MB, adapter.peak_rss_mb()
     _dcmsend_works(adapter, files)
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("proposal", PROPOSALS)
 def test_pdata_header_then_silence_is_dropped_after_the_deadline(
-    adapter: AdapterProcess, files: list[SampleInstance], engine: str
+    adapter: AdapterProcess, files: list[SampleInstance], proposal: str
 ) -> None:
-    sock = _associate(adapter, engine)
+    sock = _associate(adapter, proposal)
     sock.sendall(_pdata(b"\0" * 994, PdvControl.COMMAND)[:16])  # a valid start, then nothing
     started = time.monotonic()
     _aborted_within(sock, DIMSE_TIMEOUT + 5)
@@ -311,13 +310,13 @@ def test_pdata_header_then_silence_is_dropped_after_the_deadline(
     _dcmsend_works(adapter, files)
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("proposal", PROPOSALS)
 @pytest.mark.parametrize("style", ["bytes", "tiny PDUs"])
 def test_slow_loris_inside_a_message_is_dropped(
-    adapter: AdapterProcess, files: list[SampleInstance], engine: str, style: str
+    adapter: AdapterProcess, files: list[SampleInstance], proposal: str, style: str
 ) -> None:
     """Every byte (or PDU) well within any per-read timeout, the message never complete."""
-    sock = _associate(adapter, engine)
+    sock = _associate(adapter, proposal)
     gap = DIMSE_TIMEOUT / 4
     if style == "bytes":
         pieces = [bytes([b]) for b in _store_command() + _pdata(b"\0" * 200, 0)]
@@ -344,25 +343,46 @@ def test_slow_loris_inside_a_message_is_dropped(
     _dcmsend_works(adapter, files)
 
 
-def test_too_large_cstore_on_a_pynetdicom_association_is_aborted_while_streaming(
-    adapter: AdapterProcess, sink: HttpFaultServer, files: list[SampleInstance]
+@pytest.mark.parametrize("proposal", PROPOSALS)
+def test_too_large_cstore_is_drained_and_answered_out_of_resources(
+    adapter: AdapterProcess, sink: HttpFaultServer, files: list[SampleInstance], proposal: str
 ) -> None:
-    """Storage mixed with Storage Commitment: pynetdicom serves it; the limit holds in-stream."""
+    """One behaviour for --max_instance_size_mb, whatever else was proposed: a dataset over the
+    limit is read and dropped and answered 0xA700; the association goes on."""
     log_start = len(adapter.log())
     uploads_before = len(sink.requests)
-    sock = _associate(adapter, "pynetdicom")
+    sock = _associate(adapter, proposal)
     limit = MAX_INSTANCE_MB << 20
-    # A dataset that never ends: far over the limit, its last fragment never sent.
+    chunk = 16000
+    pieces = [_pdata(b"\0" * chunk, 0) for _ in range(limit * 3 // 2 // chunk)]
+    sock.sendall(_store_command() + b"".join(pieces) + _pdata(b"\0" * 10, PdvControl.LAST_FRAGMENT))
+    assert _response_status(sock) == 0xA700
+    sock.sendall(b"".join(pdata_pdus(5, CEchoRq(2).encode(), True, 16000)))
+    assert _response_status(sock) == 0
+    sock.sendall(release_pdu(PduType.RELEASE_RQ))
+    assert _read_pdu(sock)[:1] == bytes([PduType.RELEASE_RP])
+    sock.close()
+    assert len(sink.requests) == uploads_before
+    assert re.search(rf"C-STORE of 1\.2\.3\.4 refused: dataset larger than {limit} bytes",
+                     _adapter_log_since(adapter, log_start))
+    _dcmsend_works(adapter, files)
+
+
+@pytest.mark.parametrize("proposal", PROPOSALS)
+def test_endless_cstore_is_aborted_past_twice_the_limit(
+    adapter: AdapterProcess, sink: HttpFaultServer, files: list[SampleInstance], proposal: str
+) -> None:
+    """A dataset that never ends is not drained forever: past twice the limit, A-ABORT."""
+    uploads_before = len(sink.requests)
+    sock = _associate(adapter, proposal)
+    limit = MAX_INSTANCE_MB << 20
     sent = _stream_until_answered(sock, _store_command(), _pdata(b"\0" * 16000, 0),
                                   64 * limit, 30)
     answer = _aborted_within(sock, 5)
     sock.close()
-    assert len(answer) == 10, "answered with a C-STORE-RSP, not only an A-ABORT"
-    assert limit <= sent < 16 * limit, sent
+    assert len(answer) == 10, "expected only an A-ABORT"
+    assert 2 * limit <= sent < 16 * limit, sent
     assert len(sink.requests) == uploads_before
-    assert re.search(r"association from HOSTILE@127\.0\.0\.1:\d+ aborted: C-STORE dataset over "
-                     rf"the instance size limit of {limit} bytes",
-                     _adapter_log_since(adapter, log_start))
     _dcmsend_works(adapter, files)
 
 
@@ -385,14 +405,14 @@ def _response_status(sock: socket.socket) -> int:
             return decode_command_set(command).us(Tag.STATUS)
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("proposal", PROPOSALS)
 def test_a_steady_64kb_per_second_sender_with_pauses_is_served(
-    adapter: AdapterProcess, tmp_path: Path, engine: str
+    adapter: AdapterProcess, tmp_path: Path, proposal: str
 ) -> None:
     """64 KiB bursts every second (pauses near the deadline's slack) are never cut."""
     instance = make_large_instance(tmp_path, 0.25, rows=256, columns=256)
     dataset = _dataset_bytes(instance.path)
-    sock = _associate(adapter, engine)
+    sock = _associate(adapter, proposal)
     sock.sendall(b"".join(pdata_pdus(5, CEchoRq(1).encode(), True, 16000)))
     assert _response_status(sock) == 0
     pdus = pdata_pdus(3, dataset, False, 16384 - 6)
@@ -408,7 +428,7 @@ def test_a_steady_64kb_per_second_sender_with_pauses_is_served(
     sock.close()
 
 
-def test_legit_pynetdicom_association_still_works(
+def test_legit_mixed_association_still_works(
     adapter: AdapterProcess, files: list[SampleInstance]
 ) -> None:
     """pynetdicom as SCU on a mixed association: echo, store under the limit, release."""
@@ -420,7 +440,7 @@ def test_legit_pynetdicom_association_still_works(
     assoc = ae.associate(LOCALHOST, adapter.port, ae_title=IMPORT_AET)
     assert assoc.is_established
     try:
-        assert assoc.acceptor.implementation_class_uid == PYNETDICOM_IMPLEMENTATION_UID
+        assert assoc.acceptor.implementation_class_uid == IMPLEMENTATION_CLASS_UID
         assert assoc.send_c_echo().Status == 0
         for sample in files:
             status = assoc.send_c_store(pydicom.dcmread(sample.path))

@@ -7,16 +7,20 @@ and handle every variable item correctly; A-ASSOCIATE-RJ is ten fixed bytes and 
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from pydicom.uid import UID
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
+    AsynchronousOperationsWindowNegotiation,
     ImplementationClassUIDNotification,
     ImplementationVersionNameNotification,
     MaximumLengthNotification,
+    SCP_SCU_RoleSelectionNegotiation,
+    SOPClassExtendedNegotiation,
+    UserIdentityNegotiation,
 )
 from pynetdicom.presentation import PresentationContext
 
@@ -26,7 +30,6 @@ from common.dimse.fast.constants import (
     PDU_HEADER_LENGTH,
     AbortReason,
     ContextResult,
-    ItemType,
     PduType,
     RejectResult,
     RejectSource,
@@ -48,12 +51,39 @@ class ProposedContext:
 
 
 @dataclass(frozen=True)
+class RoleProposal:
+    """An SCP/SCU Role Selection sub-item (PS3.7 D.3.3.4): roles proposed for one SOP class."""
+
+    scu: bool
+    scp: bool
+
+
+@dataclass(frozen=True)
+class UserIdentityProposal:
+    """A User Identity sub-item (PS3.7 D.3.3.7), without its credentials.
+
+    Nothing checks them, and they must never reach a log.
+
+    Attributes:
+        identity_type: 1 username, 2 username and passcode, 3 Kerberos, 4 SAML, 5 JWT.
+        response_requested: the requestor asks for a positive response (a server response
+            sub-item in the A-ASSOCIATE-AC).
+    """
+
+    identity_type: int
+    response_requested: bool
+
+
+@dataclass(frozen=True)
 class AssociateRequest:
     """What an A-ASSOCIATE-RQ asks for.
 
     Attributes:
-        user_item_types: the item types of every User Information sub-item, so a caller can
-            tell whether the request needs negotiation beyond the notifications.
+        user_item_types: the item types of every User Information sub-item.
+        roles: the SCP/SCU Role Selection sub-items, by SOP class.
+        user_identity: the User Identity sub-item, if any.
+        async_window: the Asynchronous Operations Window sub-item (invoked, performed), if any.
+        extended_negotiation: the SOP classes with a SOP Class Extended Negotiation sub-item.
     """
 
     calling_ae_title: str
@@ -63,6 +93,10 @@ class AssociateRequest:
     contexts: tuple[ProposedContext, ...]
     max_length: int
     user_item_types: frozenset[int]
+    roles: Mapping[str, RoleProposal] = field(default_factory=dict)
+    user_identity: UserIdentityProposal | None = None
+    async_window: tuple[int, int] | None = None
+    extended_negotiation: frozenset[str] = frozenset()
 
     @property
     def supports_protocol_version(self) -> bool:
@@ -155,6 +189,26 @@ def decode_associate_rq(pdu_bytes: bytes) -> AssociateRequest:
             if (item_type := getattr(item, "item_type", None)) is not None
         ) if pdu.user_information is not None else frozenset()
         max_length = primitive.maximum_length_received
+        roles: dict[str, RoleProposal] = {}
+        identity: UserIdentityProposal | None = None
+        window: tuple[int, int] | None = None
+        extended: set[str] = set()
+        for item in primitive.user_information:
+            if isinstance(item, SCP_SCU_RoleSelectionNegotiation):
+                roles[str(item.sop_class_uid or "")] = RoleProposal(
+                    bool(item.scu_role), bool(item.scp_role)
+                )
+            elif isinstance(item, UserIdentityNegotiation):
+                identity = UserIdentityProposal(
+                    int(item.user_identity_type or 0), bool(item.positive_response_requested)
+                )
+            elif isinstance(item, AsynchronousOperationsWindowNegotiation):
+                window = (
+                    int(item.maximum_number_operations_invoked),
+                    int(item.maximum_number_operations_performed),
+                )
+            elif isinstance(item, SOPClassExtendedNegotiation):
+                extended.add(str(item.sop_class_uid or ""))
         return AssociateRequest(
             calling_ae_title=str(primitive.calling_ae_title or "").strip(),
             called_ae_title=str(primitive.called_ae_title or "").strip(),
@@ -163,6 +217,10 @@ def decode_associate_rq(pdu_bytes: bytes) -> AssociateRequest:
             contexts=contexts,
             max_length=int(max_length) if max_length is not None else 0,
             user_item_types=user_items,
+            roles=roles,
+            user_identity=identity,
+            async_window=window,
+            extended_negotiation=frozenset(extended),
         )
     except DimseProtocolError:
         raise
@@ -172,10 +230,49 @@ def decode_associate_rq(pdu_bytes: bytes) -> AssociateRequest:
         ) from exc
 
 
+@dataclass(frozen=True)
+class NegotiationReplies:
+    """The User Information sub-items an A-ASSOCIATE-AC answers with, beyond notifications.
+
+    Attributes:
+        roles: ``(SOP class, SCU role, SCP role)`` per role selection answered (PS3.7
+            D.3.3.4): the roles the requestor may take.
+        user_identity_response: the server response to send (PS3.7 D.3.3.7.2; empty for
+            username and passcode identities); None: no User Identity sub-item.
+        async_window: ``(invoked, performed)`` to answer (PS3.7 D.3.3.3); None: no sub-item.
+    """
+
+    roles: Sequence[tuple[str, bool, bool]] = ()
+    user_identity_response: bytes | None = None
+    async_window: tuple[int, int] | None = None
+
+
+def _replies(replies: NegotiationReplies) -> list[object]:
+    """The negotiation sub-items, in the order PS3.7 D.3.3 lists them."""
+    items: list[object] = []
+    if replies.async_window is not None:
+        window = AsynchronousOperationsWindowNegotiation()
+        window.maximum_number_operations_invoked = replies.async_window[0]
+        window.maximum_number_operations_performed = replies.async_window[1]
+        items.append(window)
+    for sop_class, scu, scp in replies.roles:
+        role = SCP_SCU_RoleSelectionNegotiation()
+        role.sop_class_uid = UID(sop_class)
+        role.scu_role = scu
+        role.scp_role = scp
+        items.append(role)
+    if replies.user_identity_response is not None:
+        identity = UserIdentityNegotiation()
+        identity.server_response = replies.user_identity_response
+        items.append(identity)
+    return items
+
+
 def encode_associate_ac(
     request: AssociateRequest,
     results: Sequence[tuple[int, int, str]],
     max_length: int,
+    replies: NegotiationReplies | None = None,
 ) -> bytes:
     """An A-ASSOCIATE-AC answering ``request``.
 
@@ -184,6 +281,8 @@ def encode_associate_ac(
         results: ``(context ID, result, transfer syntax)`` for every proposed context; the
             transfer syntax only matters for accepted ones.
         max_length: our Maximum Length Received.
+        replies: the answers to role selection, user identity and the asynchronous
+            operations window (None: none).
     """
     primitive = A_ASSOCIATE()
     primitive.application_context_name = UID(APPLICATION_CONTEXT_NAME)
@@ -200,7 +299,10 @@ def encode_associate_ac(
         cx.transfer_syntax = [UID(syntax)]
         items.append(cx)
     primitive.presentation_context_definition_results_list = items
-    primitive.user_information = _user_information(max_length)  # type: ignore[assignment]
+    user_information = _user_information(max_length)
+    if replies is not None:
+        user_information += _replies(replies)
+    primitive.user_information = user_information  # type: ignore[assignment]
     pdu = A_ASSOCIATE_AC()
     pdu.from_primitive(primitive)
     return bytes(pdu.encode())
@@ -266,9 +368,3 @@ def pdu_length(header: bytes) -> int:
     """The total length of a PDU (header included) from its 6-byte header."""
     return PDU_HEADER_LENGTH + int.from_bytes(header[2:6], "big")
 
-
-#: The User Information sub-items the fast SCP understands without pynetdicom.
-FAST_USER_ITEMS = frozenset(
-    {ItemType.MAXIMUM_LENGTH, ItemType.IMPLEMENTATION_CLASS_UID,
-     ItemType.IMPLEMENTATION_VERSION_NAME}
-)

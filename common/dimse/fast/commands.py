@@ -1,4 +1,4 @@
-"""DIMSE command sets for C-STORE, C-ECHO, C-FIND and C-MOVE, encoded and decoded by hand.
+"""DIMSE command sets (C-STORE, C-ECHO, C-FIND, C-MOVE, C-GET, N-ACTION), encoded by hand.
 
 A command set is a handful of group 0000 elements in implicit VR little endian (PS3.7 6.3.1,
 9.3); pynetdicom builds a pydicom Dataset for each one and encodes it through the generic
@@ -21,6 +21,7 @@ from common.dimse.fast.constants import (
     Priority,
     Tag,
 )
+from common.dimse.fast.meta import FileMeta
 
 _HEADER = struct.Struct("<HHI")
 _US = struct.Struct("<H")
@@ -158,6 +159,19 @@ class CStoreRq:
                 (Tag.MOVE_ORIGINATOR_MESSAGE_ID, _us(self.move_originator_message_id))
             )
         return encode_elements(elements)
+
+    @classmethod
+    def for_file(
+        cls, meta: FileMeta, message_id: int, move_originator: tuple[str, int] | None = None
+    ) -> CStoreRq:
+        """The C-STORE-RQ that sends a Part 10 file (``move_originator``: AE title, message ID)."""
+        return cls(
+            message_id=message_id,
+            sop_class_uid=meta.sop_class_uid,
+            sop_instance_uid=meta.sop_instance_uid,
+            move_originator_aet=move_originator[0] if move_originator else None,
+            move_originator_message_id=move_originator[1] if move_originator else None,
+        )
 
     @classmethod
     def from_command(cls, command: CommandSet) -> CStoreRq:
@@ -345,7 +359,10 @@ class SubOperationCounts:
 
 @dataclass(frozen=True)
 class CMoveRsp:
-    """A C-MOVE-RSP command set (PS3.7 9.1.4.1.2), elements as pynetdicom encodes them."""
+    """A C-MOVE-RSP or C-GET-RSP command set (PS3.7 9.1.4.1.2, 9.1.3.1.2).
+
+    Both have the same elements (encoded as pynetdicom does); ``command_field`` tells which.
+    """
 
     message_id_being_responded_to: int
     sop_class_uid: str
@@ -353,12 +370,13 @@ class CMoveRsp:
     counts: SubOperationCounts | None = None
     error_comment: str = ""
     has_identifier: bool = False
+    command_field: int = CommandField.C_MOVE_RSP
 
     def encode(self) -> bytes:
         """The command set bytes."""
         elements = [
             (Tag.AFFECTED_SOP_CLASS_UID, _uid(self.sop_class_uid)),
-            (Tag.COMMAND_FIELD, _us(CommandField.C_MOVE_RSP)),
+            (Tag.COMMAND_FIELD, _us(self.command_field)),
             (Tag.MESSAGE_ID_BEING_RESPONDED_TO, _us(self.message_id_being_responded_to)),
             (
                 Tag.COMMAND_DATA_SET_TYPE,
@@ -408,18 +426,24 @@ class CCancelRq:
 
 @dataclass(frozen=True)
 class CFindRq:
-    """A C-FIND-RQ command set (PS3.7 9.1.2.1.1); its identifier follows as a dataset."""
+    """A C-FIND-RQ command set (PS3.7 9.1.2.1.1); its identifier follows as a dataset.
+
+    A C-GET-RQ (PS3.7 9.1.3.1.1) has the same elements: :class:`CGetRq`.
+    """
 
     message_id: int
     sop_class_uid: str
     priority: int = Priority.MEDIUM
+
+    #: The request's Command Field.
+    FIELD = CommandField.C_FIND_RQ
 
     def encode(self) -> bytes:
         """The command set bytes (as pynetdicom's, for tests and an SCU)."""
         return encode_elements(
             [
                 (Tag.AFFECTED_SOP_CLASS_UID, _uid(self.sop_class_uid)),
-                (Tag.COMMAND_FIELD, _us(CommandField.C_FIND_RQ)),
+                (Tag.COMMAND_FIELD, _us(self.FIELD)),
                 (Tag.MESSAGE_ID, _us(self.message_id)),
                 (Tag.PRIORITY, _us(self.priority)),
                 (Tag.COMMAND_DATA_SET_TYPE, _us(DataSetType.PRESENT)),
@@ -428,7 +452,7 @@ class CFindRq:
 
     @classmethod
     def from_command(cls, command: CommandSet) -> CFindRq:
-        """Read a decoded C-FIND-RQ.
+        """Read a decoded C-FIND-RQ (or, called on :class:`CGetRq`, a C-GET-RQ).
 
         Raises:
             CommandSetError: the Message ID is missing or malformed.
@@ -464,4 +488,82 @@ class CFindRsp:
         ]
         if self.error_comment:
             elements.append((Tag.ERROR_COMMENT, _text(self.error_comment)))
+        return encode_elements(elements)
+
+
+@dataclass(frozen=True)
+class CGetRq(CFindRq):
+    """A C-GET-RQ command set (PS3.7 9.1.3.1.1); its identifier follows as a dataset."""
+
+    FIELD = CommandField.C_GET_RQ
+
+
+@dataclass(frozen=True)
+class NActionRq:
+    """An N-ACTION-RQ command set (PS3.7 10.3.4.1.1); the Action Information may follow."""
+
+    message_id: int
+    sop_class_uid: str
+    sop_instance_uid: str
+    action_type_id: int
+    has_dataset: bool = True
+
+    def encode(self) -> bytes:
+        """The command set bytes (as pynetdicom's, for tests and an SCU)."""
+        return encode_elements(
+            [
+                (Tag.REQUESTED_SOP_CLASS_UID, _uid(self.sop_class_uid)),
+                (Tag.COMMAND_FIELD, _us(CommandField.N_ACTION_RQ)),
+                (Tag.MESSAGE_ID, _us(self.message_id)),
+                (
+                    Tag.COMMAND_DATA_SET_TYPE,
+                    _us(DataSetType.PRESENT if self.has_dataset else DataSetType.NONE),
+                ),
+                (Tag.REQUESTED_SOP_INSTANCE_UID, _uid(self.sop_instance_uid)),
+                (Tag.ACTION_TYPE_ID, _us(self.action_type_id)),
+            ]
+        )
+
+    @classmethod
+    def from_command(cls, command: CommandSet) -> NActionRq:
+        """Read a decoded N-ACTION-RQ.
+
+        Raises:
+            CommandSetError: the Message ID or Action Type ID is missing or malformed.
+        """
+        return cls(
+            message_id=command.us(Tag.MESSAGE_ID),
+            sop_class_uid=command.text(Tag.REQUESTED_SOP_CLASS_UID),
+            sop_instance_uid=command.text(Tag.REQUESTED_SOP_INSTANCE_UID),
+            action_type_id=command.us(Tag.ACTION_TYPE_ID),
+            has_dataset=command.has_dataset,
+        )
+
+
+@dataclass(frozen=True)
+class NActionRsp:
+    """An N-ACTION-RSP command set (PS3.7 10.3.4.1.2), without an Action Reply."""
+
+    message_id_being_responded_to: int
+    sop_class_uid: str
+    sop_instance_uid: str
+    action_type_id: int
+    status: int
+    error_comment: str = ""
+
+    def encode(self) -> bytes:
+        """The command set bytes."""
+        elements = [
+            (Tag.AFFECTED_SOP_CLASS_UID, _uid(self.sop_class_uid)),
+            (Tag.COMMAND_FIELD, _us(CommandField.N_ACTION_RSP)),
+            (Tag.MESSAGE_ID_BEING_RESPONDED_TO, _us(self.message_id_being_responded_to)),
+            (Tag.COMMAND_DATA_SET_TYPE, _us(DataSetType.NONE)),
+            (Tag.STATUS, _us(self.status)),
+        ]
+        if self.error_comment:
+            elements.append((Tag.ERROR_COMMENT, _text(self.error_comment)))
+        elements += [
+            (Tag.AFFECTED_SOP_INSTANCE_UID, _uid(self.sop_instance_uid)),
+            (Tag.ACTION_TYPE_ID, _us(self.action_type_id)),
+        ]
         return encode_elements(elements)

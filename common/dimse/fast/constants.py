@@ -44,13 +44,8 @@ class ItemType(IntEnum):
     SOP_CLASS_EXTENDED = 0x56
     SOP_CLASS_COMMON_EXTENDED = 0x57
     USER_IDENTITY_RQ = 0x58
+    USER_IDENTITY_AC = 0x59
 
-
-#: User information sub-items that only announce something: the fast SCP may ignore them.
-NOTIFICATION_ITEMS = frozenset(
-    {ItemType.MAXIMUM_LENGTH, ItemType.IMPLEMENTATION_CLASS_UID,
-     ItemType.IMPLEMENTATION_VERSION_NAME}
-)
 
 #: Bytes of a PDU header: type (1), reserved (1), length (4, big endian).
 PDU_HEADER_LENGTH = 6
@@ -80,7 +75,11 @@ class CommandField(IntEnum):
     C_FIND_RSP = 0x8020
     C_MOVE_RQ = 0x0021
     C_MOVE_RSP = 0x8021
+    C_GET_RQ = 0x0010
+    C_GET_RSP = 0x8010
     C_CANCEL_RQ = 0x0FFF
+    N_ACTION_RQ = 0x0130
+    N_ACTION_RSP = 0x8130
 
 
 class DataSetType(IntEnum):
@@ -102,10 +101,11 @@ class Priority(IntEnum):
 
 
 class Tag(IntEnum):
-    """Command set elements (group 0000) used by C-STORE, C-ECHO and C-MOVE (PS3.7 9.3, E.1)."""
+    """Command set elements (group 0000) of the engine's messages (PS3.7 9.3, 10.3, E.1)."""
 
     COMMAND_GROUP_LENGTH = 0x00000000
     AFFECTED_SOP_CLASS_UID = 0x00000002
+    REQUESTED_SOP_CLASS_UID = 0x00000003
     COMMAND_FIELD = 0x00000100
     MESSAGE_ID = 0x00000110
     MESSAGE_ID_BEING_RESPONDED_TO = 0x00000120
@@ -117,6 +117,8 @@ class Tag(IntEnum):
     ERROR_COMMENT = 0x00000902
     ERROR_ID = 0x00000903
     AFFECTED_SOP_INSTANCE_UID = 0x00001000
+    REQUESTED_SOP_INSTANCE_UID = 0x00001001
+    ACTION_TYPE_ID = 0x00001008
     NUMBER_OF_REMAINING_SUBOPERATIONS = 0x00001020
     NUMBER_OF_COMPLETED_SUBOPERATIONS = 0x00001021
     NUMBER_OF_FAILED_SUBOPERATIONS = 0x00001022

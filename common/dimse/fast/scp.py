@@ -1,49 +1,35 @@
-"""An association we accept: peek and classify the request, then serve it (storage, C-MOVE...).
+"""An association we accept, served whole in the connection's thread.
 
-The listener hands each accepted connection to :func:`peek_associate_rq`, which waits (without
-consuming anything) for the whole A-ASSOCIATE-RQ; :func:`fast_path_eligible` decides whether this
-engine can serve it (only Verification, storage-like and served C-MOVE contexts, no extended
-negotiation) or whether the untouched socket goes to pynetdicom. :class:`AcceptorAssociation`
-then runs the whole association in the calling thread: negotiation, C-ECHO, C-STORE into a spool
-file, C-MOVE (its responses streamed as the caller produces them, a C-CANCEL-RQ noticed between
-them), release, abort, timeouts. What to do with a C-STORE or a C-MOVE is the caller's
-(:class:`AcceptorHandlers`).
+:class:`AcceptorAssociation` reads the A-ASSOCIATE-RQ, asks the caller whether to admit it,
+negotiates (:mod:`common.dimse.fast.negotiation`: contexts, roles, user identity, window), then
+serves C-ECHO, C-STORE (received into memory or a spool file as it arrives), C-FIND, C-MOVE and
+C-GET (their responses streamed as the caller produces them, a C-CANCEL-RQ noticed between
+them; a C-GET's C-STORE sub-operations sent on this association through
+:class:`GetSubOperations`), N-ACTION, release, abort and timeouts. What to do with each request
+is the caller's (:class:`AcceptorHandlers`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
-import itertools
 import logging
-import os
-import secrets
-import select
 import socket
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
-import pynetdicom.sop_class as sop_classes
-from pydicom.uid import UID
-from pynetdicom import ALL_TRANSFER_SYNTAXES
-from pynetdicom.service_class import StorageServiceClass
-
-from common.dicom.part10 import IN_MEMORY_LIMIT, build_file_meta
 from common.dimse.after_response import defer, response_pending
 from common.dimse.fast.acse import (
-    FAST_USER_ITEMS,
     AcceptedContext,
     AssociateRequest,
     decode_associate_rq,
     encode_associate_ac,
     encode_associate_rj,
-    pdu_length,
 )
 from common.dimse.fast.commands import (
     CCancelRq,
@@ -51,27 +37,36 @@ from common.dimse.fast.commands import (
     CEchoRsp,
     CFindRq,
     CFindRsp,
+    CGetRq,
     CMoveRq,
     CMoveRsp,
     CommandSetError,
     CStoreRq,
     CStoreRsp,
+    NActionRq,
+    NActionRsp,
     SubOperationCounts,
     decode_command_set,
 )
 from common.dimse.fast.constants import (
     APPLICATION_CONTEXT_NAME,
-    MAX_ASSOCIATE_RQ_LENGTH,
-    PDU_HEADER_LENGTH,
-    VERIFICATION_SOP_CLASS,
     AbortReason,
     CommandField,
-    ContextResult,
     PduType,
     RejectReason,
     RejectResult,
     RejectSource,
+    Tag,
 )
+from common.dimse.fast.limits import (
+    DEFAULT_MIN_RECEIVE_RATE,
+    MAX_REQUEST_DATASET_LENGTH,
+    DeadlineExceededError,
+    TransferPace,
+)
+from common.dimse.fast.meta import FileMeta
+from common.dimse.fast.negotiation import negotiate
+from common.dimse.fast.receive import receive_dataset, remove_quietly
 from common.dimse.fast.transport import (
     ConnectionClosedError,
     DimseProtocolError,
@@ -83,191 +78,9 @@ from common.dimse.fast.transport import (
     pdata_pdus,
     release_pdu,
 )
-from common.dimse.pdu_guard import DEFAULT_MIN_RECEIVE_RATE, DeadlineExceededError, TransferPace
-from common.dimse.tls import ReplayableSSLSocket
-from common.errors import MalformedDatasetError
 from common.status import DimseStatus, instance_too_large_status
 
 LOG = logging.getLogger(__name__)
-
-#: Buffer of the spool file writer: fragments are small, system calls are not free.
-_SPOOL_BUFFER = 1 << 20
-#: The largest C-MOVE identifier accepted (a handful of keys; anything huge is hostile).
-MAX_IDENTIFIER_SIZE = 1 << 20
-#: Spool file names: unique to this process, then a counter (see :func:`_new_spool_name`).
-_SPOOL_PREFIX = f"rx-{os.getpid():x}-{secrets.token_hex(4)}-"
-_SPOOL_COUNTER = itertools.count()
-
-
-def _new_spool_name(directory: str) -> str:
-    """A new spool file name in ``directory``: a per-process prefix and a counter.
-
-    What :func:`tempfile.mkstemp` does for names, without drawing a random name for every file
-    (which checks the process id and costs more than receiving a small dataset); ``next`` on
-    :func:`itertools.count` is atomic under the GIL. Names are unique within the process, and
-    :func:`_create_spool_file` still makes sure the file is new.
-    """
-    return os.path.join(directory, f"{_SPOOL_PREFIX}{next(_SPOOL_COUNTER)}.dcm")
-
-
-def _create_spool_file(path: Path) -> BinaryIO:
-    """Create the private spool file ``path`` (it must be new) for buffered writing."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    return os.fdopen(fd, "wb", buffering=_SPOOL_BUFFER)
-
-
-def _remove_quietly(path: Path) -> None:
-    """Remove a spool file if it is still there."""
-    with contextlib.suppress(OSError):
-        os.unlink(path)
-
-
-def _peek_exact(sock: socket.socket, count: int, deadline: float | None) -> bytes:
-    """Wait until ``count`` bytes are readable and return a copy, leaving them unread.
-
-    With a timeout set, Python's ``recv(MSG_PEEK | MSG_WAITALL)`` returns whatever has arrived
-    (the socket is non-blocking underneath), so a request split across TCP segments would look
-    truncated. ``SO_RCVLOWAT`` makes ``select`` wait for the whole count instead (no polling);
-    it is reset afterwards because pynetdicom relies on ``select`` seeing every byte.
-    """
-    try:
-        data = sock.recv(count, socket.MSG_PEEK)
-        while 0 < len(data) < count:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise TimeoutError("association request not complete in time")
-            with contextlib.suppress(OSError):  # without it, select wakes per segment
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, count)
-            readable, _, _ = select.select([sock], [], [], remaining)
-            if not readable:
-                raise TimeoutError("association request not complete in time")
-            more = sock.recv(count, socket.MSG_PEEK)
-            if len(more) == len(data):
-                return more  # readable without new bytes: the peer closed (EOF)
-            data = more
-        return data
-    finally:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
-
-
-def _recv_exact(sock: socket.socket, count: int, deadline: float | None) -> bytes:
-    """Read (consume) ``count`` bytes within the deadline; fewer only when the peer closed."""
-    parts: list[bytes] = []
-    got = 0
-    while got < count:
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("association request not complete in time")
-            sock.settimeout(remaining)
-        chunk = sock.recv(count - got)
-        if not chunk:
-            break
-        parts.append(chunk)
-        got += len(chunk)
-    return b"".join(parts)
-
-
-def _check_request_header(header: bytes) -> int:
-    if len(header) < PDU_HEADER_LENGTH:
-        if header and header[0] != PduType.ASSOCIATE_RQ:
-            raise DimseProtocolError("not an A-ASSOCIATE-RQ", AbortReason.UNRECOGNIZED_PDU)
-        raise ConnectionClosedError("peer closed the connection before its request")
-    if header[0] != PduType.ASSOCIATE_RQ:
-        reason = (
-            AbortReason.UNEXPECTED_PDU
-            if header[0] in {int(t) for t in PduType}
-            else AbortReason.UNRECOGNIZED_PDU
-        )
-        raise DimseProtocolError(f"first PDU has type 0x{header[0]:02X}", reason)
-    total = pdu_length(header)
-    if total > MAX_ASSOCIATE_RQ_LENGTH:
-        raise DimseProtocolError(
-            "A-ASSOCIATE-RQ too long", AbortReason.INVALID_PDU_PARAMETER_VALUE
-        )
-    return total
-
-
-def peek_associate_rq(sock: socket.socket, timeout: float | None) -> bytes:
-    """Wait for a whole A-ASSOCIATE-RQ on ``sock`` and return a copy, leaving it unread.
-
-    ``timeout`` bounds the whole request (a peer trickling bytes is dropped all the same).
-
-    Raises:
-        TimeoutError: the request did not arrive within ``timeout``.
-        ConnectionClosedError: the peer closed the connection first.
-        DimseProtocolError: the first PDU is not an A-ASSOCIATE-RQ, or is implausibly long.
-    """
-    deadline = None if timeout is None else time.monotonic() + timeout
-    sock.settimeout(timeout)
-    total = _check_request_header(_peek_exact(sock, PDU_HEADER_LENGTH, deadline))
-    data = _peek_exact(sock, total, deadline)
-    if len(data) < total:
-        raise ConnectionClosedError("peer closed the connection inside its request")
-    return data
-
-
-def receive_associate_rq(sock: socket.socket, timeout: float | None) -> bytes:
-    """As :func:`peek_associate_rq`, for plain and TLS sockets alike.
-
-    A TLS socket cannot be peeked at: its request is read, then put back
-    (:meth:`~common.dimse.tls.ReplayableSSLSocket.unread`) for the engine that serves it.
-    """
-    if not isinstance(sock, ReplayableSSLSocket):
-        return peek_associate_rq(sock, timeout)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    header = _recv_exact(sock, PDU_HEADER_LENGTH, deadline)
-    try:
-        total = _check_request_header(header)
-        body = _recv_exact(sock, total - PDU_HEADER_LENGTH, deadline)
-    except BaseException:
-        sock.unread(header)
-        raise
-    data = header + body
-    sock.unread(data)
-    if len(data) < total:
-        raise ConnectionClosedError("peer closed the connection inside its request")
-    return data
-
-
-def is_storage_like(abstract_syntax: str) -> bool:
-    """Whether pynetdicom's unrestricted storage negotiation treats the class as storage.
-
-    The same test as ``pynetdicom.presentation.negotiate_unrestricted``: private, unknown to
-    pynetdicom, or one of its storage SOP classes.
-    """
-    uid = UID(abstract_syntax)
-    if uid.is_private or not hasattr(sop_classes, uid.keyword):
-        return True
-    return sop_classes.uid_to_service_class(uid) is StorageServiceClass
-
-
-def fast_path_eligible(
-    request: AssociateRequest,
-    reserved: Collection[str] = (),
-    served: Collection[str] = (),
-) -> bool:
-    """Whether this engine can serve the association the same way pynetdicom would.
-
-    Args:
-        request: the decoded A-ASSOCIATE-RQ.
-        reserved: abstract syntaxes other services registered (they keep pynetdicom).
-        served: reserved abstract syntaxes this engine serves all the same (C-MOVE).
-    """
-    if not request.user_item_types <= FAST_USER_ITEMS:
-        return False  # role selection, user identity, extended negotiation, async ops
-    for cx in request.contexts:
-        if cx.abstract_syntax in served:
-            continue
-        if cx.abstract_syntax in reserved:
-            return False
-        if cx.abstract_syntax != VERIFICATION_SOP_CLASS and not is_storage_like(
-            cx.abstract_syntax
-        ):
-            return False
-    return True
-
 
 @dataclass(frozen=True)
 class AcceptorPolicy:
@@ -280,13 +93,16 @@ class AcceptorPolicy:
             the association request (in total) and the release answer, for the rest of a
             message once it started, and for an idle association between messages.
         min_receive_rate: bytes per second a PDU or message must average once started, with
-            ``dimse_timeout`` of slack (:class:`~common.dimse.pdu_guard.TransferPace`).
+            ``dimse_timeout`` of slack (:class:`~common.dimse.fast.limits.TransferPace`).
         max_instance_size: the largest C-STORE dataset accepted, in bytes (0 = unlimited). A
             larger one is not written: its remaining fragments are read and dropped and the
             C-STORE is answered with :func:`common.status.instance_too_large_status`; one
             beyond twice the limit aborts the association (the peer is not bounded otherwise).
-        served_syntaxes: transfer syntaxes accepted per non-storage abstract syntax this engine
-            serves (the C-MOVE SOP classes), in the order of pynetdicom's supported contexts.
+        served_syntaxes: transfer syntaxes accepted per non-storage SOP class served (Q/R,
+            Storage Commitment), in order of preference.
+        receive_dir: where C-STORE datasets too large to keep in memory are written as they
+            arrive (None: the system's temporary directory); a partial file is deleted when
+            its association fails.
     """
 
     ae_title: str
@@ -297,22 +113,23 @@ class AcceptorPolicy:
     max_instance_size: int = 0
     served_syntaxes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     min_receive_rate: int = DEFAULT_MIN_RECEIVE_RATE
+    receive_dir: Path | None = None
 
     @property
     def pace(self) -> TransferPace:
-        """How fast a PDU or DIMSE message must keep arriving once started (both engines)."""
+        """How fast a PDU or DIMSE message must keep arriving once started."""
         return TransferPace(self.dimse_timeout, float(self.min_receive_rate))
 
 
 @dataclass(frozen=True)
 class QRResponse:
-    """One C-MOVE-RSP/C-FIND-RSP a handler produces (the SCP adds message ID and SOP class).
+    """One C-FIND/C-MOVE/C-GET response a handler produces (the SCP adds message ID, class).
 
     Attributes:
         status: the response's status (and error comment).
         counts: the sub-operation counts to include (None: none).
         identifier: an encoded identifier dataset in the context's transfer syntax (a C-FIND
-            match, the Failed SOP Instance UID List of a final C-MOVE response), or None.
+            match, the Failed SOP Instance UID List of a final C-MOVE/C-GET response).
     """
 
     status: DimseStatus
@@ -322,7 +139,7 @@ class QRResponse:
 
 @dataclass(frozen=True)
 class PeerInfo:
-    """One end of an association (pynetdicom's ``assoc.requestor``/``acceptor`` shape)."""
+    """One end of an association: its AE title and address."""
 
     ae_title: str
     address: str
@@ -330,7 +147,7 @@ class PeerInfo:
 
 
 class AssociationEvent(enum.Enum):
-    """Association lifecycle notifications (named like pynetdicom's events)."""
+    """Association lifecycle notifications."""
 
     CONN_OPEN = "conn-open"
     ESTABLISHED = "established"
@@ -340,8 +157,24 @@ class AssociationEvent(enum.Enum):
     CONN_CLOSE = "conn-close"
 
 
+@dataclass(frozen=True)
+class Admission:
+    """The caller's verdict on an association request.
+
+    Attributes:
+        rejection: ``(result, source, reason)`` of the A-ASSOCIATE-RJ to answer, or None.
+        refused: SOP classes whose contexts are refused to this requester (user rejection).
+    """
+
+    rejection: tuple[RejectResult, RejectSource, int] | None = None
+    refused: frozenset[str] = frozenset()
+
+
 class AcceptorHandlers(Protocol):
-    """What the fast SCP calls; implementations must not raise."""
+    """What the SCP calls; implementations must not raise."""
+
+    def admit(self, assoc: AcceptorAssociation, request: AssociateRequest) -> Admission:
+        """Whether to accept a request that passed the protocol checks (limits, policy)."""
 
     def notify(self, event: AssociationEvent, assoc: AcceptorAssociation) -> None:
         """An association lifecycle event."""
@@ -388,19 +221,27 @@ class AcceptorHandlers(Protocol):
         identifier: bytes,
         is_cancelled: Callable[[], bool],
     ) -> Iterator[QRResponse]:
-        """Serve a C-FIND (on an association that also proposed C-MOVE): as :meth:`c_move`."""
+        """Serve a C-FIND: as :meth:`c_move`."""
 
+    def c_get(
+        self,
+        assoc: AcceptorAssociation,
+        request: CGetRq,
+        context: AcceptedContext,
+        identifier: bytes,
+        is_cancelled: Callable[[], bool],
+        sub_operations: GetSubOperations,
+    ) -> Iterator[QRResponse]:
+        """Serve a C-GET: as :meth:`c_move`, its C-STOREs sent through ``sub_operations``."""
 
-@dataclass(frozen=True)
-class _SocketHolder:
-    socket: socket.socket
-
-
-@dataclass(frozen=True)
-class _DulView:
-    """pynetdicom's ``assoc.dul.socket.socket`` path to the raw socket, for shared handlers."""
-
-    socket: _SocketHolder
+    def n_action(
+        self,
+        assoc: AcceptorAssociation,
+        request: NActionRq,
+        context: AcceptedContext,
+        information: bytes | None,
+    ) -> DimseStatus:
+        """Answer an N-ACTION; ``information``: the encoded Action Information, if any."""
 
 
 class _Ended(Exception):
@@ -425,13 +266,10 @@ class AcceptorAssociation:
         local: tuple[str, int],
         policy: AcceptorPolicy,
         handlers: AcceptorHandlers,
-        *,
-        spool_dir: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._sock = sock
         self._policy = policy
         self._handlers = handlers
-        self._spool_dir = spool_dir
         self._stream = PduStream(sock, policy.max_pdu_size, policy.pace)
         self._send_lock = threading.Lock()
         self._closed = False
@@ -441,13 +279,21 @@ class AcceptorAssociation:
         self._busy = False
         self._stop_requested = False
         self._stop_after_next = False
-        self.dul = _DulView(_SocketHolder(sock))
         self.requestor = PeerInfo("", address[0], address[1])
         self.acceptor = PeerInfo(policy.ae_title, local[0], local[1])
+        #: The request has been read and answered (accepted or rejected).
+        self.negotiated = False
         self.is_established = False
-        self.is_acceptor = True
         self.contexts: dict[int, AcceptedContext] = {}
+        #: SOP classes for which the requestor took the SCP role (C-GET sub-operations).
+        self.requestor_scp: frozenset[str] = frozenset()
         self._fragment = max_pdv_data(0)
+        self._sub_message_id = 0
+
+    @property
+    def socket(self) -> socket.socket:
+        """The association's connection (to inspect; reading or writing it is the engine's)."""
+        return self._sock
 
     def __repr__(self) -> str:
         r = self.requestor
@@ -458,6 +304,10 @@ class AcceptorAssociation:
     def abort(self, reason: AbortReason = AbortReason.NOT_SPECIFIED) -> None:
         """Send an A-ABORT and close the connection (wakes the serving thread)."""
         self._send_final(acceptor_abort_pdu(reason))
+
+    def disconnect(self) -> None:
+        """Close the connection without a PDU (for one that has not sent its request yet)."""
+        self._shutdown()
 
     def request_stop(self) -> None:
         """Ask the association to end at shutdown, after answering one more request.
@@ -522,16 +372,11 @@ class AcceptorAssociation:
 
     # -- serving ------------------------------------------------------------------------------
 
-    def serve(self, active_count: Callable[[], int], max_associations: int) -> None:
-        """Negotiate and serve the association until it ends; never raises.
-
-        Args:
-            active_count: associations established now (all engines), for the limit.
-            max_associations: the most at once; beyond it requests get a transient reject.
-        """
+    def serve(self) -> None:
+        """Negotiate and serve the association until it ends; never raises."""
         self._handlers.notify(AssociationEvent.CONN_OPEN, self)
         try:
-            if self._negotiate(active_count, max_associations):
+            if self._negotiate():
                 self._message_loop()
         except _Ended:
             pass
@@ -544,7 +389,7 @@ class AcceptorAssociation:
                 self._sock.close()
             self._handlers.notify(AssociationEvent.CONN_CLOSE, self)
 
-    def _negotiate(self, active_count: Callable[[], int], max_associations: int) -> bool:
+    def _negotiate(self) -> bool:
         policy = self._policy
         self._sock.settimeout(policy.acse_timeout)
         if policy.acse_timeout is not None:
@@ -567,7 +412,12 @@ class AcceptorAssociation:
         self.requestor = PeerInfo(
             request.calling_ae_title, self.requestor.address, self.requestor.port
         )
-        rejection = self._rejection(request, active_count, max_associations)
+        rejection = self._rejection(request)
+        admission = Admission()
+        if rejection is None:
+            admission = self._handlers.admit(self, request)
+            rejection = admission.rejection
+        self.negotiated = True
         if rejection is not None:
             result, source, reason = rejection
             LOG.warning(
@@ -577,26 +427,17 @@ class AcceptorAssociation:
             self._send_final(encode_associate_rj(result, source, reason))
             self._handlers.notify(AssociationEvent.REJECTED, self)
             return False
-        results: list[tuple[int, int, str]] = []
-        for cx in request.contexts:
-            syntax = self._choose_syntax(cx.abstract_syntax, cx.transfer_syntaxes)
-            if syntax is None:
-                results.append(
-                    (cx.context_id, ContextResult.TRANSFER_SYNTAXES_NOT_SUPPORTED,
-                     cx.transfer_syntaxes[0] if cx.transfer_syntaxes else
-                     APPLICATION_CONTEXT_NAME)
-                )
-                continue
-            results.append((cx.context_id, ContextResult.ACCEPTANCE, syntax))
-            self.contexts[cx.context_id] = AcceptedContext(
-                cx.context_id, cx.abstract_syntax, syntax
-            )
+        answer = negotiate(request, policy.served_syntaxes, admission.refused)
+        self.contexts = dict(answer.contexts)
+        self.requestor_scp = answer.requestor_scp
         self._fragment = max_pdv_data(request.max_length)
         # Established before the A-ASSOCIATE-AC leaves: the requestor may ask for a second
         # association the moment it has the AC, and the association limits count this one.
         self.is_established = True
         try:
-            self._send(encode_associate_ac(request, results, policy.max_pdu_size))
+            self._send(encode_associate_ac(
+                request, answer.results, policy.max_pdu_size, answer.replies
+            ))
         except OSError as exc:
             self.is_established = False
             LOG.info("%r: connection lost while accepting: %s", self, exc)
@@ -605,8 +446,9 @@ class AcceptorAssociation:
         return True
 
     def _rejection(
-        self, request: AssociateRequest, active_count: Callable[[], int], max_associations: int
+        self, request: AssociateRequest
     ) -> tuple[RejectResult, RejectSource, int] | None:
+        """The protocol's reasons to reject (the caller's: :meth:`AcceptorHandlers.admit`)."""
         if not request.supports_protocol_version:
             return (
                 RejectResult.PERMANENT,
@@ -625,26 +467,7 @@ class AcceptorAssociation:
                 RejectSource.SERVICE_USER,
                 RejectReason.CALLED_AE_NOT_RECOGNIZED,
             )
-        if active_count() >= max_associations:
-            return (
-                RejectResult.TRANSIENT,
-                RejectSource.SERVICE_PROVIDER_PRESENTATION,
-                RejectReason.LOCAL_LIMIT_EXCEEDED,
-            )
         return None
-
-    def _choose_syntax(self, abstract_syntax: str, proposed: tuple[str, ...]) -> str | None:
-        if not proposed:
-            return None
-        supported = self._policy.served_syntaxes.get(abstract_syntax)
-        if supported is not None:
-            # As pynetdicom's acceptor: the first proposed syntax the context supports.
-            return next((ts for ts in proposed if ts in supported), None)
-        if abstract_syntax == VERIFICATION_SOP_CLASS:
-            # As pynetdicom's Verification SCP: the first proposed syntax it supports.
-            return next((ts for ts in proposed if ts in ALL_TRANSFER_SYNTAXES), None)
-        # Unrestricted storage: the SCU's first choice, never a transcode.
-        return proposed[0]
 
     def _message_loop(self) -> None:
         policy = self._policy
@@ -673,15 +496,16 @@ class AcceptorAssociation:
                         self._stream.read_dataset(context_id, lambda _data: None)
                     self._c_echo(CEchoRq.from_command(command), context)
                 elif (
-                    field in (CommandField.C_MOVE_RQ, CommandField.C_FIND_RQ)
+                    field in _QR_REQUESTS
                     and context.abstract_syntax in self._policy.served_syntaxes
                 ):
-                    query: CMoveRq | CFindRq = (
-                        CMoveRq.from_command(command)
-                        if field == CommandField.C_MOVE_RQ
-                        else CFindRq.from_command(command)
-                    )
+                    query = _QR_REQUESTS[field].from_command(command)
                     self._query_retrieve(query, context, command.has_dataset)
+                elif (
+                    field == CommandField.N_ACTION_RQ
+                    and context.abstract_syntax in self._policy.served_syntaxes
+                ):
+                    self._n_action(NActionRq.from_command(command), context)
                 elif field == CommandField.C_CANCEL_RQ:
                     # For a request already answered (as pynetdicom: nothing to do).
                     LOG.debug("%r: C-CANCEL-RQ for no request in progress; ignored", self)
@@ -743,7 +567,10 @@ class AcceptorAssociation:
             raise DimseProtocolError(
                 "C-STORE-RQ without a dataset", AbortReason.INVALID_PDU_PARAMETER_VALUE
             )
-        spooled = self._receive_to_spool(request, context)
+        policy = self._policy
+        spooled = receive_dataset(
+            self._stream, context, request, policy.receive_dir, policy.max_instance_size
+        )
         if spooled is None:
             limit = self._policy.max_instance_size
             LOG.warning("%r: C-STORE of %s refused: dataset larger than %d bytes",
@@ -758,7 +585,7 @@ class AcceptorAssociation:
         with response_pending():
             if content is None:
                 # Whatever happens; the handler may have moved the file into a queue already.
-                defer(partial(_remove_quietly, path))
+                defer(partial(remove_quietly, path))
             status = self._handlers.c_store(self, request, context, path, content)
             response = CStoreRsp(
                 request.message_id,
@@ -769,28 +596,57 @@ class AcceptorAssociation:
             )
             self._send_command(context.context_id, response.encode())
 
-    def _query_retrieve(
-        self, request: CMoveRq | CFindRq, context: AcceptedContext, has_dataset: bool
-    ) -> None:
-        """Serve a C-MOVE or C-FIND: stream the handler's responses, watching for C-CANCEL."""
-        if not has_dataset:
-            raise DimseProtocolError(
-                "request without an identifier", AbortReason.INVALID_PDU_PARAMETER_VALUE
-            )
+    def _read_identifier(self, context: AcceptedContext, what: str) -> bytes:
+        """The dataset that follows a request, up to :data:`MAX_REQUEST_DATASET_LENGTH` bytes."""
         parts: list[bytes] = []
         size = 0
 
         def collect(data: memoryview) -> None:
             nonlocal size
             size += len(data)
-            if size > MAX_IDENTIFIER_SIZE:
+            if size > MAX_REQUEST_DATASET_LENGTH:
                 raise DimseProtocolError(
-                    "request identifier too large", AbortReason.INVALID_PDU_PARAMETER_VALUE
+                    f"{what} too large", AbortReason.INVALID_PDU_PARAMETER_VALUE
                 )
             parts.append(bytes(data))
 
         self._stream.read_dataset(context.context_id, collect)
+        return b"".join(parts)
+
+    def _n_action(self, request: NActionRq, context: AcceptedContext) -> None:
+        information = (
+            self._read_identifier(context, "action information") if request.has_dataset else None
+        )
+        status = self._handlers.n_action(self, request, context, information)
+        response = NActionRsp(
+            request.message_id,
+            request.sop_class_uid or context.abstract_syntax,
+            request.sop_instance_uid,
+            request.action_type_id,
+            status.code,
+            status.comment,
+        )
+        self._send_command(context.context_id, response.encode())
+
+    def _query_retrieve(
+        self, request: CMoveRq | CFindRq, context: AcceptedContext, has_dataset: bool
+    ) -> None:
+        """Serve a C-FIND, C-MOVE or C-GET: stream the handler's responses, watch for C-CANCEL."""
+        if not has_dataset:
+            raise DimseProtocolError(
+                "request without an identifier", AbortReason.INVALID_PDU_PARAMETER_VALUE
+            )
+        identifier = self._read_identifier(context, "request identifier")
         interrupted: list[BaseException] = []
+
+        def cancel_seen(cancel: CCancelRq, context_id: int) -> bool:
+            if cancel.message_id_being_responded_to == request.message_id:
+                LOG.info("%r: C-CANCEL-RQ for request %d", self, request.message_id)
+                interrupted.append(_Cancelled())
+                return True
+            LOG.debug("%r: C-CANCEL-RQ on context %d for another request; ignored",
+                      self, context_id)
+            return False
 
         def is_cancelled() -> bool:
             """Look for a C-CANCEL-RQ (or the requestor's departure) without waiting."""
@@ -803,27 +659,27 @@ class AcceptorAssociation:
                     self._stream.end_message()
                     if command.command_field != CommandField.C_CANCEL_RQ:
                         raise DimseProtocolError(
-                            "another request while a C-FIND/C-MOVE is in progress",
+                            "another request while a C-FIND/C-MOVE/C-GET is in progress",
                             AbortReason.UNEXPECTED_PDU,
                         )
-                    cancel = CCancelRq.from_command(command)
-                    if cancel.message_id_being_responded_to == request.message_id:
-                        LOG.info("%r: C-CANCEL-RQ for request %d", self, request.message_id)
-                        interrupted.append(_Cancelled())
+                    if cancel_seen(CCancelRq.from_command(command), context_id):
                         return True
-                    LOG.debug("%r: C-CANCEL-RQ on context %d for another request; ignored",
-                              self, context_id)
             except (ConnectionError, ReleaseRequestedError, DimseProtocolError, CommandSetError,
                     TimeoutError, OSError) as exc:
                 interrupted.append(exc)  # re-raised once the handler has cleaned up
                 return True
             return False
 
-        responses = (
-            self._handlers.c_move(self, request, context, b"".join(parts), is_cancelled)
-            if isinstance(request, CMoveRq)
-            else self._handlers.c_find(self, request, context, b"".join(parts), is_cancelled)
-        )
+        handlers = self._handlers
+        if isinstance(request, CGetRq):
+            sub_operations = GetSubOperations(self, cancel_seen, interrupted)
+            responses = handlers.c_get(
+                self, request, context, identifier, is_cancelled, sub_operations
+            )
+        elif isinstance(request, CMoveRq):
+            responses = handlers.c_move(self, request, context, identifier, is_cancelled)
+        else:
+            responses = handlers.c_find(self, request, context, identifier, is_cancelled)
         try:
             for response in responses:
                 gone = [exc for exc in interrupted if not isinstance(exc, _Cancelled)]
@@ -845,8 +701,13 @@ class AcceptorAssociation:
             CMoveRsp(
                 request.message_id, sop_class, status.code, response.counts, status.comment,
                 has_identifier=has_identifier,
+                command_field=(
+                    CommandField.C_GET_RSP
+                    if isinstance(request, CGetRq)
+                    else CommandField.C_MOVE_RSP
+                ),
             ).encode()
-            if isinstance(request, CMoveRq)
+            if isinstance(request, (CMoveRq, CGetRq))
             else CFindRsp(
                 request.message_id, sop_class, status.code, status.comment,
                 has_identifier=has_identifier,
@@ -857,68 +718,112 @@ class AcceptorAssociation:
             pdus += pdata_pdus(context.context_id, response.identifier, False, self._fragment)
         self._send(b"".join(pdus))
 
-    def _receive_to_spool(
-        self, request: CStoreRq, context: AcceptedContext
-    ) -> tuple[Path, bytes | None] | None:
-        """Receive the dataset as a Part 10 file (meta from the command set, dataset as sent).
-
-        Returns the spool file's path and, when the file is at most
-        :data:`~common.dicom.part10.IN_MEMORY_LIMIT` bytes, its content. A small file is kept
-        in memory only: the path only names where it would be, and no file exists. A larger
-        one is written as it arrives, and the content is None. Returns None (and keeps no file)
-        when the dataset exceeded the instance size limit.
-        """
-        path = Path(_new_spool_name(self._spool_dir() or tempfile.gettempdir()))
-        limit = self._policy.max_instance_size
-        received = 0
-        # The file's content while it is small; once it outgrows memory, the file is created
-        # and everything goes there.
-        head = bytearray()
-        kept: bytearray | None = head
-        spill: BinaryIO | None = None
-        try:
-            # An unusable UID: no meta, so the store check refuses the instance with a status
-            # instead of the association failing.
-            with contextlib.suppress(MalformedDatasetError):
-                head += build_file_meta(
-                    sop_class_uid=request.sop_class_uid,
-                    sop_instance_uid=request.sop_instance_uid,
-                    transfer_syntax_uid=context.transfer_syntax,
-                )
-
-            def write(data: memoryview) -> None:
-                nonlocal received, kept, spill
-                received += len(data)
-                if limit and received > limit:
-                    if received > 2 * limit:
-                        raise DimseProtocolError(
-                            "dataset far beyond the instance size limit",
-                            AbortReason.NOT_SPECIFIED,
-                        )
-                    return  # read and dropped: the C-STORE gets 0xA700
-                if kept is not None:
-                    if len(kept) + len(data) <= IN_MEMORY_LIMIT:
-                        kept += data
-                        return
-                    spill = _create_spool_file(path)
-                    spill.write(kept)  # too big to keep: from now on, straight to the file
-                    kept = None
-                assert spill is not None
-                spill.write(data)
-
-            self._stream.read_dataset(context.context_id, write)
-            if spill is not None:
-                spill.close()
-        except BaseException:
-            if spill is not None:
-                spill.close()
-                _remove_quietly(path)
-            raise
-        if limit and received > limit:
-            if spill is not None:
-                _remove_quietly(path)
-            return None
-        return path, None if kept is None else bytes(kept)
+    def _send_c_store(
+        self,
+        path: Path,
+        meta: FileMeta,
+        context: AcceptedContext,
+        message_id: int,
+        move_originator: tuple[str, int] | None,
+    ) -> None:
+        """Send a C-STORE-RQ with the dataset of a Part 10 file (a C-GET sub-operation)."""
+        command = CStoreRq.for_file(meta, message_id, move_originator).encode()
+        with self._send_lock:
+            if self._closed:
+                raise ConnectionClosedError("association already closed")
+            self._sock.settimeout(self._policy.network_timeout)
+            self._stream.send_file_dataset(
+                context.context_id, command, path, meta.dataset_offset, self._fragment
+            )
 
     def _send_command(self, context_id: int, command: bytes) -> None:
         self._send(b"".join(pdata_pdus(context_id, command, True, self._fragment)))
+
+
+#: The Q/R requests the SCP serves, by Command Field.
+_QR_REQUESTS: dict[int, type[CFindRq] | type[CMoveRq]] = {
+    CommandField.C_FIND_RQ: CFindRq,
+    CommandField.C_MOVE_RQ: CMoveRq,
+    CommandField.C_GET_RQ: CGetRq,
+}
+
+
+class GetSubOperations:
+    """The C-STORE sub-operations of one C-GET, sent on the requesting association.
+
+    Has the shape of :class:`common.dimse.fast.scu.RequestorAssociation` for sending
+    (:attr:`contexts`, :meth:`send_c_store`), so one C-STORE sender serves both C-MOVE's
+    outbound associations and C-GET (:mod:`common.dimse.sender`). While it waits for a
+    C-STORE-RSP, a C-CANCEL-RQ for the C-GET is noted (the C-GET then ends with Cancel).
+    A failure of the association is also recorded for the C-GET, which ends with it.
+    """
+
+    def __init__(
+        self,
+        assoc: AcceptorAssociation,
+        cancel_seen: Callable[[CCancelRq, int], bool],
+        interrupted: list[BaseException],
+    ) -> None:
+        self._assoc = assoc
+        self._cancel_seen = cancel_seen
+        self._interrupted = interrupted
+        #: The contexts the requestor accepted the SCP role on, by (SOP class, syntax).
+        self.contexts: dict[tuple[str, str], AcceptedContext] = {}
+        for cx in assoc.contexts.values():
+            if cx.abstract_syntax in assoc.requestor_scp:
+                self.contexts.setdefault((cx.abstract_syntax, cx.transfer_syntax), cx)
+
+    @property
+    def peer(self) -> str:
+        """The requestor, for logs."""
+        requestor = self._assoc.requestor
+        return f"{requestor.ae_title or '-'}@{requestor.address}:{requestor.port}"
+
+    def send_c_store(
+        self,
+        path: Path,
+        meta: FileMeta,
+        context: AcceptedContext,
+        message_id: int,
+        move_originator: tuple[str, int] | None = None,
+    ) -> CStoreRsp:
+        """C-STORE the dataset of a Part 10 file to the requestor; returns its response.
+
+        Raises:
+            OSError, TimeoutError, DimseProtocolError, ReleaseRequestedError,
+            CommandSetError: the association failed (recorded: the C-GET ends).
+        """
+        try:
+            self._assoc._send_c_store(path, meta, context, message_id, move_originator)
+            return self._read_response(message_id)
+        except (OSError, DimseProtocolError, ReleaseRequestedError, CommandSetError) as exc:
+            self._interrupted.append(exc)
+            raise
+
+    def _read_response(self, message_id: int) -> CStoreRsp:
+        assoc = self._assoc
+        stream = assoc._stream
+        while True:
+            assoc._sock.settimeout(assoc._policy.dimse_timeout)
+            context_id, raw = stream.read_command()
+            command = decode_command_set(raw)
+            if command.has_dataset:
+                stream.read_dataset(context_id, lambda _data: None)  # not expected; dropped
+            else:
+                stream.end_message()
+            field = command.command_field
+            if field == CommandField.C_CANCEL_RQ:
+                self._cancel_seen(CCancelRq.from_command(command), context_id)
+                continue
+            if field != CommandField.C_STORE_RSP:
+                raise DimseProtocolError(
+                    f"expected a C-STORE-RSP, got command 0x{field:04X}",
+                    AbortReason.UNEXPECTED_PDU,
+                )
+            responded_to = command.us(Tag.MESSAGE_ID_BEING_RESPONDED_TO)
+            if responded_to != message_id:
+                raise DimseProtocolError(
+                    f"C-STORE-RSP to message {responded_to}, expected {message_id}",
+                    AbortReason.INVALID_PDU_PARAMETER_VALUE,
+                )
+            return CStoreRsp.from_command(command)

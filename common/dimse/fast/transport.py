@@ -5,8 +5,7 @@ DIMSE message travels as PDV items inside P-DATA-TF PDUs: first the command set,
 dataset, each cut into fragments that fit the peer's Maximum Length Received, the last fragment
 of each flagged (PS3.8 E.2). The caller owns the socket's timeout: it sets the ACSE, DIMSE or
 idle timeout before each wait, so a stalled peer surfaces as :class:`TimeoutError`. Limits and
-the pace of a PDU or message once started are :mod:`common.dimse.pdu_guard`'s, shared with the
-associations pynetdicom serves.
+the pace of a PDU or message once started are :mod:`common.dimse.fast.limits`'s.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ import struct
 import time
 from collections.abc import Callable
 from io import BufferedIOBase, RawIOBase
+from pathlib import Path
 from typing import TypeVar
 
 from common.dimse.fast.constants import (
@@ -28,7 +28,7 @@ from common.dimse.fast.constants import (
     PduType,
     PdvControl,
 )
-from common.dimse.pdu_guard import (
+from common.dimse.fast.limits import (
     MAX_COMMAND_SET_LENGTH,
     DeadlineExceededError,
     TransferClock,
@@ -153,7 +153,7 @@ class PduStream:
         deadline: a :func:`time.monotonic` time by which the current read must be complete
             (None: only the socket timeout applies). It bounds the whole read, so a peer that
             trickles one byte per timeout period (slow loris) is still dropped.
-        clock: the pace (:class:`~common.dimse.pdu_guard.TransferPace`) a PDU, and a DIMSE
+        clock: the pace (:class:`~common.dimse.fast.limits.TransferPace`) a PDU, and a DIMSE
             message from :meth:`read_command` to :meth:`end_message`, must keep once their
             first byte arrived; each read waits at most until its deadline.
     """
@@ -393,6 +393,20 @@ class PduStream:
     def send_command(self, context_id: int, command: bytes, fragment: int) -> None:
         """Send a command set with no dataset."""
         self.send(b"".join(pdata_pdus(context_id, command, True, fragment)))
+
+    def send_file_dataset(
+        self, context_id: int, command: bytes, path: Path, dataset_offset: int, fragment: int
+    ) -> None:
+        """Send a command set and the dataset of a Part 10 file (its bytes after the meta).
+
+        Raises:
+            ConnectionClosedError: the file ended early (it changed under us).
+            OSError: the file or the socket failed.
+        """
+        with path.open("rb") as fp:
+            size = fp.seek(0, 2)
+            fp.seek(dataset_offset)
+            self.send_message_from_file(context_id, command, fp, size - dataset_offset, fragment)
 
     def send_message_from_file(
         self,

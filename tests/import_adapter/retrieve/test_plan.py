@@ -9,12 +9,9 @@ from common.errors import InvalidIdentifierError
 from import_adapter.query.model import PATIENT_ROOT, STUDY_ROOT, Level
 from import_adapter.retrieve.plan import (
     COMMON_SYNTAXES,
-    MAX_CONTEXTS,
-    NATIVE,
     InstanceRef,
     build_retrieve_plan,
-    choose_syntax,
-    destination_contexts,
+    destination_pairs,
     instance_ref,
 )
 
@@ -64,21 +61,10 @@ def test_instance_ref_from_qido() -> None:
     assert instance_ref({"0020000D": {"vr": "UI", "Value": ["1"]}}) is None
 
 
-def test_contexts_cover_stored_syntaxes_with_a_fallback_and_the_limit() -> None:
-    contexts = destination_contexts([InstanceRef("1", "2", "3", CT, (JPEG,))])
-    assert [(c.abstract_syntax, c.transfer_syntax) for c in contexts] == [
-        (CT, list(NATIVE)), (CT, [JPEG])
-    ]
-    unknown = destination_contexts([InstanceRef("1", "2", "3", CT)])
-    assert len(unknown) == 1 + len(COMMON_SYNTAXES)
-    many = [InstanceRef("1", "2", str(i), f"1.2.3.{i}") for i in range(40)]
-    contexts = destination_contexts(many)
-    assert len(contexts) == MAX_CONTEXTS
-    assert {c.abstract_syntax for c in contexts} == {f"1.2.3.{i}" for i in range(40)}
-
-
-def test_choose_syntax() -> None:
-    accepted = {CT: frozenset({JPEG, NATIVE[1]})}
-    assert choose_syntax(CT, JPEG, accepted) == JPEG
-    assert choose_syntax(CT, "1.2.840.10008.1.2.4.90", accepted) == NATIVE[1]
-    assert choose_syntax("9.9", JPEG, accepted) is None
+def test_destination_pairs_cover_stored_syntaxes_in_first_seen_order() -> None:
+    pairs = destination_pairs([
+        InstanceRef("1", "2", "3", CT, (JPEG,)),
+        InstanceRef("1", "2", "4", CT, (JPEG,)),
+        InstanceRef("1", "2", "5", "1.2.3.9"),
+    ])
+    assert pairs == [(CT, JPEG), *(("1.2.3.9", syntax) for syntax in COMMON_SYNTAXES)]

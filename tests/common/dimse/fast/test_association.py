@@ -13,27 +13,25 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
-from pynetdicom import AE, build_role
+from pynetdicom import AE
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
-    PatientRootQueryRetrieveInformationModelFind,
     Verification,
 )
 
 from common.dicom.part10 import IN_MEMORY_LIMIT
 from common.dimse.after_response import defer
-from common.dimse.fast.acse import AcceptedContext, ProposedContext, decode_associate_rq
-from common.dimse.fast.commands import CEchoRq, CFindRq, CMoveRq, CStoreRq
+from common.dimse.fast.acse import AcceptedContext, AssociateRequest, ProposedContext
+from common.dimse.fast.commands import CEchoRq, CFindRq, CGetRq, CMoveRq, CStoreRq, NActionRq
 from common.dimse.fast.constants import RejectReason, RejectResult, RejectSource
 from common.dimse.fast.meta import read_file_meta
 from common.dimse.fast.scp import (
     AcceptorAssociation,
     AcceptorPolicy,
+    Admission,
     AssociationEvent,
+    GetSubOperations,
     QRResponse,
-    fast_path_eligible,
-    is_storage_like,
-    peek_associate_rq,
 )
 from common.dimse.fast.scu import AssociationRejected, RequestorAssociation, Timeouts
 from common.status import SUCCESS, DimseStatus
@@ -131,6 +129,16 @@ class _Recorder:
         self.stored: list[tuple[CStoreRq, AcceptedContext, bytes]] = []
         self.in_memory: list[bool] = []
         self.after_response: Callable[[], None] | None = None
+        self.active = 0
+
+    def admit(self, assoc: AcceptorAssociation, request: AssociateRequest) -> Admission:
+        if self.active >= 2:
+            return Admission((
+                RejectResult.TRANSIENT,
+                RejectSource.SERVICE_PROVIDER_PRESENTATION,
+                RejectReason.LOCAL_LIMIT_EXCEEDED,
+            ))
+        return Admission()
 
     def notify(self, event: AssociationEvent, assoc: AcceptorAssociation) -> None:
         self.events.append(event)
@@ -164,13 +172,24 @@ class _Recorder:
     ) -> Iterator[QRResponse]:
         return iter(())  # no C-FIND context is served here
 
+    def c_get(
+        self, assoc: AcceptorAssociation, request: CGetRq, context: AcceptedContext,
+        identifier: bytes, is_cancelled: Callable[[], bool], sub_operations: GetSubOperations,
+    ) -> Iterator[QRResponse]:
+        return iter(())  # no C-GET context is served here
+
+    def n_action(
+        self, assoc: AcceptorAssociation, request: NActionRq, context: AcceptedContext,
+        information: bytes | None,
+    ) -> DimseStatus:
+        return SUCCESS  # no N-ACTION context is served here
+
 
 @pytest.fixture
-def fast_scp(tmp_path: Path) -> Iterator[tuple[int, _Recorder, list[int]]]:
+def fast_scp(tmp_path: Path) -> Iterator[tuple[int, _Recorder]]:
     recorder = _Recorder()
-    active = [0]
     listener = socket.create_server(("127.0.0.1", 0))
-    policy = AcceptorPolicy("FASTSCP", 16384, 5.0, 5.0, 5.0)
+    policy = AcceptorPolicy("FASTSCP", 16384, 5.0, 5.0, 5.0, receive_dir=tmp_path)
 
     def serve() -> None:
         while True:
@@ -178,22 +197,18 @@ def fast_scp(tmp_path: Path) -> Iterator[tuple[int, _Recorder, list[int]]]:
                 sock, address = listener.accept()
             except OSError:
                 return
-            peek_associate_rq(sock, 5.0)  # as the listener does; must not consume
-            assoc = AcceptorAssociation(
-                sock, address, sock.getsockname(), policy, recorder,
-                spool_dir=lambda: str(tmp_path),
-            )
-            threading.Thread(target=assoc.serve, args=(lambda: active[0], 2)).start()
+            assoc = AcceptorAssociation(sock, address, sock.getsockname(), policy, recorder)
+            threading.Thread(target=assoc.serve).start()
 
     threading.Thread(target=serve, daemon=True).start()
-    yield listener.getsockname()[1], recorder, active
+    yield listener.getsockname()[1], recorder
     listener.close()
 
 
 def test_fast_scp_accepts_first_syntax_echoes_and_spools(
-    fast_scp: tuple[int, _Recorder, list[int]], tmp_path: Path
+    fast_scp: tuple[int, _Recorder], tmp_path: Path
 ) -> None:
-    port, recorder, _ = fast_scp
+    port, recorder = fast_scp
     ae = AE(ae_title="PYSCU")
     ae.add_requested_context(Verification)
     ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
@@ -221,11 +236,11 @@ def test_fast_scp_accepts_first_syntax_echoes_and_spools(
 
 
 def test_fast_scp_keeps_small_datasets_in_memory_and_spools_large_ones(
-    fast_scp: tuple[int, _Recorder, list[int]], tmp_path: Path
+    fast_scp: tuple[int, _Recorder], tmp_path: Path
 ) -> None:
     """Up to IN_MEMORY_LIMIT no spool file is ever created; beyond it the dataset streams to
     a file, which is gone once the C-STORE is answered."""
-    port, recorder, _ = fast_scp
+    port, recorder = fast_scp
     small = dcmread(_write_ct(tmp_path / "small.dcm"))
     large = dcmread(_write_ct(tmp_path / "large.dcm"))
     large.PixelData = bytes(range(256)) * (IN_MEMORY_LIMIT // 128)  # 2 MiB
@@ -244,11 +259,11 @@ def test_fast_scp_keeps_small_datasets_in_memory_and_spools_large_ones(
 
 
 def test_fast_scp_runs_deferred_handler_work_after_the_response_is_out(
-    fast_scp: tuple[int, _Recorder, list[int]], tmp_path: Path
+    fast_scp: tuple[int, _Recorder], tmp_path: Path
 ) -> None:
     """The handler's deferred work waits for the SCU to have its C-STORE-RSP in hand: were it
     run before the response went out, the SCU would not see it until the work timed out."""
-    port, recorder, _ = fast_scp
+    port, recorder = fast_scp
     response_seen = threading.Event()
     waited: list[bool] = []
     recorder.after_response = lambda: waited.append(response_seen.wait(10))
@@ -265,9 +280,9 @@ def test_fast_scp_runs_deferred_handler_work_after_the_response_is_out(
 
 
 def test_fast_scp_rejects_wrong_called_ae_and_over_limit(
-    fast_scp: tuple[int, _Recorder, list[int]]
+    fast_scp: tuple[int, _Recorder]
 ) -> None:
-    port, _, active = fast_scp
+    port, recorder = fast_scp
     ae = AE(ae_title="PYSCU")
     ae.add_requested_context(Verification)
     assoc = ae.associate("127.0.0.1", port, ae_title="SOMEONE")
@@ -276,7 +291,7 @@ def test_fast_scp_rejects_wrong_called_ae_and_over_limit(
     assert (rj.result, rj.result_source, rj.diagnostic) == (
         RejectResult.PERMANENT, RejectSource.SERVICE_USER, RejectReason.CALLED_AE_NOT_RECOGNIZED
     )
-    active[0] = 2
+    recorder.active = 2
     assoc = ae.associate("127.0.0.1", port, ae_title="FASTSCP")
     assert assoc.is_rejected
     rj = assoc.acceptor.primitive
@@ -287,41 +302,34 @@ def test_fast_scp_rejects_wrong_called_ae_and_over_limit(
     )
 
 
-# -- classification ---------------------------------------------------------------------------
+def test_a_partial_dataset_of_an_aborted_association_leaves_no_file(
+    fast_scp: tuple[int, _Recorder], tmp_path: Path
+) -> None:
+    """A dataset too large to keep in memory is written as it arrives; when the association
+    is aborted before its end, the file goes with it."""
+    from common.dimse.fast.acse import encode_associate_rq
+    from common.dimse.fast.constants import AbortSource, PduType
+    from common.dimse.fast.transport import abort_pdu, pdata_pdus
 
-
-def _peeked_request(contexts: list[object], roles: list[object] | None = None) -> bytes:
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    captured: list[bytes] = []
-
-    def accept() -> None:
-        sock, _ = listener.accept()
-        captured.append(peek_associate_rq(sock, 5.0))
-        sock.close()
-
-    thread = threading.Thread(target=accept)
-    thread.start()
-    ae = AE(ae_title="PYSCU")
-    ae.acse_timeout = 1
-    ae.requested_contexts = contexts  # type: ignore[assignment]
-    ae.associate("127.0.0.1", port, ae_title="X", ext_neg=roles)
-    thread.join(5)
-    listener.close()
-    return captured[0]
-
-
-def test_classification() -> None:
-    from pynetdicom.presentation import build_context
-
-    storage = _peeked_request([build_context(Verification), build_context(CTImageStorage),
-                               build_context("1.2.3.4.5.6")])
-    assert fast_path_eligible(decode_associate_rq(storage))
-    assert not fast_path_eligible(decode_associate_rq(storage), reserved={"1.2.3.4.5.6"})
-    query = _peeked_request([build_context(PatientRootQueryRetrieveInformationModelFind)])
-    assert not fast_path_eligible(decode_associate_rq(query))
-    roles = _peeked_request([build_context(CTImageStorage)],
-                            [build_role(CTImageStorage, scp_role=True)])
-    assert not fast_path_eligible(decode_associate_rq(roles))
-    assert is_storage_like("1.3.6.1.4.1.99999.1")
-    assert not is_storage_like(str(PatientRootQueryRetrieveInformationModelFind))
+    port, recorder = fast_scp
+    before = set(tmp_path.iterdir())
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(encode_associate_rq(
+            "RAW", "FASTSCP", [ProposedContext(1, CT, (ExplicitVRLittleEndian,))], 16384
+        ))
+        assert sock.recv(1) == bytes([PduType.ASSOCIATE_AC])
+        command = CStoreRq(1, CT, generate_uid()).encode()
+        sock.sendall(b"".join(pdata_pdus(1, command, True, 16000)))
+        partial = pdata_pdus(1, b"\0" * (2 * IN_MEMORY_LIMIT), False, 16000)[:-1]
+        sock.sendall(b"".join(partial))  # all but the last fragment: a file by now
+        deadline = time.monotonic() + 5
+        while set(tmp_path.iterdir()) == before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert set(tmp_path.iterdir()) != before  # the dataset was being written
+        sock.sendall(abort_pdu(AbortSource.SERVICE_USER))
+        deadline = time.monotonic() + 5
+        while set(tmp_path.iterdir()) != before and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert set(tmp_path.iterdir()) == before
+    assert recorder.stored == []
+    assert AssociationEvent.ABORTED in recorder.events

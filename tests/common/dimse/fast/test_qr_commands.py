@@ -1,4 +1,5 @@
-"""The fast engine's C-FIND/C-MOVE/C-CANCEL command sets, byte for byte against pynetdicom's."""
+"""The engine's C-FIND/C-MOVE/C-GET/C-CANCEL/N-ACTION command sets, byte for byte against
+pynetdicom's."""
 
 from __future__ import annotations
 
@@ -26,11 +27,15 @@ from common.dimse.fast.commands import (
     CCancelRq,
     CFindRq,
     CFindRsp,
+    CGetRq,
     CMoveRq,
     CMoveRsp,
+    NActionRq,
+    NActionRsp,
     SubOperationCounts,
     decode_command_set,
 )
+from common.dimse.fast.constants import CommandField
 from common.status import Status
 
 MOVE = str(StudyRootQueryRetrieveInformationModelMove)
@@ -130,3 +135,59 @@ def test_c_cancel_rq_matches_pynetdicom_and_decodes() -> None:
     ours = CCancelRq(7)
     assert ours.encode() == _pynetdicom(C_CANCEL_RQ(), primitive)
     assert CCancelRq.from_command(decode_command_set(ours.encode())) == ours
+
+
+GET = "1.2.840.10008.5.1.4.1.2.2.3"
+COMMIT = "1.2.840.10008.1.20.1"
+COMMIT_INSTANCE = "1.2.840.10008.1.20.1.1"
+
+
+def test_c_get_rq_and_rsp_match_pynetdicom() -> None:
+    from pynetdicom.dimse_messages import C_GET_RQ, C_GET_RSP
+    from pynetdicom.dimse_primitives import C_GET
+
+    primitive = C_GET()
+    primitive.MessageID = 5
+    primitive.AffectedSOPClassUID = GET
+    primitive.Priority = 0
+    primitive.Identifier = BytesIO(b"\x00\x00")
+    ours = CGetRq(5, GET)
+    assert ours.encode() == _pynetdicom(C_GET_RQ(), primitive)
+    assert CGetRq.from_command(decode_command_set(ours.encode())) == ours
+
+    response = C_GET()
+    response.MessageIDBeingRespondedTo = 5
+    response.AffectedSOPClassUID = GET
+    response.Status = int(Status.PENDING)
+    response.NumberOfRemainingSuboperations = 2
+    response.NumberOfCompletedSuboperations = 1
+    response.NumberOfFailedSuboperations = 0
+    response.NumberOfWarningSuboperations = 0
+    rsp = CMoveRsp(5, GET, Status.PENDING, SubOperationCounts(1, 0, 0, 2),
+                   command_field=CommandField.C_GET_RSP)
+    assert rsp.encode() == _pynetdicom(C_GET_RSP(), response)
+
+
+def test_n_action_rq_and_rsp_match_pynetdicom() -> None:
+    from pynetdicom.dimse_messages import N_ACTION_RQ, N_ACTION_RSP
+    from pynetdicom.dimse_primitives import N_ACTION
+
+    primitive = N_ACTION()
+    primitive.MessageID = 9
+    primitive.RequestedSOPClassUID = COMMIT
+    primitive.RequestedSOPInstanceUID = COMMIT_INSTANCE
+    primitive.ActionTypeID = 1
+    primitive.ActionInformation = BytesIO(b"\x00\x00")
+    ours = NActionRq(9, COMMIT, COMMIT_INSTANCE, 1)
+    assert ours.encode() == _pynetdicom(N_ACTION_RQ(), primitive)
+    assert NActionRq.from_command(decode_command_set(ours.encode())) == ours
+
+    response = N_ACTION()
+    response.MessageIDBeingRespondedTo = 9
+    response.AffectedSOPClassUID = COMMIT
+    response.AffectedSOPInstanceUID = COMMIT_INSTANCE
+    response.ActionTypeID = 1
+    response.Status = 0x0119
+    setattr(response, "ErrorComment", "odd")  # noqa: B010 (typed None in pynetdicom)
+    rsp = NActionRsp(9, COMMIT, COMMIT_INSTANCE, 1, 0x0119, "odd")
+    assert rsp.encode() == _pynetdicom(N_ACTION_RSP(), response)

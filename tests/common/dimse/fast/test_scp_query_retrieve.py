@@ -1,4 +1,5 @@
-"""The fast SCP's C-MOVE/C-FIND serving: responses streamed, C-CANCEL noticed, pynetdicom SCU."""
+"""The SCP's C-FIND/C-MOVE/C-GET and N-ACTION serving against a pynetdicom SCU: responses
+streamed, C-CANCEL noticed, C-GET sub-operations on the requesting association."""
 
 from __future__ import annotations
 
@@ -8,45 +9,117 @@ import time
 from collections.abc import Callable, Iterator
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import pytest
-from pydicom.dataset import Dataset
-from pynetdicom import AE
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, build_role, evt
 from pynetdicom.dsutils import decode, encode
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
+    StorageCommitmentPushModel,
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
-    Verification,
 )
 
-from common.dimse.fast.acse import AcceptedContext, decode_associate_rq
-from common.dimse.fast.commands import CEchoRq, CFindRq, CMoveRq, CStoreRq, SubOperationCounts
+from common.dimse.fast.acse import AcceptedContext, AssociateRequest
+from common.dimse.fast.commands import (
+    CEchoRq,
+    CFindRq,
+    CGetRq,
+    CMoveRq,
+    CStoreRq,
+    NActionRq,
+    SubOperationCounts,
+)
+from common.dimse.fast.meta import read_file_meta
 from common.dimse.fast.scp import (
     AcceptorAssociation,
     AcceptorPolicy,
+    Admission,
     AssociationEvent,
+    GetSubOperations,
     QRResponse,
-    fast_path_eligible,
 )
 from common.status import SUCCESS, DimseStatus, Status
 
 MOVE = str(StudyRootQueryRetrieveInformationModelMove)
 FIND = str(StudyRootQueryRetrieveInformationModelFind)
+GET = str(StudyRootQueryRetrieveInformationModelGet)
+COMMIT = str(StorageCommitmentPushModel)
+CT = str(CTImageStorage)
 SYNTAXES = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
 SUB_OPERATIONS = 5
+
+
+def _write_ct(path: Path) -> Path:
+    ds = Dataset()
+    ds.SOPClassUID = CT
+    ds.SOPInstanceUID = generate_uid()
+    ds.PatientID = "GET"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = UID(CT)
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.save_as(path, enforce_file_format=True)
+    return path
 
 
 class _Handlers:
     """C-MOVE: SUB_OPERATIONS pending responses (one every 50 ms), stopping on cancel."""
 
-    def __init__(self) -> None:
+    def __init__(self, files: list[Path]) -> None:
         self.identifiers: list[Dataset] = []
         self.closed = threading.Event()
+        self.files = files
+        self.actions: list[tuple[NActionRq, Dataset | None]] = []
+
+    def admit(self, assoc: AcceptorAssociation, request: AssociateRequest) -> Admission:
+        return Admission()
 
     def notify(self, event: AssociationEvent, assoc: AcceptorAssociation) -> None:
         """Ignored."""
+
+    def c_get(self, assoc: AcceptorAssociation, request: CGetRq, context: AcceptedContext,
+              identifier: bytes, is_cancelled: Callable[[], bool],
+              sub_operations: GetSubOperations) -> Iterator[QRResponse]:
+        """Each file as a sub-operation, a Pending after each; Cancel when asked."""
+        total = len(self.files)
+        completed = failed = 0
+        for index, path in enumerate(self.files):
+            if is_cancelled():
+                yield QRResponse(
+                    DimseStatus(Status.CANCEL),
+                    SubOperationCounts(completed, failed, 0, total - index),
+                )
+                return
+            meta = read_file_meta(path)
+            context_for = sub_operations.contexts.get((meta.sop_class_uid,
+                                                       meta.transfer_syntax_uid))
+            if context_for is None:
+                failed += 1
+            else:
+                rsp = sub_operations.send_c_store(path, meta, context_for, index + 1)
+                if rsp.status == 0:
+                    completed += 1
+                else:
+                    failed += 1
+            yield QRResponse(
+                DimseStatus(Status.PENDING),
+                SubOperationCounts(completed, failed, 0, total - index - 1),
+            )
+        yield QRResponse(
+            SUCCESS if not failed else DimseStatus(Status.SUB_OPERATIONS_COMPLETE_WITH_FAILURES),
+            SubOperationCounts(completed, failed, 0),
+        )
+
+    def n_action(self, assoc: AcceptorAssociation, request: NActionRq,
+                 context: AcceptedContext, information: bytes | None) -> DimseStatus:
+        info = None if information is None else decode(BytesIO(information), False, True, False)
+        self.actions.append((request, info))
+        return DimseStatus(Status.PROCESSING_FAILURE, "not today")
 
     def c_echo(self, assoc: AcceptorAssociation, request: CEchoRq) -> DimseStatus:
         return SUCCESS
@@ -88,10 +161,10 @@ class _Handlers:
 
 
 @pytest.fixture
-def fast_scp() -> Iterator[tuple[int, _Handlers]]:
-    handlers = _Handlers()
+def fast_scp(tmp_path: Path) -> Iterator[tuple[int, _Handlers]]:
+    handlers = _Handlers([_write_ct(tmp_path / f"{index}.dcm") for index in range(3)])
     listener = socket.create_server(("127.0.0.1", 0))
-    served = {MOVE: SYNTAXES, FIND: SYNTAXES}
+    served = {MOVE: SYNTAXES, FIND: SYNTAXES, GET: SYNTAXES, COMMIT: SYNTAXES}
     policy = AcceptorPolicy("FASTSCP", 16384, 5.0, 5.0, 5.0, served_syntaxes=served)
 
     def serve() -> None:
@@ -101,7 +174,7 @@ def fast_scp() -> Iterator[tuple[int, _Handlers]]:
             except OSError:
                 return
             assoc = AcceptorAssociation(sock, address, sock.getsockname(), policy, handlers)
-            threading.Thread(target=assoc.serve, args=(lambda: 0, 2), daemon=True).start()
+            threading.Thread(target=assoc.serve, daemon=True).start()
 
     threading.Thread(target=serve, daemon=True).start()
     yield listener.getsockname()[1], handlers
@@ -170,36 +243,89 @@ def test_find_beside_move_is_answered(fast_scp: tuple[int, _Handlers]) -> None:
     assert responses[0][1].PatientName == "DOE^J"
 
 
-def test_eligibility_of_served_classes() -> None:
-    ae = AE(ae_title="PYSCU")
-    for uid in (MOVE, FIND, str(CTImageStorage), str(Verification)):
-        ae.add_requested_context(uid)
-    request_bytes = _associate_rq(ae)
-    request = decode_associate_rq(request_bytes)
-    assert not fast_path_eligible(request, reserved={MOVE, FIND})
-    assert not fast_path_eligible(request, reserved={MOVE, FIND}, served={MOVE})
-    assert fast_path_eligible(request, reserved={MOVE, FIND}, served={MOVE, FIND})
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-    request = decode_associate_rq(_associate_rq(ae))
-    assert not fast_path_eligible(request, reserved={MOVE, FIND, str(
-        StudyRootQueryRetrieveInformationModelGet)}, served={MOVE, FIND})
+def _get(port: int, received: list[Dataset], *, scp_role: bool = True) -> object:
+    def on_store(event: evt.Event) -> int:
+        received.append(event.dataset)
+        return 0
 
-
-def _associate_rq(ae: AE) -> bytes:
-    """The A-ASSOCIATE-RQ ``ae`` sends, captured by a listener that never answers."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    ae.acse_timeout = 0.5
-    thread = threading.Thread(
-        target=lambda: ae.associate("127.0.0.1", port, ae_title="ANY"), daemon=True
+    ae = AE(ae_title="GETSCU")
+    ae.add_requested_context(GET, list(SYNTAXES))
+    ae.add_requested_context(CT, [str(ExplicitVRLittleEndian)])
+    roles: list[Any] = [build_role(CT, scp_role=True)] if scp_role else []
+    assoc = ae.associate(
+        "127.0.0.1", port, ae_title="FASTSCP", ext_neg=roles,
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
     )
-    thread.start()
-    sock, _ = listener.accept()
-    sock.settimeout(5)
-    data = b""
-    while len(data) < 6 or len(data) < 6 + int.from_bytes(data[2:6], "big"):
-        data += sock.recv(65536)
-    sock.close()
-    listener.close()
-    thread.join(5)
-    return data
+    assert assoc.is_established
+    return assoc
+
+
+def test_get_sends_sub_operations_on_the_requesting_association(
+    fast_scp: tuple[int, _Handlers],
+) -> None:
+    port, handlers = fast_scp
+    received: list[Dataset] = []
+    assoc: object = _get(port, received)
+    try:
+        responses = list(assoc.send_c_get(_keys(), GET, msg_id=3))  # type: ignore[attr-defined]
+    finally:
+        assoc.release()  # type: ignore[attr-defined]
+    statuses = [int(status.Status) for status, _ in responses]
+    assert statuses == [0xFF00] * 3 + [0x0000]
+    assert responses[-1][0].NumberOfCompletedSuboperations == 3
+    assert sorted(ds.SOPInstanceUID for ds in received) == sorted(
+        read_file_meta(path).sop_instance_uid for path in handlers.files
+    )
+
+
+def test_get_without_the_scp_role_has_no_context_to_send_on(
+    fast_scp: tuple[int, _Handlers],
+) -> None:
+    """Role selection: a requestor that did not take the SCP role receives nothing."""
+    port, _ = fast_scp
+    received: list[Dataset] = []
+    assoc: object = _get(port, received, scp_role=False)
+    try:
+        responses = list(assoc.send_c_get(_keys(), GET, msg_id=3))  # type: ignore[attr-defined]
+    finally:
+        assoc.release()  # type: ignore[attr-defined]
+    assert int(responses[-1][0].Status) == 0xB000
+    assert responses[-1][0].NumberOfFailedSuboperations == 3
+    assert received == []
+
+
+def test_c_cancel_during_a_get_ends_it(fast_scp: tuple[int, _Handlers]) -> None:
+    port, _ = fast_scp
+    received: list[Dataset] = []
+    assoc: object = _get(port, received)
+    statuses = []
+    try:
+        for index, (status, _) in enumerate(
+            assoc.send_c_get(_keys(), GET, msg_id=3)  # type: ignore[attr-defined]
+        ):
+            statuses.append(int(status.Status))
+            if index == 0:
+                assoc.send_c_cancel(3, query_model=GET)  # type: ignore[attr-defined]
+    finally:
+        assoc.release()  # type: ignore[attr-defined]
+    assert statuses[-1] == 0xFE00
+    assert len(received) < 3
+
+
+def test_n_action_is_answered_with_the_handlers_status(fast_scp: tuple[int, _Handlers]) -> None:
+    port, handlers = fast_scp
+    ae = AE(ae_title="COMMITSCU")
+    ae.add_requested_context(COMMIT, list(SYNTAXES))
+    assoc = ae.associate("127.0.0.1", port, ae_title="FASTSCP")
+    assert assoc.is_established
+    info = Dataset()
+    info.TransactionUID = "1.2.3.4.5"
+    try:
+        status, reply = assoc.send_n_action(info, 1, COMMIT, "1.2.840.10008.1.20.1.1")
+    finally:
+        assoc.release()
+    assert (int(status.Status), status.ErrorComment) == (0x0110, "not today")
+    assert reply is None
+    request, received = handlers.actions[0]
+    assert (request.action_type_id, request.sop_instance_uid) == (1, "1.2.840.10008.1.20.1.1")
+    assert received is not None and received.TransactionUID == "1.2.3.4.5"

@@ -15,6 +15,7 @@ from pynetdicom.pdu import P_DATA_TF
 
 from common.dimse.fast.commands import CEchoRq, CStoreRq, decode_command_set
 from common.dimse.fast.constants import AbortReason, PduType, PdvControl
+from common.dimse.fast.limits import DeadlineExceededError, TransferPace
 from common.dimse.fast.transport import (
     ConnectionClosedError,
     DimseProtocolError,
@@ -26,7 +27,6 @@ from common.dimse.fast.transport import (
     pdata_pdus,
     release_pdu,
 )
-from common.dimse.pdu_guard import DeadlineExceededError, TransferPace
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 
@@ -153,7 +153,7 @@ def test_max_pdv_data() -> None:
     assert max_pdv_data(0) > 16384
 
 
-# -- the pace rule (common.dimse.pdu_guard) on the fast engine ---------------------------------
+# -- the pace rule (common.dimse.fast.limits) on the fast engine ---------------------------------
 
 
 def _trickle(sock: socket.socket, pieces: list[bytes], gap: float) -> threading.Thread:
