@@ -45,6 +45,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
@@ -60,6 +61,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from common.dimse.fast.acse import (
     AcceptedContext,
     AssociateRequest,
+    canonical_associate_rq,
     decode_associate_rq,
     encode_associate_rj,
 )
@@ -275,7 +277,12 @@ class DimseServer:
         ae.acse_timeout = config.acse_timeout
         ae.dimse_timeout = config.dimse_timeout
         ae.network_timeout = config.network_timeout
-        ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+        # pynetdicom takes the first of these the requestor proposed: explicit VR first, as
+        # the adapter's engine would take it (common.dimse.fast.acse.prefer_explicit_vr).
+        ae.add_supported_context(Verification, [
+            ExplicitVRLittleEndian,
+            *(ts for ts in ALL_TRANSFER_SYNTAXES if ts != ExplicitVRLittleEndian),
+        ])
         for service in self._services:
             for cx in service.contexts:
                 ae.add_supported_context(
@@ -436,7 +443,9 @@ class DimseServer:
                     self._pending.discard(sock)
                     self._pending.add(tls_sock)
                 sock = tls_sock
-            request = decode_associate_rq(receive_associate_rq(sock, config.acse_timeout))
+            # Both engines read the request made canonical (NUL padding, syntax preference).
+            request_pdu = canonical_associate_rq(receive_associate_rq(sock, config.acse_timeout))
+            request = decode_associate_rq(request_pdu)
         except DimseProtocolError as exc:
             LOG.warning("connection from %s:%s sent garbage (%s); aborting",
                         address[0], address[1], exc)
@@ -468,7 +477,7 @@ class DimseServer:
         over_limit = self._active_count() >= config.max_associations
         served = self._served_for(request, str(address[0]))
         if not over_limit and not fast_path_eligible(request, self._reserved, served):
-            guarded = self._guarded(sock, request, address)
+            guarded = self._guarded(sock, request, address, request_pdu)
             with self._lock:
                 self._handed_on[(str(address[0]), int(address[1]))] = (
                     request.calling_ae_title.strip()
@@ -488,9 +497,11 @@ class DimseServer:
         return None
 
     def _guarded(
-        self, sock: socket.socket, request: AssociateRequest, address: Any
+        self, sock: socket.socket, request: AssociateRequest, address: Any, request_pdu: bytes
     ) -> socket.socket:
         """``sock`` for pynetdicom, its reads under a fresh PDU guard.
+
+        pynetdicom reads ``request_pdu`` (the canonical request) in place of what was sent.
 
         Between guarded reads the socket times out after the network timeout, which bounds a
         send to a peer that stopped reading (pynetdicom's sockets otherwise block forever).
@@ -500,6 +511,7 @@ class DimseServer:
             PduGuard(self._limits, self._policy.pace),
             f"{request.calling_ae_title.strip() or '-'}@{address[0]}:{address[1]}",
             resting_timeout=config.network_timeout,
+            head=request_pdu,
         )
         if isinstance(sock, ReplayableSSLSocket):
             sock.read_guard = guard

@@ -71,6 +71,10 @@ class ReadGuard:
         peer: how logs name the peer (``AET@host:port``: identifiers only).
         resting_timeout: the socket timeout outside guarded reads (None: blocking).
         clock: :func:`time.monotonic` (tests may pass another).
+        head: what the reads return instead of the first ``len(head)`` bytes of the stream,
+            which must be as long as them: the A-ASSOCIATE-RQ the listener has already read,
+            made canonical (:func:`common.dimse.fast.acse.canonical_associate_rq`), so that
+            pynetdicom reads the same request as the adapter's engine would.
     """
 
     def __init__(
@@ -80,11 +84,14 @@ class ReadGuard:
         *,
         resting_timeout: float | None,
         clock: Callable[[], float] = time.monotonic,
+        head: bytes = b"",
     ) -> None:
         self._guard = guard
         self._peer = peer
         self._resting = resting_timeout
         self._clock = clock
+        self._head = head
+        self._position = 0  # bytes read so far, counted while within the head
 
     def recv(self, sock: socket.socket, read: Callable[[], bytes]) -> bytes:
         """Run one read of ``sock`` (``read``) under the guard.
@@ -110,11 +117,19 @@ class ReadGuard:
         finally:
             with contextlib.suppress(OSError):  # closed meanwhile
                 sock.settimeout(self._resting)
+        if self._position < len(self._head):
+            data = self._replace_head(data)
         try:
             guard.feed(data, self._clock())
         except PduViolation as violation:
             self._abort(sock, violation)
         return data
+
+    def _replace_head(self, data: bytes) -> bytes:
+        start = self._position
+        self._position += len(data)
+        count = min(len(data), len(self._head) - start)
+        return self._head[start : start + count] + data[count:]
 
     def _abort(self, sock: socket.socket, violation: PduViolation) -> NoReturn:
         LOG.warning("association from %s aborted: %s", self._peer, violation)
