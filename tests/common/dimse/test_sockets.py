@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from common.dimse.fast.acse import ProposedContext, encode_associate_rq
+from common.dimse.fast.acse import ProposedContext, canonical_associate_rq, encode_associate_rq
 from common.dimse.fast.commands import CEchoRq
 from common.dimse.fast.constants import AbortReason, AbortSource, PduType
 from common.dimse.fast.transport import abort_pdu, pdata_pdus, release_pdu
@@ -24,11 +24,12 @@ CT = "1.2.840.10008.5.1.4.1.1.2"
 RESTING = 7.0
 
 
-def _read_guard(patience: float = 5.0) -> ReadGuard:
+def _read_guard(patience: float = 5.0, head: bytes = b"") -> ReadGuard:
     return ReadGuard(
         PduGuard(PduLimits(16384), TransferPace(patience, 1000.0)),
         "TEST@127.0.0.1:1",
         resting_timeout=RESTING,
+        head=head,
     )
 
 
@@ -86,6 +87,24 @@ def test_bytes_pass_unchanged_and_the_resting_timeout_comes_back(
     client.sendall(abort_pdu(AbortSource.SERVICE_USER))
     assert guarded.recv_into(buffer) == 10
     assert bytes(buffer) == abort_pdu(AbortSource.SERVICE_USER)
+    guarded.close()
+
+
+def test_reads_return_the_canonical_request_in_place_of_what_was_sent(
+    tcp_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """pynetdicom reads the request the listener made canonical, whatever the read sizes."""
+    client, server = tcp_pair
+    session = _session()
+    sent = session[:10] + b"SCP\0\0\0\0\0\0\0\0\0\0\0\0\0" + session[26:]
+    length = 6 + int.from_bytes(session[2:6], "big")
+    canonical = canonical_associate_rq(sent[:length])
+    assert canonical != sent[:length] and canonical == session[:length]
+    guarded = GuardedSocket.adopt(server, _read_guard(head=canonical))
+    client.sendall(sent)
+    received = b"".join(_recv_exactly(guarded, size) for size in (3, 7, 20, 1, 100))
+    received += _recv_exactly(guarded, len(session) - len(received))
+    assert received == session
     guarded.close()
 
 
