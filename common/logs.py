@@ -6,7 +6,8 @@ datasets, which may hold PHI.
 
 Much of what is logged comes from peers (AE titles, UIDs, Error Comments, the text of a library's
 exception about a malformed PDU), so the formatters escape, in every record whoever logged it
-(pynetdicom's records pass through the same handler), every character that is not printable:
+(pynetdicom's records pass through the same handler, and so do Python warnings, which pydicom
+issues about malformed values), every character that is not printable:
 line breaks, NUL, ESC and the other C0/C1 controls, DEL, Unicode separators and format
 characters (:func:`escape`). The text format escapes the whole line; the JSON format escapes the
 message and every string in the record's fields, keys included. A traceback keeps its own line
@@ -210,3 +211,6 @@ def configure_logging(*, verbose: bool = False, json_format: bool = False) -> No
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Python warnings (pydicom warns about a peer's malformed UID, quoting it) would otherwise
+    # be written to stderr beside the handler: unescaped, and not JSON.
+    logging.captureWarnings(True)

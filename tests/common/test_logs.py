@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -211,3 +212,13 @@ def test_pynetdicom_records_pass_escaped(
         assert json.loads(line)["message"].startswith("Invalid 'Called AE Title' value 'A\\n")
     else:
         assert "ERROR   pynetdicom.utils: Invalid 'Called AE Title' value 'A\\nFORGED" in line
+
+
+def test_python_warnings_go_through_the_handler(stderr: Callable[[], str]) -> None:
+    """pydicom warns about a peer's malformed UID; the warning must not bypass the formatter."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn(f"Invalid value for VR UI: {HOSTILE}", UserWarning, stacklevel=1)
+    text = stderr()
+    assert text.count("\n") == 1 and text[:-1].isprintable(), text
+    assert "WARNING py.warnings: " in text and "UserWarning: Invalid value for VR UI: A\\n" in text
