@@ -74,11 +74,16 @@ def escape_block(text: str) -> str:
     return "\n".join(escape(line) for line in text.split("\n"))
 
 
+#: JSON scalars written as they are (exact types: a str or int subclass may print otherwise).
+_PLAIN_SCALARS = frozenset({int, float, bool, type(None)})
+
+
 def _escape_value(value: Any) -> Any:
     """A JSON field's value with every string in it escaped (other scalars kept)."""
-    if isinstance(value, str):
-        return escape(value)
-    if value is None or isinstance(value, bool | int | float):
+    kind = type(value)
+    if kind is str:
+        return value if value.isprintable() else escape(value)
+    if kind in _PLAIN_SCALARS:
         return value
     if isinstance(value, dict):
         return {escape(str(key)): _escape_value(item) for key, item in value.items()}
