@@ -204,6 +204,23 @@ def test_tls_reads_pass_the_guard_put_back_bytes_included(
     assert answer == abort_pdu(AbortSource.SERVICE_PROVIDER, AbortReason.UNRECOGNIZED_PDU)
 
 
+def test_tls_reads_return_the_canonical_request_in_place_of_what_was_sent(
+    tls_pair: tuple[ssl.SSLSocket, ReplayableSSLSocket],
+) -> None:
+    client, server = tls_pair
+    session = _session()
+    sent = session[:26] + b"SCU\0\0\0\0\0\0\0\0\0\0\0\0\0" + session[42:]
+    length = 6 + int.from_bytes(session[2:6], "big")
+    client.sendall(sent)
+    request = _recv_exactly(server, length)  # as the listener reads it, then puts it back
+    server.unread(request)
+    server.read_guard = _read_guard(head=canonical_associate_rq(request))
+    buffer = bytearray(10)
+    assert server.recv_into(buffer) == 10
+    received = bytes(buffer) + _recv_exactly(server, len(session) - 10)
+    assert received == session
+
+
 def test_tls_partial_record_cannot_hang_a_read(
     tls_pair: tuple[ssl.SSLSocket, ReplayableSSLSocket],
 ) -> None:
