@@ -40,12 +40,12 @@ from common.lifecycle import Lifecycle
 from common.metrics import ExportMetrics, new_registry
 from common.proxy import ProxySettings
 from common.retry import NO_RETRY, RetryPolicy
+from common.sinks import DimseSink, InstanceSink, StowSink
 from export_adapter.config import DimsePeerConfig, ExportConfig, StowPeerConfig
 from export_adapter.counters import ExportCounters
 from export_adapter.deadletter import DeadLetterSink, NoDeadLetter, PubSubDeadLetter
 from export_adapter.exporter import Exporter
 from export_adapter.fetch import InstanceFetcher
-from export_adapter.sinks import DimseSink, InstanceSink, StowSink
 from export_adapter.source import SourceMode
 from export_adapter.subscriber import NotificationSubscriber
 

@@ -24,14 +24,14 @@ from typing import Protocol
 from common.errors import AdapterError, ShuttingDownError
 from common.lifecycle import Lifecycle
 from common.metrics import NULL_EXPORT_OBSERVER, ExportObserver
+from common.sinks import InstanceSink
 from common.status import DimseStatus
 from export_adapter.counters import ExportCounters
 from export_adapter.deadletter import DeadLetterError, DeadLetterSink
 from export_adapter.errors import PeerRefusedInstanceError
 from export_adapter.fetch import FetchedInstance
-from export_adapter.notification import InstanceRef, parse_notification
+from export_adapter.notification import NotifiedInstance, parse_notification
 from export_adapter.outcome import Disposition, classify
-from export_adapter.sinks import InstanceSink
 
 LOG = logging.getLogger(__name__)
 #: Seconds a worker pauses before nacking a message delivered while the adapter drains.
@@ -58,7 +58,7 @@ class ReceivedMessage:
 class Fetcher(Protocol):
     """Retrieves an instance from the source into a file."""
 
-    def fetch(self, instance: InstanceRef, destination: Path) -> FetchedInstance:
+    def fetch(self, instance: NotifiedInstance, destination: Path) -> FetchedInstance:
         """Write the instance to ``destination``."""
         ...
 
@@ -132,13 +132,13 @@ class Exporter:
         )
         return Disposition.ACK
 
-    def _export(self, instance: InstanceRef) -> tuple[DimseStatus, FetchedInstance]:
+    def _export(self, instance: NotifiedInstance) -> tuple[DimseStatus, FetchedInstance]:
         handle, name = tempfile.mkstemp(prefix="export-", suffix=".dcm", dir=self._spool_dir)
         os.close(handle)
         path = Path(name)
         try:
             fetched = self._fetcher.fetch(instance, path)
-            status = self._sink.send(fetched)
+            status = self._sink.deliver(fetched.instance, fetched.origin)
         finally:
             path.unlink(missing_ok=True)
         if status.is_failure:

@@ -6,11 +6,13 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.dicom.part10 import Part10Instance
 from common.dicomweb.client import DicomwebApi
 from common.dimse.fast.meta import read_file_meta
 from common.errors import DicomwebHttpError, MalformedDatasetError
+from common.sinks import Origin
 from export_adapter.errors import InstanceNotFoundError
-from export_adapter.notification import InstanceRef
+from export_adapter.notification import NotifiedInstance
 from export_adapter.source import SourceLocator
 
 LOG = logging.getLogger(__name__)
@@ -26,16 +28,22 @@ class FetchedInstance:
     Attributes:
         path: the Part 10 file.
         size: its size in bytes.
-        sop_class_uid / sop_instance_uid / transfer_syntax_uid: from its file meta.
-        dataset_offset: where the dataset starts (after the file meta).
+        instance: the instance, as sinks take it (UIDs and dataset offset from the file meta).
     """
 
     path: Path
     size: int
-    sop_class_uid: str
-    sop_instance_uid: str
-    transfer_syntax_uid: str
-    dataset_offset: int
+    instance: Part10Instance
+
+    @property
+    def sop_instance_uid(self) -> str:
+        """The instance's SOP Instance UID (from its file meta)."""
+        return self.instance.sop_instance_uid
+
+    @property
+    def origin(self) -> Origin:
+        """What a sink is told besides the instance: its file (no AE title: not DIMSE)."""
+        return Origin(file=self.path)
 
 
 class InstanceFetcher:
@@ -45,7 +53,7 @@ class InstanceFetcher:
         self._client = client
         self._locator = locator
 
-    def fetch(self, instance: InstanceRef, destination: Path) -> FetchedInstance:
+    def fetch(self, instance: NotifiedInstance, destination: Path) -> FetchedInstance:
         """Write ``instance`` to ``destination`` as received (no transcoding).
 
         Raises:
@@ -66,40 +74,39 @@ class InstanceFetcher:
         except DicomwebHttpError as exc:
             if exc.status in GONE_STATUSES:
                 raise InstanceNotFoundError(
-                    f"source has no instance {instance.instance_uid} (HTTP {exc.status})"
+                    f"source has no instance {instance.sop_instance_uid} (HTTP {exc.status})"
                 ) from exc
             raise
         if size < 0:
             raise InstanceNotFoundError(
-                f"source answered with no part for instance {instance.instance_uid}"
+                f"source answered with no part for instance {instance.sop_instance_uid}"
             )
         if extra:
             LOG.warning(
                 "WADO-RS of instance %s returned %d extra parts; ignored",
-                instance.instance_uid,
+                instance.sop_instance_uid,
                 extra,
             )
         return describe_part10(destination, size, instance)
 
 
-def describe_part10(path: Path, size: int, instance: InstanceRef) -> FetchedInstance:
+def describe_part10(path: Path, size: int, instance: NotifiedInstance) -> FetchedInstance:
     """Read the file meta of a retrieved file and check it is the instance asked for.
 
     Raises:
         MalformedDatasetError: no usable file meta, or it names another instance.
     """
     meta = read_file_meta(path)  # our reader: pydicom's builds a dataset for three UIDs
-    fetched = FetchedInstance(
-        path=path,
-        size=size,
+    if meta.sop_instance_uid != instance.sop_instance_uid:
+        raise MalformedDatasetError(
+            f"source returned instance {meta.sop_instance_uid} when asked for "
+            f"{instance.sop_instance_uid}"
+        )
+    part10 = Part10Instance.from_spooled(
+        path,
         sop_class_uid=meta.sop_class_uid,
         sop_instance_uid=meta.sop_instance_uid,
         transfer_syntax_uid=meta.transfer_syntax_uid,
-        dataset_offset=meta.dataset_offset,
+        offset=meta.dataset_offset,
     )
-    if fetched.sop_instance_uid != instance.instance_uid:
-        raise MalformedDatasetError(
-            f"source returned instance {fetched.sop_instance_uid} when asked for "
-            f"{instance.instance_uid}"
-        )
-    return fetched
+    return FetchedInstance(path=path, size=size, instance=part10)

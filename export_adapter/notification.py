@@ -18,6 +18,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from common.dicom.reference import InstanceReference
 from export_adapter.errors import NotificationError
 
 #: ``action`` values (compared case-insensitively) that announce a new instance to export.
@@ -26,7 +27,7 @@ EXPORT_ACTIONS = frozenset({"storeinstances", "importdicomdata"})
 _UID_ATTRIBUTES = {
     "studyInstanceUID": "study_uid",
     "seriesInstanceUID": "series_uid",
-    "sopInstanceUID": "instance_uid",
+    "sopInstanceUID": "sop_instance_uid",
 }
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _MAX_UID = 64
@@ -36,26 +37,27 @@ _PREVIEW = 80
 
 
 @dataclass(frozen=True)
-class InstanceRef:
-    """An instance named by a notification.
+class NotifiedInstance:
+    """An instance named by a notification: which instance, and in which store.
 
     Attributes:
-        study_uid / series_uid / instance_uid: the instance's UIDs.
+        reference: the instance's study, series and SOP instance UIDs.
         store_path: what came before ``studies/`` (the Cloud Healthcare store resource name
             ending in ``/dicomWeb``), or ``""`` for a bare path.
     """
 
-    study_uid: str
-    series_uid: str
-    instance_uid: str
+    reference: InstanceReference
     store_path: str = ""
+
+    @property
+    def sop_instance_uid(self) -> str:
+        """The instance's SOP Instance UID."""
+        return self.reference.sop_instance_uid
 
     @property
     def dicomweb_segments(self) -> tuple[str, ...]:
         """The path below a DICOMweb root: ``("studies", A, "series", B, "instances", C)``."""
-        return (
-            "studies", self.study_uid, "series", self.series_uid, "instances", self.instance_uid
-        )  # fmt: skip
+        return self.reference.dicomweb_segments
 
     @property
     def resource_segments(self) -> tuple[str, ...]:
@@ -80,7 +82,7 @@ class Notification:
 
     message_id: str
     action: str
-    instance: InstanceRef | None
+    instance: NotifiedInstance | None
     skip_reason: str = ""
 
 
@@ -113,7 +115,7 @@ def _text_of(data: bytes) -> str:
         raise NotificationError("message data is not UTF-8 text") from exc
 
 
-def parse_instance_path(text: str) -> InstanceRef:
+def parse_instance_path(text: str) -> NotifiedInstance:
     """The instance named by a resource name or bare ``studies/A/series/B/instances/C`` path.
 
     Raises:
@@ -130,12 +132,12 @@ def parse_instance_path(text: str) -> InstanceRef:
     prefix = segments[:-6]
     if any(not part or part in (".", "..") or "?" in part or "#" in part for part in prefix):
         raise NotificationError(f"{preview!r} has an invalid resource name before 'studies'")
-    return InstanceRef(
+    reference = InstanceReference(
         study_uid=_check_uid(segments[-5], "study UID"),
         series_uid=_check_uid(segments[-3], "series UID"),
-        instance_uid=_check_uid(segments[-1], "instance UID"),
-        store_path="/".join(prefix),
+        sop_instance_uid=_check_uid(segments[-1], "instance UID"),
     )
+    return NotifiedInstance(reference, store_path="/".join(prefix))
 
 
 def parse_notification(
@@ -153,6 +155,6 @@ def parse_notification(
     instance = parse_instance_path(_text_of(data))
     for attribute, field_name in _UID_ATTRIBUTES.items():
         given = attributes.get(attribute, "").strip()
-        if given and given != getattr(instance, field_name):
+        if given and given != getattr(instance.reference, field_name):
             raise NotificationError(f"attribute {attribute} disagrees with the message data")
     return Notification(message_id, action, instance)

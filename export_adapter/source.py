@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from common.dicomweb.address import DicomwebAddress, parse_dicomweb_address
 from common.errors import ConfigError
 from export_adapter.errors import NotificationError
-from export_adapter.notification import InstanceRef
+from export_adapter.notification import NotifiedInstance
 
 #: The Google API base the reference adapter uses by default.
 GOOGLE_API_BASE = "https://healthcare.googleapis.com/v1"
@@ -40,7 +40,7 @@ class SourceLocator:
     address: DicomwebAddress
     mode: SourceMode
 
-    def segments(self, instance: InstanceRef) -> tuple[str, ...]:
+    def segments(self, instance: NotifiedInstance) -> tuple[str, ...]:
         """The path segments below :attr:`address` that name ``instance``.
 
         Raises:
@@ -55,7 +55,7 @@ class SourceLocator:
             )
         return instance.resource_segments
 
-    def url(self, instance: InstanceRef) -> str:
+    def url(self, instance: NotifiedInstance) -> str:
         """The instance's WADO-RS URL (for logs; it carries UIDs, no patient data)."""
         return self.address.url(*self.segments(instance))
 

@@ -25,6 +25,7 @@ from common.http2 import Http2Transport
 from common.lifecycle import Lifecycle
 from common.metrics import ImportMetrics, new_registry
 from common.retry import NO_RETRY
+from common.sinks import InstanceSink, StowSink
 from import_adapter.access import Service
 from import_adapter.associations import AssociationMetrics, log_association
 from import_adapter.commitment.handlers import commitment_service
@@ -37,7 +38,7 @@ from import_adapter.retrieve.handlers import retrieve_service
 from import_adapter.retrieve.service import RetrieveService
 from import_adapter.server import DimseServer
 from import_adapter.spool.wiring import build_spooling
-from import_adapter.store import InstanceSink, StoreService, StowSink
+from import_adapter.store import StoreService
 from import_adapter.store_handler import storage_service
 from import_adapter.transform import TransformingSink
 
@@ -86,7 +87,9 @@ class ImportAdapter:
         )
         # With a spool, datasets are received next to its queues, so committing is a rename.
         receive_dir = self.spooling.manager.layout.incoming if self.spooling else config.spool_dir
-        sink: InstanceSink = self.spooling.sink if self.spooling else StowSink(self.client)
+        sink: InstanceSink = (
+            self.spooling.sink if self.spooling else StowSink(self.client, config.dicomweb.root)
+        )
         if config.transform.enabled:
             # Transformed files are written next to each received one (same file system).
             sink = TransformingSink(sink, config.transform)

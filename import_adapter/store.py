@@ -1,8 +1,9 @@
-"""C-STORE: check a received, spooled dataset and hand it to a sink (STOW-RS today).
+"""C-STORE: check a received, spooled dataset and hand it to a sink.
 
 Protocol-free: :class:`StoreService` takes a :class:`StoreRequest` (what the C-STORE handler,
 :mod:`import_adapter.store_handler`, read off the request) and returns a
-:class:`~common.status.DimseStatus`. Every error becomes a status through
+:class:`~common.status.DimseStatus`. The sink is an :class:`~common.sinks.InstanceSink` (STOW-RS,
+the spool, or a transformation before either). Every error becomes a status through
 :func:`common.status.store_status_for_error`; nothing escapes to the DIMSE engine.
 """
 
@@ -14,15 +15,14 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Protocol
 
 from common.dicom.part10 import IN_MEMORY_LIMIT, Part10Instance, dataset_offset, meta_end
 from common.dicom.scan import scan_buffer, scan_dataset
-from common.dicomweb.client import DicomwebApi
 from common.dimse.after_response import defer
 from common.errors import AdapterError, MalformedDatasetError, UidMismatchError
 from common.lifecycle import Lifecycle
 from common.metrics import NULL_IMPORT_OBSERVER, ImportObserver
+from common.sinks import InstanceSink, Origin
 from common.status import DimseStatus, store_status_for_error
 
 LOG = logging.getLogger(__name__)
@@ -55,24 +55,13 @@ class StoreRequest:
     spool_path: Path
     content: bytes | None = field(default=None, repr=False, compare=False)
 
+    @property
+    def origin(self) -> Origin:
+        """What the sink is told besides the instance: the calling AE title, the received file.
 
-class InstanceSink(Protocol):
-    """Where checked instances go; returns the C-STORE status to answer with."""
-
-    def deliver(self, instance: Part10Instance, request: StoreRequest) -> DimseStatus:
-        """Store or forward one instance; raises :class:`~common.errors.AdapterError`."""
-        ...
-
-
-class StowSink:
-    """Stores each instance with STOW-RS and answers once the store has accepted it."""
-
-    def __init__(self, client: DicomwebApi) -> None:
-        self._client = client
-
-    def deliver(self, instance: Part10Instance, request: StoreRequest) -> DimseStatus:
-        """STOW-RS the instance and return the status the store's answer maps to."""
-        return self._client.store(instance).status
+        A dataset kept in memory (``content``) has no file on disk.
+        """
+        return Origin(self.calling_aet, self.spool_path if self.content is None else None)
 
 
 def check_instance(request: StoreRequest) -> Part10Instance:
@@ -166,7 +155,7 @@ class StoreService:
             with self._lifecycle.operation():
                 instance = check_instance(request)
                 size, received = instance.size, instance.dataset_length
-                status = self._sink.deliver(instance, request)
+                status = self._sink.deliver(instance, request.origin)
         except Exception as exc:  # every failure must become a C-STORE status
             status = store_status_for_error(exc)
             defer(partial(

@@ -7,7 +7,8 @@ hands it the transformed instance instead of the received one::
 
 Redaction streams the pixel data from file to file (constant memory); transcoding loads one
 instance. Both write into the spool directory, and the files are deleted once the inner sink
-returned: an inner sink that keeps instances must copy them during ``deliver``.
+returned, if still there: an inner sink that keeps instances takes the file over (the spool
+renames it) or copies it during ``deliver``.
 
 An instance that cannot be transcoded is stored unchanged and answered with the warning
 :data:`common.status.TRANSCODE_FALLBACK_WARNING` (unless ``strict``: then the C-STORE fails with
@@ -22,7 +23,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom.uid import UID
@@ -31,8 +32,8 @@ from common.dicom.deidentify import RedactionConfig, Redactor
 from common.dicom.part10 import Part10Instance
 from common.dicom.transcode import TARGET_SYNTAXES, TranscodeSettings, transcode_instance
 from common.errors import TranscodeError
+from common.sinks import InstanceSink, Origin
 from common.status import DimseStatus, transcode_fallback_status
-from import_adapter.store import InstanceSink, StoreRequest
 
 LOG = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def combine(own: DimseStatus | None, inner: DimseStatus) -> DimseStatus:
 
 
 class TransformingSink:
-    """An :class:`~import_adapter.store.InstanceSink` that redacts and/or transcodes first."""
+    """An :class:`~common.sinks.InstanceSink` that redacts and/or transcodes first."""
 
     def __init__(
         self,
@@ -95,8 +96,18 @@ class TransformingSink:
         finally:
             path.unlink(missing_ok=True)
 
-    def deliver(self, instance: Part10Instance, request: StoreRequest) -> DimseStatus:
+    def describe(self) -> str:
+        """The inner sink, after the transformation."""
+        return f"transformed, then {self._inner.describe()}"
+
+    def close(self) -> None:
+        """Close the inner sink."""
+        self._inner.close()
+
+    def deliver(self, instance: Part10Instance, origin: Origin) -> DimseStatus:
         """Transform ``instance``, deliver it to the inner sink and combine the statuses.
+
+        The inner sink gets the transformed file as the origin's file (it may take it over).
 
         Raises:
             MalformedDatasetError: the dataset cannot be parsed for redaction.
@@ -110,30 +121,25 @@ class TransformingSink:
             current = instance
             if self._redactor is not None:
                 current = self._redactor.redact_instance(
-                    current, redacted_path, source_aet=request.calling_aet
+                    current, redacted_path, source_aet=origin.source_aet
                 )
                 LOG.debug("de-identified as sop_instance=%s", current.sop_instance_uid)
             warning: DimseStatus | None = None
             if self._transcode is not None:
-                current, warning = self._transcoded(current, transcoded_path, request)
+                current, warning = self._transcoded(current, transcoded_path, origin)
             if current is not instance:
-                request = replace(
-                    request,
-                    sop_instance_uid=current.sop_instance_uid,
-                    transfer_syntax_uid=current.transfer_syntax_uid,
-                    spool_path=current.dataset_path,
-                )
-            return combine(warning, self._inner.deliver(current, request))
+                origin = Origin(origin.source_aet, current.dataset_path)
+            return combine(warning, self._inner.deliver(current, origin))
 
     def _transcoded(
-        self, instance: Part10Instance, destination: Path, request: StoreRequest
+        self, instance: Part10Instance, destination: Path, origin: Origin
     ) -> tuple[Part10Instance, DimseStatus | None]:
         settings = self._transcode
         assert settings is not None
         try:
             return (
                 transcode_instance(
-                    instance, settings, destination, source_aet=request.calling_aet
+                    instance, settings, destination, source_aet=origin.source_aet
                 ),
                 None,
             )

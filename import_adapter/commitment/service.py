@@ -38,6 +38,7 @@ from typing import Any, Protocol
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 
+from common.dicom.reference import InstanceReference
 from common.dicomweb.client import DicomwebApi
 from common.dimse.aet_dictionary import AetDictionary
 from common.dimse.sender import PeerAddress
@@ -116,14 +117,6 @@ class CommitmentSettings:
 
 
 @dataclass(frozen=True)
-class InstanceReference:
-    """One SOP instance of a commitment request."""
-
-    sop_class_uid: str
-    sop_instance_uid: str
-
-
-@dataclass(frozen=True)
 class CommitmentRequest:
     """A validated Storage Commitment request."""
 
@@ -159,7 +152,7 @@ def parse_request(calling_aet: str, action_type: int | None, info: Dataset) -> C
                 f"Referenced SOP Sequence item {index} lacks a UID",
                 status=Status.INVALID_ARGUMENT_VALUE,
             )
-        refs.append(InstanceReference(sop_class, sop_instance))
+        refs.append(InstanceReference(sop_class_uid=sop_class, sop_instance_uid=sop_instance))
     return CommitmentRequest(calling_aet, transaction, tuple(refs))
 
 

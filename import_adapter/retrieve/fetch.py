@@ -27,9 +27,9 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_file_meta_info
 
+from common.dicom.reference import InstanceReference
 from common.dicomweb.client import DicomwebApi
 from common.errors import DicomwebError
-from import_adapter.retrieve.plan import InstanceRef
 
 LOG = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ DEFER_SIZE = 256 * 1024
 class Fetched:
     """One retrieved instance: its spool file (a Part 10 file), decoded on first use."""
 
-    ref: InstanceRef
+    ref: InstanceReference
     path: Path
     _dataset: Dataset | None = field(default=None, repr=False)
 
@@ -61,7 +61,7 @@ class Fetched:
 class FetchFailure:
     """An instance that could not be fetched, and why (safe to log)."""
 
-    ref: InstanceRef
+    ref: InstanceReference
     reason: str
 
 
@@ -69,11 +69,13 @@ FetchOutcome = Fetched | FetchFailure
 _DONE = object()
 
 
-def _groups(instances: Sequence[InstanceRef], whole_series: bool) -> list[list[InstanceRef]]:
+def _groups(
+    instances: Sequence[InstanceReference], whole_series: bool
+) -> list[list[InstanceReference]]:
     """Instances grouped per WADO-RS request, in listing order."""
     if not whole_series:
         return [[ref] for ref in instances]
-    groups: dict[tuple[str, str], list[InstanceRef]] = {}
+    groups: dict[tuple[str, str], list[InstanceReference]] = {}
     for ref in instances:
         groups.setdefault((ref.study_uid, ref.series_uid), []).append(ref)
     return list(groups.values())
@@ -89,7 +91,7 @@ class Prefetcher:
     def __init__(
         self,
         client: DicomwebApi,
-        instances: Sequence[InstanceRef],
+        instances: Sequence[InstanceReference],
         *,
         whole_series: bool,
         depth: int = 8,
@@ -170,7 +172,7 @@ class Prefetcher:
             if not self._stop.is_set():
                 self._put(_DONE)
 
-    def _fetch_group(self, group: list[InstanceRef]) -> None:
+    def _fetch_group(self, group: list[InstanceReference]) -> None:
         pending = {ref.sop_instance_uid: ref for ref in group}
         first = group[0]
         if self._whole_series:
@@ -202,7 +204,7 @@ class Prefetcher:
                 return
 
     @staticmethod
-    def _read(path: Path, pending: dict[str, InstanceRef], *, decode: bool) -> Fetched | None:
+    def _read(path: Path, pending: dict[str, InstanceReference], *, decode: bool) -> Fetched | None:
         try:
             meta = read_file_meta_info(path)
             uid = str(meta.MediaStorageSOPInstanceUID)

@@ -3,7 +3,7 @@
 - :func:`build_retrieve_plan`: the identifier's unique keys at and above its level -> QIDO
   instance searches (a request without keys at its level is refused, never a move of the whole
   store).
-- :func:`instance_ref`: one QIDO instance result -> :class:`InstanceRef`.
+- :func:`instance_ref`: one QIDO instance result -> :class:`InstanceReference`.
 - :func:`destination_pairs`: the (SOP class, transfer syntax) pairs to propose to a move
   destination, from what QIDO reported (AvailableTransferSyntaxUID).
 """
@@ -32,6 +32,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from common.dicom.reference import InstanceReference
 from common.errors import InvalidIdentifierError
 from import_adapter.query.model import InformationModel, Level
 from import_adapter.query.translate import QidoSearch, Query, attribute_id, tag_id
@@ -61,17 +62,6 @@ COMMON_SYNTAXES = tuple(
 _INCLUDE = ",".join(
     tag_id(t) for t in (0x0020000D, 0x0020000E, 0x00080016, 0x00080018, 0x00083002)
 )
-
-
-@dataclass(frozen=True)
-class InstanceRef:
-    """One instance to retrieve, as QIDO described it."""
-
-    study_uid: str
-    series_uid: str
-    sop_instance_uid: str
-    sop_class_uid: str
-    transfer_syntaxes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -167,13 +157,13 @@ def _first(data: Mapping[str, Any], tag: str) -> str:
     return str(values[0]) if isinstance(values, list) and values and values[0] else ""
 
 
-def instance_ref(data: Mapping[str, Any]) -> InstanceRef | None:
-    """An :class:`InstanceRef` from one QIDO instance result (None if UIDs are missing)."""
+def instance_ref(data: Mapping[str, Any]) -> InstanceReference | None:
+    """An :class:`InstanceReference` from one QIDO instance result (None if UIDs are missing)."""
     element = data.get("00083002")
     syntaxes: tuple[str, ...] = ()
     if isinstance(element, dict):
         syntaxes = tuple(str(ts) for ts in element.get("Value") or [] if ts)
-    ref = InstanceRef(
+    ref = InstanceReference(
         study_uid=_first(data, "0020000D"),
         series_uid=_first(data, "0020000E"),
         sop_instance_uid=_first(data, "00080018"),
@@ -185,7 +175,7 @@ def instance_ref(data: Mapping[str, Any]) -> InstanceRef | None:
     return ref
 
 
-def destination_pairs(instances: Iterable[InstanceRef]) -> list[tuple[str, str]]:
+def destination_pairs(instances: Iterable[InstanceReference]) -> list[tuple[str, str]]:
     """(SOP class, transfer syntax) pairs to propose for these instances, in first-seen order.
 
     The stored syntaxes QIDO reported, or the common ones when it reported none (the sender

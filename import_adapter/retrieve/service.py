@@ -39,6 +39,7 @@ from typing import Any, Protocol
 
 from pydicom.dataset import Dataset
 
+from common.dicom.reference import InstanceReference
 from common.dicomweb.client import DicomwebApi
 from common.dimse.aet_dictionary import AetDictionary
 from common.dimse.fast.commands import SubOperationCounts
@@ -62,7 +63,6 @@ from import_adapter.query.model import InformationModel, Level
 from import_adapter.query.translate import QidoSearch, attribute_id, tag_id
 from import_adapter.retrieve.fetch import Fetched, FetchFailure, FetchOutcome, Prefetcher
 from import_adapter.retrieve.plan import (
-    InstanceRef,
     RetrievePlan,
     build_retrieve_plan,
     destination_pairs,
@@ -159,7 +159,7 @@ class _Job:
     """The instances of one request, once listed."""
 
     plan: RetrievePlan
-    instances: list[InstanceRef]
+    instances: list[InstanceReference]
 
 
 class _Report:
@@ -222,7 +222,7 @@ class RetrieveService:
         searches = list(plan.searches)
         if plan.level == Level.PATIENT:
             searches = [instance_search(study) for study in self._patient_studies(plan)]
-        instances: dict[str, InstanceRef] = {}
+        instances: dict[str, InstanceReference] = {}
         for search in searches:
             for item in self._client.search(
                 search.resource,

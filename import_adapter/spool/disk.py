@@ -27,6 +27,7 @@ from typing import Any
 
 from common.dicom.part10 import Part10Instance
 from common.errors import RoutingError, SpoolError, SpoolFullError
+from common.sinks import Origin
 from import_adapter.spool.layout import (
     DESCRIPTOR,
     SIDECAR_SUFFIX,
@@ -38,7 +39,6 @@ from import_adapter.spool.layout import (
     read_json,
     write_json_atomic,
 )
-from import_adapter.store import StoreRequest
 
 LOG = logging.getLogger(__name__)
 MB = 1 << 20
@@ -206,11 +206,11 @@ class DurableSpool:
                     f"(floor {limits.min_free_bytes / MB:.0f} MB)"
                 )
 
-    def commit(self, instance: Part10Instance, request: StoreRequest, keys: list[str]) -> str:
+    def commit(self, instance: Part10Instance, origin: Origin, keys: list[str]) -> str:
         """Make a received instance durable in the queues ``keys``; returns its entry name.
 
-        Takes ownership of the received file (it is renamed away) when ``instance`` is exactly
-        what was received; otherwise writes ``instance`` to a new file.
+        Takes ownership of the origin's file (it is renamed away) when there is one; otherwise
+        (an instance held in memory only) writes ``instance`` to a new file.
 
         Raises:
             RoutingError: ``keys`` is empty (an instance must never be acknowledged and dropped).
@@ -218,15 +218,15 @@ class DurableSpool:
         """
         if not keys:
             raise RoutingError("instance matches no destination")
-        name = new_entry_name(request.calling_aet)
+        name = new_entry_name(origin.source_aet)
         with self._lock:
             self._committing.add(name)
         staged = self.layout.staging / name
         linked: list[Path] = []
         try:
-            if _is_received_file(instance, request):
-                fsync_file(request.spool_path)
-                source = request.spool_path
+            if origin.file is not None:
+                fsync_file(origin.file)
+                source = origin.file
             else:
                 _write_instance(instance, staged)
                 source = staged
@@ -252,7 +252,7 @@ class DurableSpool:
                 target.unlink(missing_ok=True)
             staged.unlink(missing_ok=True)
             self.queued(name)
-            raise SpoolError(f"cannot spool {request.sop_instance_uid}: {exc}") from exc
+            raise SpoolError(f"cannot spool {instance.sop_instance_uid}: {exc}") from exc
         with self._lock:
             self._files[name] = [size, len(keys)]
             self._bytes += size
@@ -295,20 +295,6 @@ class DurableSpool:
         except OSError as exc:
             LOG.error("cannot dead-letter spool entry %s/%s: %s", key, name, exc)
         self._release(name)
-
-
-def _is_received_file(instance: Part10Instance, request: StoreRequest) -> bool:
-    """Whether ``instance`` is the received file unchanged (so it can be renamed, not copied).
-
-    A small instance our engine kept in memory only (``request.content``) has no file yet.
-    """
-    return (
-        request.content is None
-        and instance.dataset_path == request.spool_path
-        and instance.sop_class_uid == request.sop_class_uid
-        and instance.sop_instance_uid == request.sop_instance_uid
-        and instance.transfer_syntax_uid == request.transfer_syntax_uid
-    )
 
 
 def _write_instance(instance: Part10Instance, path: Path) -> None:

@@ -33,12 +33,12 @@ from common.dicom.part10 import Part10Instance, dataset_offset
 from common.dicom.scan import scan_dataset
 from common.errors import ConfigError, SpoolError
 from common.metrics import NULL_IMPORT_OBSERVER, ImportObserver
+from common.sinks import Origin
 from import_adapter.routing.destinations import Destination, destination_from_description
 from import_adapter.spool.disk import DurableSpool, SpoolLimits
 from import_adapter.spool.layout import SpoolLayout, entry_age
 from import_adapter.spool.queue import DestinationQueue, QueueEntry, Receipt, UploadSettings
 from import_adapter.spool.uploaders import Uploader
-from import_adapter.store import StoreRequest
 
 LOG = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ class SpoolManager:
     def submit(
         self,
         instance: Part10Instance,
-        request: StoreRequest,
+        origin: Origin,
         destinations: Iterable[Destination],
         receipt: Receipt | None,
     ) -> str:
@@ -263,13 +263,13 @@ class SpoolManager:
         for destination in destinations:
             self._add_queue_live(destination)
             keys.append(destination.key)
-        name = self.spool.commit(instance, request, keys)
+        name = self.spool.commit(instance, origin, keys)
         for key in keys:
             entry = QueueEntry(
-                name, request.sop_instance_uid, request.sop_class_uid, receipt,
+                name, instance.sop_instance_uid, instance.sop_class_uid, receipt,
                 study=instance.study_instance_uid, size=instance.size,
             )  # fmt: skip
-            self._count(request.sop_instance_uid, +1)
+            self._count(instance.sop_instance_uid, +1)
             self._queues[key].put(entry)
         self.spool.queued(name)
         return name

@@ -1,6 +1,6 @@
 """The C-STORE sink that goes through the spool (and the router).
 
-:class:`SpoolingSink` is an :class:`~import_adapter.store.InstanceSink`: admission control, then
+:class:`SpoolingSink` is an :class:`~common.sinks.InstanceSink`: admission control, then
 routing, then a durable commit to every destination's queue. With ``--auto_ack_cstore`` it
 answers Success right then; otherwise it waits for every destination's upload and answers with
 the combined status (bounded by ``sync_timeout``). An instance that matches no destination is
@@ -24,12 +24,12 @@ from collections.abc import Sequence
 
 from common.breaker import BreakerRegistry, CircuitBreaker
 from common.dicom.part10 import Part10Instance
+from common.sinks import Origin
 from common.status import SUCCESS, UPLOAD_NOT_CONFIRMED, DimseStatus
 from import_adapter.routing.destinations import Destination, DicomwebDestination
 from import_adapter.routing.router import Router
 from import_adapter.spool.manager import SpoolManager
 from import_adapter.spool.queue import Receipt
-from import_adapter.store import StoreRequest
 
 LOG = logging.getLogger(__name__)
 
@@ -49,23 +49,31 @@ class SpoolingSink:
         self._auto_ack = manager.settings.auto_ack
         self._timeout = manager.settings.sync_timeout
 
-    def deliver(self, instance: Part10Instance, request: StoreRequest) -> DimseStatus:
+    def describe(self) -> str:
+        """The spool and the destinations it feeds."""
+        names = ", ".join(str(d) for d in self._router.destinations)
+        return f"spool {self._manager.layout.root} for {names}"
+
+    def close(self) -> None:
+        """Nothing to release: the spool manager is stopped by its owner (after draining)."""
+
+    def deliver(self, instance: Part10Instance, origin: Origin) -> DimseStatus:
         """Admit, route and spool the instance; raises :class:`~common.errors.AdapterError`.
 
         Raises:
             StoreUnavailableError: without auto-ack, a destination is known down.
         """
         self._manager.admit()
-        attributes = self._router.attributes(instance, request.calling_aet)
+        attributes = self._router.attributes(instance, origin.source_aet)
         destinations = self._router.route(attributes)
         breakers = [] if self._auto_ack else self._breakers_of(destinations)
         for breaker in breakers:
             breaker.check()  # the SCU waits for the upload: no point spooling it
         receipt = None if self._auto_ack else Receipt(len(destinations))
-        name = self._manager.submit(instance, request, destinations, receipt)
+        name = self._manager.submit(instance, origin, destinations, receipt)
         LOG.debug(
             "spooled %s as %s for %s",
-            request.sop_instance_uid, name, ", ".join(str(d) for d in destinations),
+            instance.sop_instance_uid, name, ", ".join(str(d) for d in destinations),
         )
         if receipt is None:
             return SUCCESS

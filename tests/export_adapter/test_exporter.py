@@ -7,15 +7,17 @@ from pathlib import Path
 
 import pytest
 
+from common.dicom.part10 import Part10Instance
 from common.errors import DicomwebHttpError, PeerUnavailableError
 from common.lifecycle import Lifecycle
+from common.sinks import Origin
 from common.status import SUCCESS, DimseStatus
 from export_adapter.counters import CountersSnapshot, ExportCounters
 from export_adapter.deadletter import DeadLetterError, NoDeadLetter
 from export_adapter.errors import InstanceNotFoundError
 from export_adapter.exporter import Exporter, ReceivedMessage
 from export_adapter.fetch import FetchedInstance
-from export_adapter.notification import InstanceRef
+from export_adapter.notification import NotifiedInstance
 from export_adapter.outcome import Disposition
 
 PATH = b"/studies/1.2/series/1.3/instances/1.4"
@@ -26,12 +28,16 @@ class Fetcher:
         self.error = error
         self.paths: list[Path] = []
 
-    def fetch(self, instance: InstanceRef, destination: Path) -> FetchedInstance:
+    def fetch(self, instance: NotifiedInstance, destination: Path) -> FetchedInstance:
         self.paths.append(destination)
         if self.error is not None:
             raise self.error
         destination.write_bytes(b"x" * 10)
-        return FetchedInstance(destination, 10, "1.2.840.10008.5.1.4.1.1.7", "1.4", "1.2.840.10008.1.2.1", 0)
+        part10 = Part10Instance.from_spooled(
+            destination, sop_class_uid="1.2.840.10008.5.1.4.1.1.7", sop_instance_uid="1.4",
+            transfer_syntax_uid="1.2.840.10008.1.2.1", offset=0,
+        )
+        return FetchedInstance(destination, 10, part10)
 
 
 class Sink:
@@ -40,8 +46,9 @@ class Sink:
         self.error = error
         self.sent: list[bytes] = []
 
-    def send(self, instance: FetchedInstance) -> DimseStatus:
-        self.sent.append(instance.path.read_bytes())
+    def deliver(self, instance: Part10Instance, origin: Origin) -> DimseStatus:
+        assert origin.file is not None and origin.source_aet == ""
+        self.sent.append(origin.file.read_bytes())
         if self.error is not None:
             raise self.error
         return self.status

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from common.dicom.reference import InstanceReference
 from export_adapter.errors import NotificationError
 from export_adapter.notification import (
-    InstanceRef,
+    NotifiedInstance,
     parse_instance_path,
     parse_notification,
     skip_reason_for,
@@ -14,6 +15,7 @@ from export_adapter.notification import (
 
 STORE = "projects/p/locations/us/datasets/d/dicomStores/s/dicomWeb"
 PATH = "studies/1.2.3/series/1.2.3.4/instances/1.2.3.4.5"
+REFERENCE = InstanceReference(study_uid="1.2.3", series_uid="1.2.3.4", sop_instance_uid="1.2.3.4.5")
 
 
 def test_cloud_healthcare_resource_name() -> None:
@@ -22,7 +24,7 @@ def test_cloud_healthcare_resource_name() -> None:
         f"{STORE}/{PATH}".encode(),
         {"action": "StoreInstances", "storeName": STORE[: -len("/dicomWeb")]},
     )
-    assert note.instance == InstanceRef("1.2.3", "1.2.3.4", "1.2.3.4.5", STORE)
+    assert note.instance == NotifiedInstance(REFERENCE, STORE)
     assert note.action == "StoreInstances"
     assert not note.skip_reason
     assert note.instance.dicomweb_segments == (
@@ -34,7 +36,7 @@ def test_cloud_healthcare_resource_name() -> None:
 @pytest.mark.parametrize("data", [f"/{PATH}", PATH, f"  /{PATH}/\n"])
 def test_bare_path(data: str) -> None:
     note = parse_notification("m2", data.encode(), {})
-    assert note.instance == InstanceRef("1.2.3", "1.2.3.4", "1.2.3.4.5", "")
+    assert note.instance == NotifiedInstance(REFERENCE, "")
 
 
 @pytest.mark.parametrize("action", ["StoreInstances", "ImportDicomData", "storeinstances", ""])
@@ -89,5 +91,5 @@ def test_parse_does_not_mutate_attributes() -> None:
 
 
 def test_segment_names_are_case_insensitive() -> None:
-    ref = parse_instance_path("/Studies/1.2/Series/1.3/Instances/1.4")
-    assert (ref.study_uid, ref.series_uid, ref.instance_uid) == ("1.2", "1.3", "1.4")
+    ref = parse_instance_path("/Studies/1.2/Series/1.3/Instances/1.4").reference
+    assert (ref.study_uid, ref.series_uid, ref.sop_instance_uid) == ("1.2", "1.3", "1.4")

@@ -17,6 +17,7 @@ from common.dimse.fast.scp import AssociationEvent
 from common.errors import DicomwebHttpError
 from common.lifecycle import Lifecycle
 from common.logs import JsonFormatter
+from common.sinks import Origin
 from common.status import DimseStatus, Status
 from import_adapter.associations import AssociationMetrics
 from import_adapter.store import StoreRequest, StoreService
@@ -41,10 +42,16 @@ class Sink:
     def __init__(self, result: DimseStatus | Exception) -> None:
         self.result = result
 
-    def deliver(self, instance: Part10Instance, request: StoreRequest) -> DimseStatus:
+    def deliver(self, instance: Part10Instance, origin: Origin) -> DimseStatus:
         if isinstance(self.result, Exception):
             raise self.result
         return self.result
+
+    def describe(self) -> str:
+        return "test sink"
+
+    def close(self) -> None:
+        pass
 
 
 def spooled(tmp_path: Path) -> StoreRequest:

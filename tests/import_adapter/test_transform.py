@@ -16,6 +16,7 @@ from common.dicom.deidentify import FilterProfile, RedactionConfig, name_based_u
 from common.dicom.part10 import Part10Instance
 from common.dicom.transcode import TranscodeSettings
 from common.errors import DicomwebHttpError, TranscodeError
+from common.sinks import Origin
 from common.status import (
     SUCCESS,
     TRANSCODE_FALLBACK_WARNING,
@@ -23,7 +24,6 @@ from common.status import (
     Status,
     store_status_for_error,
 )
-from import_adapter.store import StoreRequest
 from import_adapter.transform import TransformConfig, TransformingSink, combine
 from import_adapter.transform_options import transform_config, transform_options
 from tests.support.samples import SampleInstance, make_samples
@@ -34,30 +34,28 @@ class RecordingSink:
 
     def __init__(self, status: DimseStatus = SUCCESS) -> None:
         self.status = status
-        self.received: list[tuple[bytes, Part10Instance, StoreRequest]] = []
+        self.received: list[tuple[bytes, Part10Instance, Origin]] = []
+        self.closed = False
 
-    def deliver(self, instance: Part10Instance, request: StoreRequest) -> DimseStatus:
-        self.received.append((b"".join(instance.iter_chunks()), instance, request))
+    def deliver(self, instance: Part10Instance, origin: Origin) -> DimseStatus:
+        self.received.append((b"".join(instance.iter_chunks()), instance, origin))
         return self.status
 
+    def describe(self) -> str:
+        return "STORE"
 
-def spooled(sample: SampleInstance) -> tuple[Part10Instance, StoreRequest]:
+    def close(self) -> None:
+        self.closed = True
+
+
+def spooled(sample: SampleInstance) -> tuple[Part10Instance, Origin]:
     instance = Part10Instance.from_spooled(
         sample.path,
         sop_class_uid=sample.sop_class_uid,
         sop_instance_uid=sample.sop_instance_uid,
         transfer_syntax_uid=sample.transfer_syntax_uid,
     )
-    request = StoreRequest(
-        calling_aet="MODALITY",
-        called_aet="IMPORTADAPTER",
-        message_id=1,
-        sop_class_uid=sample.sop_class_uid,
-        sop_instance_uid=sample.sop_instance_uid,
-        transfer_syntax_uid=sample.transfer_syntax_uid,
-        spool_path=sample.path,
-    )
-    return instance, request
+    return instance, Origin("MODALITY", sample.path)
 
 
 @pytest.fixture
@@ -77,11 +75,14 @@ def test_redaction_then_transcoding_reach_the_inner_sink(ct: SampleInstance) -> 
     )
     status = TransformingSink(inner, config).deliver(*spooled(ct))
     assert status == SUCCESS
-    ((raw, instance, request),) = inner.received
+    ((raw, instance, origin),) = inner.received
     ds = pydicom.dcmread(io.BytesIO(raw))
     new_uid = name_based_uid(ct.sop_instance_uid)
-    assert instance.sop_instance_uid == request.sop_instance_uid == ds.SOPInstanceUID == new_uid
-    assert instance.transfer_syntax_uid == request.transfer_syntax_uid == JPEG2000Lossless
+    assert instance.sop_instance_uid == ds.SOPInstanceUID == new_uid
+    assert instance.transfer_syntax_uid == JPEG2000Lossless
+    # The inner sink is given the transformed file (the spool takes it over by renaming).
+    assert origin == Origin("MODALITY", instance.dataset_path)
+    assert origin.file != ct.path
     assert ds.file_meta.TransferSyntaxUID == JPEG2000Lossless
     assert ds.PatientName == "" and ds.PatientIdentityRemoved == "YES"
     assert (ds.pixel_array == pydicom.dcmread(ct.path).pixel_array).all()
@@ -115,17 +116,17 @@ def test_strict_transcoding_fails_the_store(ct: SampleInstance) -> None:
 def test_matching_syntax_is_passed_through_untouched(tmp_path: Path) -> None:
     (rle,) = make_samples(tmp_path / "spool", ["rle"])
     inner = RecordingSink()
-    instance, request = spooled(rle)
+    instance, origin = spooled(rle)
     TransformingSink(inner, TransformConfig(transcode=TranscodeSettings(target=RLELossless))).deliver(
-        instance, request
+        instance, origin
     )
-    ((_, delivered, delivered_request),) = inner.received
-    assert delivered is instance and delivered_request is request
+    ((_, delivered, delivered_origin),) = inner.received
+    assert delivered is instance and delivered_origin is origin
 
 
 def test_inner_errors_propagate_and_temp_files_are_removed(ct: SampleInstance) -> None:
-    class Failing:
-        def deliver(self, instance: Part10Instance, request: StoreRequest) -> DimseStatus:
+    class Failing(RecordingSink):
+        def deliver(self, instance: Part10Instance, origin: Origin) -> DimseStatus:
             raise DicomwebHttpError(503)
 
     config = TransformConfig(redaction=RedactionConfig(remove_tags=frozenset({0x00100010})))
@@ -140,13 +141,36 @@ def test_work_dir_is_used_for_temporary_files(ct: SampleInstance, tmp_path: Path
     seen: list[Path] = []
 
     class Looking(RecordingSink):
-        def deliver(self, instance: Part10Instance, request: StoreRequest) -> DimseStatus:
+        def deliver(self, instance: Part10Instance, origin: Origin) -> DimseStatus:
             seen.append(instance.dataset_path)
-            return super().deliver(instance, request)
+            return super().deliver(instance, origin)
 
     config = TransformConfig(redaction=RedactionConfig(keep_tags=frozenset()))
     TransformingSink(Looking(), config, work_dir=work).deliver(*spooled(ct))
     assert seen[0].parent == work and list(work.iterdir()) == []
+
+
+def test_an_inner_sink_may_take_the_transformed_file_over(ct: SampleInstance) -> None:
+    taken = ct.path.parent / "taken.dcm"
+
+    class Taking(RecordingSink):
+        def deliver(self, instance: Part10Instance, origin: Origin) -> DimseStatus:
+            assert origin.file is not None
+            origin.file.rename(taken)  # as the spool commits it
+            return self.status
+
+    config = TransformConfig(redaction=RedactionConfig(remove_tags=frozenset({0x00100010})))
+    assert TransformingSink(Taking(), config).deliver(*spooled(ct)) == SUCCESS
+    assert pydicom.dcmread(taken).SOPInstanceUID == name_based_uid(ct.sop_instance_uid)
+    assert leftovers(ct.path.parent, ct) == [taken]
+
+
+def test_describe_and_close_reach_the_inner_sink() -> None:
+    inner = RecordingSink()
+    sink = TransformingSink(inner, TransformConfig(transcode=TranscodeSettings(RLELossless)))
+    assert sink.describe() == "transformed, then STORE"
+    sink.close()
+    assert inner.closed
 
 
 def test_status_combination() -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from pydicom.dataset import Dataset
 
+from common.dicom.reference import InstanceReference
 from common.errors import InvalidIdentifierError
 from import_adapter.query.model import PATIENT_ROOT, STUDY_ROOT, Level
 from import_adapter.retrieve.plan import (
     COMMON_SYNTAXES,
-    InstanceRef,
     build_retrieve_plan,
     destination_pairs,
     instance_ref,
@@ -17,6 +17,13 @@ from import_adapter.retrieve.plan import (
 
 JPEG = "1.2.840.10008.1.2.4.50"
 CT = "1.2.840.10008.5.1.4.1.1.2"
+
+
+def reference(sop: str, sop_class: str, syntaxes: tuple[str, ...] = ()) -> InstanceReference:
+    return InstanceReference(
+        study_uid="1", series_uid="2", sop_instance_uid=sop, sop_class_uid=sop_class,
+        transfer_syntaxes=syntaxes,
+    )
 
 
 def ident(level: str, **keys: object) -> Dataset:
@@ -57,14 +64,14 @@ def test_instance_ref_from_qido() -> None:
         "00080018": {"vr": "UI", "Value": ["3"]}, "00080016": {"vr": "UI", "Value": [CT]},
         "00083002": {"vr": "UI", "Value": [JPEG]},
     })
-    assert ref == InstanceRef("1", "2", "3", CT, (JPEG,))
+    assert ref == reference("3", CT, (JPEG,))
     assert instance_ref({"0020000D": {"vr": "UI", "Value": ["1"]}}) is None
 
 
 def test_destination_pairs_cover_stored_syntaxes_in_first_seen_order() -> None:
     pairs = destination_pairs([
-        InstanceRef("1", "2", "3", CT, (JPEG,)),
-        InstanceRef("1", "2", "4", CT, (JPEG,)),
-        InstanceRef("1", "2", "5", "1.2.3.9"),
+        reference("3", CT, (JPEG,)),
+        reference("4", CT, (JPEG,)),
+        reference("5", "1.2.3.9"),
     ])
     assert pairs == [(CT, JPEG), *(("1.2.3.9", syntax) for syntax in COMMON_SYNTAXES)]

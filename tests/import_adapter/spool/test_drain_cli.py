@@ -45,7 +45,7 @@ def _left_behind(spool: Path, destination: DicomwebDestination, count: int) -> l
     uids = []
     for _ in range(count):
         request = received(manager.layout.incoming)
-        manager.submit(check_instance(request), request, [destination], None)
+        manager.submit(check_instance(request), request.origin, [destination], None)
         uids.append(request.sop_instance_uid)
     assert manager.stop() == {str(destination): count}
     return uids

@@ -90,7 +90,7 @@ def _queue_while_held(
     for study in studies:
         request = received(manager.layout.incoming, study=study)
         manager.submit(
-            check_instance(request), request, [DEST_A], Receipt(1) if receipt else None
+            check_instance(request), request.origin, [DEST_A], Receipt(1) if receipt else None
         )
         uids.append(request.sop_instance_uid)
     time.sleep(0.05)
@@ -154,11 +154,11 @@ def test_one_refused_in_a_batch_is_sent_again_alone_and_only_it_is_dead_lettered
     try:
         store.gate.clear()
         first = received(manager.layout.incoming, study=study)
-        manager.submit(check_instance(first), first, [DEST_A], None)
+        manager.submit(check_instance(first), first.origin, [DEST_A], None)
         requests = [received(manager.layout.incoming, study=study) for _ in range(10)]
         store.refuse.add(requests[3].sop_instance_uid)
         for request in requests:
-            manager.submit(check_instance(request), request, [DEST_A], None)
+            manager.submit(check_instance(request), request.origin, [DEST_A], None)
         store.gate.set()
         _drained(manager)
     finally:
@@ -198,7 +198,7 @@ def test_waiting_scus_get_their_own_answers_from_a_batch(tmp_path: Path) -> None
             if index == 2:
                 store.refuse.add(request.sop_instance_uid)
             receipt = Receipt(1)
-            manager.submit(check_instance(request), request, [DEST_A], receipt)
+            manager.submit(check_instance(request), request.origin, [DEST_A], receipt)
             receipts.append(receipt)
         store.gate.set()
         statuses = [receipt.wait(5) for receipt in receipts]

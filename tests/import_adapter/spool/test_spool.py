@@ -22,6 +22,7 @@ from common.errors import (
     RoutingError,
     SpoolFullError,
 )
+from common.sinks import Origin
 from common.status import SUCCESS, DimseStatus, Status
 from import_adapter.config import ImportConfig
 from import_adapter.routing.destinations import DicomwebDestination
@@ -75,7 +76,7 @@ def test_names_are_unique_ordered_and_carry_the_calling_ae() -> None:
 def test_commit_one_destination_renames_the_received_file(tmp_path: Path) -> None:
     spool = spool_at(tmp_path / "s")
     request = received(spool.layout.incoming)
-    name = spool.commit(check_instance(request), request, [DEST_A.key])
+    name = spool.commit(check_instance(request), request.origin, [DEST_A.key])
     assert not request.spool_path.exists()
     assert (spool.layout.queue(DEST_A.key) / name).is_file()
     assert spool.queued_bytes > 0
@@ -92,7 +93,7 @@ def test_commit_writes_an_instance_received_into_memory(tmp_path: Path, destinat
     on_disk.spool_path.unlink()
     request = replace(on_disk, content=content)
     keys = [DEST_A.key, DEST_B.key][:destinations]
-    name = spool.commit(check_instance(request), request, keys)
+    name = spool.commit(check_instance(request), request.origin, keys)
     dataset = content[meta_end(content[:144]) :]
     for key in keys:
         queued = spool.layout.queue(key) / name
@@ -107,7 +108,7 @@ def test_same_sop_instance_uid_in_two_series_does_not_collide(tmp_path: Path) ->
     names = set()
     for series in (generate_uid(), generate_uid()):
         request = received(spool.layout.incoming, uid, series)
-        names.add(spool.commit(check_instance(request), request, [DEST_A.key]))
+        names.add(spool.commit(check_instance(request), request.origin, [DEST_A.key]))
     for name in names:
         spool.queued(name)
     assert len(names) == 2 and len(spool.scan(DEST_A.key)) == 2
@@ -116,7 +117,7 @@ def test_same_sop_instance_uid_in_two_series_does_not_collide(tmp_path: Path) ->
 def test_commit_several_destinations_links_one_file(tmp_path: Path) -> None:
     spool = spool_at(tmp_path / "s")
     request = received(spool.layout.incoming)
-    name = spool.commit(check_instance(request), request, [DEST_A.key, DEST_B.key])
+    name = spool.commit(check_instance(request), request.origin, [DEST_A.key, DEST_B.key])
     a, b = (spool.layout.queue(d.key) / name for d in (DEST_A, DEST_B))
     assert a.stat().st_ino == b.stat().st_ino and a.stat().st_nlink == 2
     assert not any(spool.layout.staging.iterdir())
@@ -127,12 +128,13 @@ def test_commit_several_destinations_links_one_file(tmp_path: Path) -> None:
     assert spool.queued_bytes == 0
 
 
-def test_transformed_instance_is_copied_with_its_own_meta(tmp_path: Path) -> None:
+def test_instance_without_a_file_to_take_over_is_copied_with_its_own_meta(
+    tmp_path: Path,
+) -> None:
     spool = spool_at(tmp_path / "s")
-    request = received(spool.layout.incoming)
-    other = received(tmp_path / "elsewhere", request.sop_instance_uid)
+    other = received(tmp_path / "elsewhere")
     instance = check_instance(other)
-    name = spool.commit(instance, request, [DEST_A.key])
+    name = spool.commit(instance, Origin("SCU1"), [DEST_A.key])
     assert other.spool_path.exists()  # not taken from its owner
     copy = spool.layout.queue(DEST_A.key) / name
     assert copy.read_bytes()[: len(instance.meta)] == instance.meta
@@ -142,13 +144,13 @@ def test_no_destination_is_refused(tmp_path: Path) -> None:
     spool = spool_at(tmp_path / "s")
     request = received(spool.layout.incoming)
     with pytest.raises(RoutingError):
-        spool.commit(check_instance(request), request, [])
+        spool.commit(check_instance(request), request.origin, [])
 
 
 def test_recovery_discards_incomplete_receipts_all_or_nothing(tmp_path: Path) -> None:
     spool = spool_at(tmp_path / "s")
     done = received(spool.layout.incoming)
-    kept = spool.commit(check_instance(done), done, [DEST_A.key, DEST_B.key])
+    kept = spool.commit(check_instance(done), done.origin, [DEST_A.key, DEST_B.key])
     # A receipt interrupted after linking into one queue: still in staging.
     half = received(spool.layout.incoming)
     staged = spool.layout.staging / new_entry_name("SCU1")
@@ -166,7 +168,7 @@ def test_admission_control(tmp_path: Path) -> None:
     spool = spool_at(tmp_path / "s", max_bytes=1)
     spool.admit()
     request = received(spool.layout.incoming)
-    spool.commit(check_instance(request), request, [DEST_A.key])
+    spool.commit(check_instance(request), request.origin, [DEST_A.key])
     with pytest.raises(SpoolFullError):
         spool.admit()
     floor = DurableSpool(SpoolLayout(tmp_path / "s"), SpoolLimits(min_free_bytes=1 << 62))
@@ -218,7 +220,7 @@ def _manager(root: Path, script: list[UploadResult], seen: list[str], **upload: 
 
 def _submit(manager: SpoolManager, receipt: Receipt | None = None) -> StoreRequest:
     request = received(manager.layout.incoming)
-    manager.submit(check_instance(request), request, [DEST_A], receipt)
+    manager.submit(check_instance(request), request.origin, [DEST_A], receipt)
     return request
 
 
