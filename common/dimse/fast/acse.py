@@ -17,6 +17,7 @@ from pynetdicom.pdu_primitives import (
     ImplementationClassUIDNotification,
     ImplementationVersionNameNotification,
     MaximumLengthNotification,
+    SCP_SCU_RoleSelectionNegotiation,
 )
 from pynetdicom.presentation import PresentationContext
 
@@ -71,6 +72,28 @@ class AssociateRequest:
 
 
 @dataclass(frozen=True)
+class RoleSelection:
+    """An SCP/SCU Role Selection sub-item (PS3.7 D.3.3.4): the roles proposed for a SOP class.
+
+    The requestor is by default the SCU of every context; proposing ``scu_role=False,
+    scp_role=True`` asks to act as the SCP on the association it requested (as the Storage
+    Commitment SCP does to send its N-EVENT-REPORT, PS3.4 J.3.3).
+    """
+
+    sop_class_uid: str
+    scu_role: bool
+    scp_role: bool
+
+    def primitive(self) -> SCP_SCU_RoleSelectionNegotiation:
+        """The sub-item as a pynetdicom primitive (its PDU classes encode it)."""
+        item = SCP_SCU_RoleSelectionNegotiation()
+        item.sop_class_uid = UID(self.sop_class_uid)
+        item.scu_role = self.scu_role
+        item.scp_role = self.scp_role
+        return item
+
+
+@dataclass(frozen=True)
 class AcceptedContext:
     """A presentation context the acceptor accepted: its ID, class and one transfer syntax."""
 
@@ -111,8 +134,9 @@ def encode_associate_rq(
     called_ae_title: str,
     contexts: Sequence[ProposedContext],
     max_length: int,
+    roles: Sequence[RoleSelection] = (),
 ) -> bytes:
-    """An A-ASSOCIATE-RQ PDU proposing ``contexts``."""
+    """An A-ASSOCIATE-RQ PDU proposing ``contexts`` (and the SCP/SCU ``roles``, if any)."""
     primitive = A_ASSOCIATE()
     primitive.application_context_name = UID(APPLICATION_CONTEXT_NAME)
     primitive.calling_ae_title = calling_ae_title
@@ -125,7 +149,9 @@ def encode_associate_rq(
         cx.transfer_syntax = [UID(ts) for ts in proposed.transfer_syntaxes]
         items.append(cx)
     primitive.presentation_context_definition_list = items
-    primitive.user_information = _user_information(max_length)  # type: ignore[assignment]
+    user_items: list[object] = [*_user_information(max_length)]
+    user_items += [role.primitive() for role in roles]
+    primitive.user_information = user_items  # type: ignore[assignment]
     pdu = A_ASSOCIATE_RQ()
     pdu.from_primitive(primitive)
     return bytes(pdu.encode())
