@@ -196,27 +196,6 @@ def _context(abstract_syntax: str, syntaxes: Iterable[str]) -> PresentationConte
     return cx
 
 
-def destination_contexts(instances: Iterable[InstanceRef]) -> list[PresentationContext]:
-    """Contexts to propose to a move destination for these instances (at most 128).
-
-    Each (SOP class, stored syntax) gets a context of its own, so the peer can accept exactly
-    the syntax an instance is stored in; each class also gets one uncompressed context as a
-    fallback. A class whose stored syntaxes are unknown gets the common syntaxes. Fallbacks
-    come first so that every class is covered even when the budget runs out.
-    """
-    wanted: dict[str, dict[str, None]] = {}
-    for ref in instances:
-        syntaxes = ref.transfer_syntaxes or COMMON_SYNTAXES
-        wanted.setdefault(ref.sop_class_uid, {}).update(dict.fromkeys(syntaxes))
-    contexts = [_context(sop_class, NATIVE) for sop_class in list(wanted)[:MAX_CONTEXTS]]
-    for sop_class, stored in wanted.items():
-        for syntax in stored:
-            if len(contexts) >= MAX_CONTEXTS:
-                return contexts
-            contexts.append(_context(sop_class, [syntax]))
-    return contexts
-
-
 def destination_pairs(instances: Iterable[InstanceRef]) -> list[tuple[str, str]]:
     """(SOP class, transfer syntax) pairs to propose for these instances, in first-seen order.
 
@@ -228,6 +207,26 @@ def destination_pairs(instances: Iterable[InstanceRef]) -> list[tuple[str, str]]
         for syntax in ref.transfer_syntaxes or COMMON_SYNTAXES:
             pairs[(ref.sop_class_uid, syntax)] = None
     return list(pairs)
+
+
+def destination_contexts(instances: Iterable[InstanceRef]) -> list[PresentationContext]:
+    """:func:`destination_pairs` as pynetdicom contexts for one association (at most 128).
+
+    Each pair gets a context of its own, so the peer can accept exactly the syntax an instance
+    is stored in; each class also gets one uncompressed context as a fallback. Fallbacks come
+    first so that every class is covered even when the budget runs out (pynetdicom cannot
+    negotiate again in the middle of a C-MOVE).
+    """
+    wanted: dict[str, list[str]] = {}
+    for sop_class, syntax in destination_pairs(instances):
+        wanted.setdefault(sop_class, []).append(syntax)
+    contexts = [_context(sop_class, NATIVE) for sop_class in list(wanted)[:MAX_CONTEXTS]]
+    for sop_class, stored in wanted.items():
+        for syntax in stored:
+            if len(contexts) >= MAX_CONTEXTS:
+                return contexts
+            contexts.append(_context(sop_class, [syntax]))
+    return contexts
 
 
 def choose_syntax(
