@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
 from common.echo import echo, main
+from tests.support.dcmtk import StoreSCP
 from tests.support.ports import free_port
 
 LOCALHOST = "127.0.0.1"
@@ -57,3 +59,12 @@ def test_success_and_each_failure(scp: Any, capsys: pytest.CaptureFixture[str]) 
     storage_only = scp(supported=CTImageStorage)
     problem = echo(LOCALHOST, storage_only, "ECHOSCP", "ECHOSCU", 5.0)
     assert problem is not None and "accepted no Verification context" in problem
+
+
+def test_echo_to_dcmtk_storescp(tmp_path: Path) -> None:
+    """An independent implementation answers our C-ECHO (DCMTK's storescp)."""
+    scp = StoreSCP(tmp_path / "in", aet="DCMTKSCP").start()
+    try:
+        assert echo(scp.host, scp.port, "DCMTKSCP", "ECHOSCU", 5.0) is None
+    finally:
+        scp.stop()
