@@ -56,6 +56,8 @@ def receiver() -> Iterator[Receiver]:
         status: int = 0x0000,
         roles: bool = True,
         supported: Any = StorageCommitmentPushModel,
+        reply: Dataset | None = None,
+        abort: bool = False,
     ) -> tuple[int, queue.Queue[Any]]:
         events: queue.Queue[Any] = queue.Queue()
         ae = AE(ae_title="COMMITSCU")
@@ -65,7 +67,10 @@ def receiver() -> Iterator[Receiver]:
             supported, syntaxes or [ExplicitVRLittleEndian, ImplicitVRLittleEndian], **role_args
         )
 
-        def on_report(event: Any) -> tuple[int, None]:
+        def on_report(event: Any) -> tuple[int, Dataset | None]:
+            if abort:
+                event.assoc.abort()
+                return status, None
             cx = event.context
             events.put((
                 int(event.request.EventTypeID),
@@ -75,7 +80,7 @@ def receiver() -> Iterator[Receiver]:
                 str(cx.transfer_syntax),
                 event.assoc.requestor.ae_title,
             ))
-            return status, None
+            return status, reply
 
         port = free_port()
         servers.append(ae.start_server(
@@ -130,3 +135,19 @@ def test_refusals_and_an_absent_receiver(receiver: Receiver) -> None:
         send_report(PeerAddress("WRONGAET", LOCALHOST, port), 1, _report(), SETTINGS)
     with pytest.raises(PeerUnavailableError):
         send_report(PeerAddress("COMMITSCU", LOCALHOST, free_port()), 1, _report(), SETTINGS)
+
+
+def test_an_event_reply_is_read_and_the_association_released(receiver: Receiver) -> None:
+    reply = Dataset()
+    reply.TransactionUID = "1.2.3.4"
+    port, events = receiver(reply=reply)
+    peer = PeerAddress("COMMITSCU", LOCALHOST, port)
+    for _ in range(2):  # the second report proves the first association ended cleanly
+        assert send_report(peer, 1, _report(), SETTINGS).is_success
+        assert events.get(timeout=5)[0] == 1
+
+
+def test_receiver_aborting_instead_of_answering_is_unavailable(receiver: Receiver) -> None:
+    port, _ = receiver(abort=True)
+    with pytest.raises(PeerUnavailableError, match="N-EVENT-REPORT to COMMITSCU@"):
+        send_report(PeerAddress("COMMITSCU", LOCALHOST, port), 1, _report(), SETTINGS)
