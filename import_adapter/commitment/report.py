@@ -84,6 +84,12 @@ def send_report(
         context = next(iter(assoc.contexts.values()), None)
         if context is None:
             raise PeerRejectedError(f"{requester} accepted no Storage Commitment context")
+        granted = assoc.roles.get(context.abstract_syntax)
+        if granted is None or not granted.scp_role:
+            LOG.info(
+                "%s did not grant us the Storage Commitment SCP role (%s); reporting anyway",
+                requester, "no reply" if granted is None else "refused",
+            )
         syntax = UID(context.transfer_syntax)
         information = encode(report, syntax.is_implicit_VR, syntax.is_little_endian)
         if information is None:

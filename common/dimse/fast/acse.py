@@ -104,10 +104,16 @@ class AcceptedContext:
 
 @dataclass(frozen=True)
 class AssociateAccept:
-    """What an A-ASSOCIATE-AC granted (contexts resolved against our request)."""
+    """What an A-ASSOCIATE-AC granted (contexts resolved against our request).
+
+    Attributes:
+        roles: the acceptor's SCP/SCU Role Selection replies (PS3.7 D.3.3.4); a SOP class
+            without one keeps the default roles (we are the SCU).
+    """
 
     max_length: int
     contexts: tuple[AcceptedContext, ...]
+    roles: tuple[RoleSelection, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -248,6 +254,11 @@ def decode_associate_ac(
         primitive = pdu.to_primitive()
         results = primitive.presentation_context_definition_results_list
         max_length = primitive.maximum_length_received
+        roles = tuple(
+            RoleSelection(str(item.sop_class_uid), bool(item.scu_role), bool(item.scp_role))
+            for item in primitive.user_information
+            if isinstance(item, SCP_SCU_RoleSelectionNegotiation)
+        )
     except Exception as exc:  # pynetdicom raises assorted errors on malformed items
         raise DimseProtocolError(
             f"malformed A-ASSOCIATE-AC: {exc}", AbortReason.INVALID_PDU_PARAMETER_VALUE
@@ -267,6 +278,7 @@ def decode_associate_ac(
     return AssociateAccept(
         max_length=int(max_length) if max_length is not None else 0,
         contexts=tuple(accepted),
+        roles=roles,
     )
 
 

@@ -112,6 +112,8 @@ class RequestorAssociation:
         self._timeouts = timeouts
         self._peer = peer
         self.peer_max_length = accept.max_length
+        #: The peer's SCP/SCU Role Selection replies, by SOP class.
+        self.roles = {role.sop_class_uid: role for role in accept.roles}
         self._fragment = max_pdv_data(accept.max_length)
         #: The accepted contexts, by (abstract syntax, transfer syntax).
         self.contexts: dict[tuple[str, str], AcceptedContext] = {}

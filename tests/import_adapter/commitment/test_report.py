@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -110,13 +111,20 @@ def test_report_arrives_in_the_syntax_the_receiver_accepts(receiver: Receiver, s
     assert info.FailedSOPSequence[0].ReferencedSOPInstanceUID == "1.2.3.4.5"
 
 
-def test_receiver_without_a_role_answer_still_gets_its_report(receiver: Receiver) -> None:
+def test_receiver_without_a_role_answer_still_gets_its_report(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
     # An acceptor that accepts the context without answering the role proposal (PS3.7
     # D.3.3.4 then gives the default roles): the report is sent all the same, as before.
+    caplog.set_level(logging.INFO, logger="import_adapter.commitment.report")
+    port, events = receiver()
+    assert send_report(PeerAddress("COMMITSCU", LOCALHOST, port), 1, _report(), SETTINGS).is_success
+    assert "did not grant" not in caplog.text  # this one granted the SCP role
     port, events = receiver(roles=False)
     status = send_report(PeerAddress("COMMITSCU", LOCALHOST, port), 1, _report(), SETTINGS)
     assert status.is_success
     assert events.get(timeout=5)[0] == 1
+    assert "did not grant us the Storage Commitment SCP role (no reply)" in caplog.text
 
 
 def test_receiver_failure_status_is_returned(receiver: Receiver) -> None:

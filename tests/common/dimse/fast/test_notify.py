@@ -8,10 +8,21 @@ import pytest
 from pynetdicom.dimse_messages import N_EVENT_REPORT_RQ, N_EVENT_REPORT_RSP
 from pynetdicom.dimse_primitives import N_EVENT_REPORT
 from pynetdicom.dsutils import decode, encode
-from pynetdicom.pdu import A_ASSOCIATE_RQ
-from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
+from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
+from pynetdicom.pdu_primitives import (
+    A_ASSOCIATE,
+    ImplementationClassUIDNotification,
+    MaximumLengthNotification,
+    SCP_SCU_RoleSelectionNegotiation,
+)
+from pynetdicom.presentation import PresentationContext
 
-from common.dimse.fast.acse import ProposedContext, RoleSelection, encode_associate_rq
+from common.dimse.fast.acse import (
+    ProposedContext,
+    RoleSelection,
+    decode_associate_ac,
+    encode_associate_rq,
+)
 from common.dimse.fast.commands import CommandSetError, decode_command_set
 from common.dimse.fast.constants import CommandField, Tag
 from common.dimse.fast.notify import NEventReportRq, NEventReportRsp
@@ -132,3 +143,37 @@ def test_role_selection_is_proposed_in_the_associate_rq(scu: bool, scp: bool) ->
         isinstance(item, SCP_SCU_RoleSelectionNegotiation)
         for item in plain.to_primitive().user_information
     )
+
+
+@pytest.mark.parametrize(("scu", "scp"), [(False, True), (True, False), (True, True)])
+def test_role_selection_reply_is_read_from_the_associate_ac(scu: bool, scp: bool) -> None:
+    proposed = [ProposedContext(1, COMMITMENT, ("1.2.840.10008.1.2",))]
+    primitive = A_ASSOCIATE()
+    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
+    primitive.calling_ae_title = "IMPORTADAPTER"
+    primitive.called_ae_title = "COMMITSCU"
+    primitive.result = 0
+    primitive.result_source = 1
+    cx = PresentationContext()
+    cx.context_id = 1
+    cx.result = 0
+    cx.transfer_syntax = ["1.2.840.10008.1.2"]
+    primitive.presentation_context_definition_results_list = [cx]
+    length = MaximumLengthNotification()
+    length.maximum_length_received = 16384
+    implementation = ImplementationClassUIDNotification()
+    implementation.implementation_class_uid = "1.2.3"
+    role = SCP_SCU_RoleSelectionNegotiation()
+    role.sop_class_uid = COMMITMENT
+    role.scu_role = scu
+    role.scp_role = scp
+    primitive.user_information = [length, implementation, role]
+    pdu = A_ASSOCIATE_AC()
+    pdu.from_primitive(primitive)
+    accept = decode_associate_ac(bytes(pdu.encode()), proposed)
+    assert accept.roles == (RoleSelection(COMMITMENT, scu_role=scu, scp_role=scp),)
+    assert [c.context_id for c in accept.contexts] == [1]
+    primitive.user_information = [length, implementation]
+    plain = A_ASSOCIATE_AC()
+    plain.from_primitive(primitive)
+    assert decode_associate_ac(bytes(plain.encode()), proposed).roles == ()
