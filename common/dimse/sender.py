@@ -95,6 +95,8 @@ def request_association(
     """Open an association to ``peer`` (over DICOM TLS when it has TLS settings).
 
     The one place where the engine's association failures become :mod:`common.errors`.
+    ``max_length`` is our Maximum Length Received; 0 ("unlimited" in the settings) announces
+    1 MiB.
 
     Raises:
         AssociationRejectedError: the peer rejected the association.
@@ -110,7 +112,7 @@ def request_association(
             calling_ae_title=calling_aet,
             called_ae_title=peer.ae_title,
             contexts=contexts,
-            max_length=max_length,
+            max_length=max_length or _DEFAULT_MAX_PDU,
             timeouts=timeouts,
             tls=peer.tls,
             roles=roles,
@@ -197,7 +199,7 @@ class StoreSender:
             self.peer,
             calling_aet=settings.calling_aet,
             contexts=contexts,
-            max_length=settings.max_pdu_size or _DEFAULT_MAX_PDU,
+            max_length=settings.max_pdu_size,
             timeouts=self._timeouts,
         )
         self._assoc = assoc

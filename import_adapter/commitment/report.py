@@ -41,8 +41,6 @@ _CONTEXT = ProposedContext(1, str(StorageCommitmentPushModel), REPORT_SYNTAXES)
 _ROLE = RoleSelection(str(StorageCommitmentPushModel), scu_role=False, scp_role=True)
 #: The Message ID of the report: the only message on its association.
 _MESSAGE_ID = 1
-#: The Maximum Length Received we announce when the settings say "unlimited" (0).
-_DEFAULT_MAX_PDU = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -76,7 +74,7 @@ def send_report(
         requester,
         calling_aet=settings.calling_aet,
         contexts=[_CONTEXT],
-        max_length=settings.max_pdu_size or _DEFAULT_MAX_PDU,
+        max_length=settings.max_pdu_size,
         timeouts=Timeouts(connect=timeout, acse=timeout, dimse=timeout, network=timeout),
         roles=[_ROLE],
     )
