@@ -117,7 +117,7 @@ def test_cstore_json_log_has_identifiers_not_patient_data(
 
 def test_association_handlers_count_each_association_once() -> None:
     recorder = Recorder()
-    notify = AssociationMetrics(recorder)  # type: ignore[arg-type]
+    notify = AssociationMetrics(recorder)
     first: Any = SimpleNamespace(requestor=SimpleNamespace(ae_title="MODALITY"))
     second: Any = SimpleNamespace(requestor=SimpleNamespace(ae_title="OTHER"))
     stranger: Any = SimpleNamespace(requestor=SimpleNamespace(ae_title="STRANGER"))

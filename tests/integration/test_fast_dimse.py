@@ -137,10 +137,12 @@ def test_every_association_is_served_by_our_engine_with_its_negotiation_answered
     adapter: ImportAdapter,
 ) -> None:
     """C-FIND, C-GET with role selection, user identity asking for a response, an async
-    operations window: one engine, each item answered (PS3.7 D.3.3)."""
+    operations window, SOP class extended negotiation: one engine, each item answered as
+    docs/conformance.md says (PS3.7 D.3.3)."""
     from pynetdicom import build_role
     from pynetdicom.pdu_primitives import (
         AsynchronousOperationsWindowNegotiation,
+        SOPClassExtendedNegotiation,
         UserIdentityNegotiation,
     )
     from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
@@ -153,6 +155,9 @@ def test_every_association_is_served_by_our_engine_with_its_negotiation_answered
     window = AsynchronousOperationsWindowNegotiation()
     window.maximum_number_operations_invoked = 4
     window.maximum_number_operations_performed = 4
+    relational = SOPClassExtendedNegotiation()
+    relational.sop_class_uid = PatientRootQueryRetrieveInformationModelFind
+    relational.service_class_application_information = b"\x01"  # relational queries
     ae = AE(ae_title="PYSCU")
     ae.add_requested_context(PatientRootQueryRetrieveInformationModelFind)
     ae.add_requested_context(PatientRootQueryRetrieveInformationModelGet)
@@ -160,7 +165,7 @@ def test_every_association_is_served_by_our_engine_with_its_negotiation_answered
     ae.add_requested_context(Verification)
     assoc = ae.associate(
         "127.0.0.1", adapter.server.port, ae_title=IMPORT_AET,
-        ext_neg=[build_role(CTImageStorage, scp_role=True), identity, window],
+        ext_neg=[build_role(CTImageStorage, scp_role=True), identity, window, relational],
     )
     try:
         assert assoc.is_established
@@ -172,6 +177,7 @@ def test_every_association_is_served_by_our_engine_with_its_negotiation_answered
         assert acceptor.user_identity.server_response == b""
         [role] = acceptor.role_selection.values()
         assert (role.scu_role, role.scp_role) == (False, True)
+        assert not acceptor.sop_class_extended  # not offered: no reply
         assert assoc.send_c_echo().Status == 0
     finally:
         assoc.release()

@@ -78,8 +78,8 @@ def test_sockets_have_nodelay_and_associations_are_limited(orthanc: OrthancServe
         held.append(ae.associate("127.0.0.1", running.server.port, ae_title=IMPORT_AET))
         try:
             assert all(a.is_established for a in held)
-            for assoc in running.server.active_associations:
-                sock = assoc.socket
+            for serving in running.server.active_associations:
+                sock = serving.socket
                 assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
             third = ae.associate("127.0.0.1", running.server.port, ae_title=IMPORT_AET)
             assert third.is_rejected

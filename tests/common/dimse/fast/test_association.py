@@ -300,3 +300,36 @@ def test_fast_scp_rejects_wrong_called_ae_and_over_limit(
         RejectSource.SERVICE_PROVIDER_PRESENTATION,
         RejectReason.LOCAL_LIMIT_EXCEEDED,
     )
+
+
+def test_a_partial_dataset_of_an_aborted_association_leaves_no_file(
+    fast_scp: tuple[int, _Recorder], tmp_path: Path
+) -> None:
+    """A dataset too large to keep in memory is written as it arrives; when the association
+    is aborted before its end, the file goes with it."""
+    from common.dimse.fast.acse import encode_associate_rq
+    from common.dimse.fast.constants import AbortSource, PduType
+    from common.dimse.fast.transport import abort_pdu, pdata_pdus
+
+    port, recorder = fast_scp
+    before = set(tmp_path.iterdir())
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(encode_associate_rq(
+            "RAW", "FASTSCP", [ProposedContext(1, CT, (ExplicitVRLittleEndian,))], 16384
+        ))
+        assert sock.recv(1) == bytes([PduType.ASSOCIATE_AC])
+        command = CStoreRq(1, CT, generate_uid()).encode()
+        sock.sendall(b"".join(pdata_pdus(1, command, True, 16000)))
+        partial = pdata_pdus(1, b"\0" * (2 * IN_MEMORY_LIMIT), False, 16000)[:-1]
+        sock.sendall(b"".join(partial))  # all but the last fragment: a file by now
+        deadline = time.monotonic() + 5
+        while set(tmp_path.iterdir()) == before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert set(tmp_path.iterdir()) != before  # the dataset was being written
+        sock.sendall(abort_pdu(AbortSource.SERVICE_USER))
+        deadline = time.monotonic() + 5
+        while set(tmp_path.iterdir()) != before and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert set(tmp_path.iterdir()) == before
+    assert recorder.stored == []
+    assert AssociationEvent.ABORTED in recorder.events

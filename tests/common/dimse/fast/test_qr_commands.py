@@ -188,6 +188,6 @@ def test_n_action_rq_and_rsp_match_pynetdicom() -> None:
     response.AffectedSOPInstanceUID = COMMIT_INSTANCE
     response.ActionTypeID = 1
     response.Status = 0x0119
-    response.ErrorComment = "odd"
+    setattr(response, "ErrorComment", "odd")  # noqa: B010 (typed None in pynetdicom)
     rsp = NActionRsp(9, COMMIT, COMMIT_INSTANCE, 1, 0x0119, "odd")
     assert rsp.encode() == _pynetdicom(N_ACTION_RSP(), response)

@@ -9,10 +9,11 @@ import time
 from collections.abc import Callable, Iterator
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, build_role, evt
 from pynetdicom.dsutils import decode, encode
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -59,7 +60,7 @@ def _write_ct(path: Path) -> Path:
     ds.SOPInstanceUID = generate_uid()
     ds.PatientID = "GET"
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = CT
+    ds.file_meta.MediaStorageSOPClassUID = UID(CT)
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.save_as(path, enforce_file_format=True)
@@ -250,7 +251,7 @@ def _get(port: int, received: list[Dataset], *, scp_role: bool = True) -> object
     ae = AE(ae_title="GETSCU")
     ae.add_requested_context(GET, list(SYNTAXES))
     ae.add_requested_context(CT, [str(ExplicitVRLittleEndian)])
-    roles = [build_role(CT, scp_role=True)] if scp_role else []
+    roles: list[Any] = [build_role(CT, scp_role=True)] if scp_role else []
     assoc = ae.associate(
         "127.0.0.1", port, ae_title="FASTSCP", ext_neg=roles,
         evt_handlers=[(evt.EVT_C_STORE, on_store)],
