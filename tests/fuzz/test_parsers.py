@@ -117,7 +117,7 @@ _REPORT_RSP = NEventReportRsp(
 def test_associate_ac_with_role_replies_decoding(data: st.DataObject) -> None:
     raw = _mutate(_RQ_WITH_ROLES.replace(b"\x01", b"\x02", 1), data)
     contexts = [ProposedContext(1, "1.2.840.10008.1.20.1", ("1.2.840.10008.1.2",))]
-    with contextlib.suppress(ENGINE_ERRORS):
+    with contextlib.suppress(*ENGINE_ERRORS):
         decode_associate_ac(raw, contexts)
 
 
@@ -126,7 +126,7 @@ def test_associate_ac_with_role_replies_decoding(data: st.DataObject) -> None:
 def test_n_event_report_response_decoding(data: st.DataObject) -> None:
     raw = (_mutate(_REPORT_RSP, data) if data.draw(st.booleans())
            else data.draw(st.binary(max_size=256)))
-    with contextlib.suppress(ENGINE_ERRORS):
+    with contextlib.suppress(*ENGINE_ERRORS):
         NEventReportRsp.from_command(decode_command_set(raw))
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, StoragePresentationContexts, evt
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
@@ -27,7 +27,7 @@ def _write(path: Path, sop_class: str) -> Path:
     ds.SOPInstanceUID = generate_uid()
     ds.PatientID = "SENDER"
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.save_as(path, enforce_file_format=True)
@@ -50,6 +50,7 @@ def test_every_class_of_a_move_is_delivered_past_the_context_budget(tmp_path: Pa
     port = free_port()
     server = ae.start_server(("127.0.0.1", port), block=False,
                              evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert server is not None
     sender = StoreSender(PeerAddress("DEST", "127.0.0.1", port), SenderSettings("MOVER"))
     try:
         sender.propose(destination_pairs(

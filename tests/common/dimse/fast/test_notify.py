@@ -34,7 +34,9 @@ COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
 def _pynetdicom_bytes(message_class: type, primitive: object) -> bytes:
     message = message_class()
     message.primitive_to_message(primitive)
-    return bytes(encode(message.command_set, True, True))
+    raw = encode(message.command_set, True, True)
+    assert raw is not None
+    return bytes(raw)
 
 
 @pytest.mark.parametrize("event_type", [1, 2])
@@ -75,7 +77,7 @@ def test_n_event_report_rsp_matches_pynetdicom(
         primitive.AffectedSOPClassUID = COMMITMENT
         primitive.AffectedSOPInstanceUID = COMMITMENT_INSTANCE
     if comment:
-        primitive.ErrorComment = comment
+        primitive.ErrorComment = comment  # type: ignore[assignment]  # typed as None
     if event_type is not None:
         primitive.EventTypeID = event_type
     ours = NEventReportRsp(
