@@ -18,6 +18,7 @@ One layer per module, bottom up::
     transport    PDU framing on a blocking socket: P-DATA-TF, PDV fragmentation, errors
     acse         association PDUs through pynetdicom.pdu: request, accept, reject, abort
     negotiation  what an acceptor answers: contexts, roles, user identity, async window
+    receive      a C-STORE's dataset into memory, or a file as it arrives
     scu          an association we request (with role selection): C-STORE a file, C-ECHO,
                  N-EVENT-REPORT, release, abort
     scp          an association we accept: negotiate, then serve every request

@@ -13,21 +13,16 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import itertools
 import logging
-import os
-import secrets
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
-from common.dicom.part10 import IN_MEMORY_LIMIT, build_file_meta
 from common.dimse.after_response import defer, response_pending
 from common.dimse.fast.acse import (
     AcceptedContext,
@@ -71,6 +66,7 @@ from common.dimse.fast.limits import (
 )
 from common.dimse.fast.meta import FileMeta
 from common.dimse.fast.negotiation import negotiate
+from common.dimse.fast.receive import receive_dataset, remove_quietly
 from common.dimse.fast.transport import (
     ConnectionClosedError,
     DimseProtocolError,
@@ -82,40 +78,9 @@ from common.dimse.fast.transport import (
     pdata_pdus,
     release_pdu,
 )
-from common.errors import MalformedDatasetError
 from common.status import DimseStatus, instance_too_large_status
 
 LOG = logging.getLogger(__name__)
-
-#: Buffer of the spool file writer: fragments are small, system calls are not free.
-_SPOOL_BUFFER = 1 << 20
-#: Spool file names: unique to this process, then a counter (see :func:`_new_spool_name`).
-_SPOOL_PREFIX = f"rx-{os.getpid():x}-{secrets.token_hex(4)}-"
-_SPOOL_COUNTER = itertools.count()
-
-
-def _new_spool_name(directory: str) -> str:
-    """A new spool file name in ``directory``: a per-process prefix and a counter.
-
-    What :func:`tempfile.mkstemp` does for names, without drawing a random name for every file
-    (which checks the process id and costs more than receiving a small dataset); ``next`` on
-    :func:`itertools.count` is atomic under the GIL. Names are unique within the process, and
-    :func:`_create_spool_file` still makes sure the file is new.
-    """
-    return os.path.join(directory, f"{_SPOOL_PREFIX}{next(_SPOOL_COUNTER)}.dcm")
-
-
-def _create_spool_file(path: Path) -> BinaryIO:
-    """Create the private spool file ``path`` (it must be new) for buffered writing."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    return os.fdopen(fd, "wb", buffering=_SPOOL_BUFFER)
-
-
-def _remove_quietly(path: Path) -> None:
-    """Remove a spool file if it is still there."""
-    with contextlib.suppress(OSError):
-        os.unlink(path)
-
 
 @dataclass(frozen=True)
 class AcceptorPolicy:
@@ -602,7 +567,10 @@ class AcceptorAssociation:
             raise DimseProtocolError(
                 "C-STORE-RQ without a dataset", AbortReason.INVALID_PDU_PARAMETER_VALUE
             )
-        spooled = self._receive_to_spool(request, context)
+        policy = self._policy
+        spooled = receive_dataset(
+            self._stream, context, request, policy.receive_dir, policy.max_instance_size
+        )
         if spooled is None:
             limit = self._policy.max_instance_size
             LOG.warning("%r: C-STORE of %s refused: dataset larger than %d bytes",
@@ -617,7 +585,7 @@ class AcceptorAssociation:
         with response_pending():
             if content is None:
                 # Whatever happens; the handler may have moved the file into a queue already.
-                defer(partial(_remove_quietly, path))
+                defer(partial(remove_quietly, path))
             status = self._handlers.c_store(self, request, context, path, content)
             response = CStoreRsp(
                 request.message_id,
@@ -767,69 +735,6 @@ class AcceptorAssociation:
             self._stream.send_file_dataset(
                 context.context_id, command, path, meta.dataset_offset, self._fragment
             )
-
-    def _receive_to_spool(
-        self, request: CStoreRq, context: AcceptedContext
-    ) -> tuple[Path, bytes | None] | None:
-        """Receive the dataset as a Part 10 file (meta from the command set, dataset as sent).
-
-        Returns the spool file's path and, when the file is at most
-        :data:`~common.dicom.part10.IN_MEMORY_LIMIT` bytes, its content. A small file is kept
-        in memory only: the path only names where it would be, and no file exists. A larger
-        one is written as it arrives, and the content is None. Returns None (and keeps no file)
-        when the dataset exceeded the instance size limit.
-        """
-        path = Path(_new_spool_name(str(self._policy.receive_dir or tempfile.gettempdir())))
-        limit = self._policy.max_instance_size
-        received = 0
-        # The file's content while it is small; once it outgrows memory, the file is created
-        # and everything goes there.
-        head = bytearray()
-        kept: bytearray | None = head
-        spill: BinaryIO | None = None
-        try:
-            # An unusable UID: no meta, so the store check refuses the instance with a status
-            # instead of the association failing.
-            with contextlib.suppress(MalformedDatasetError):
-                head += build_file_meta(
-                    sop_class_uid=request.sop_class_uid,
-                    sop_instance_uid=request.sop_instance_uid,
-                    transfer_syntax_uid=context.transfer_syntax,
-                )
-
-            def write(data: memoryview) -> None:
-                nonlocal received, kept, spill
-                received += len(data)
-                if limit and received > limit:
-                    if received > 2 * limit:
-                        raise DimseProtocolError(
-                            "dataset far beyond the instance size limit",
-                            AbortReason.NOT_SPECIFIED,
-                        )
-                    return  # read and dropped: the C-STORE gets 0xA700
-                if kept is not None:
-                    if len(kept) + len(data) <= IN_MEMORY_LIMIT:
-                        kept += data
-                        return
-                    spill = _create_spool_file(path)
-                    spill.write(kept)  # too big to keep: from now on, straight to the file
-                    kept = None
-                assert spill is not None
-                spill.write(data)
-
-            self._stream.read_dataset(context.context_id, write)
-            if spill is not None:
-                spill.close()
-        except BaseException:
-            if spill is not None:
-                spill.close()
-                _remove_quietly(path)
-            raise
-        if limit and received > limit:
-            if spill is not None:
-                _remove_quietly(path)
-            return None
-        return path, None if kept is None else bytes(kept)
 
     def _send_command(self, context_id: int, command: bytes) -> None:
         self._send(b"".join(pdata_pdus(context_id, command, True, self._fragment)))
