@@ -31,7 +31,7 @@ credentials cannot be obtained (AuthError)     neither                 neither: 
 =============================================  ======================  =========================
 
 Any HTTP answer proves that the store's address answers, so it resets the count: a store
-that answers 5xx is handled by the retry policy and the status table, not by the breaker.
+that answers 5xx is handled by the retry policy and the failure table, not by the breaker.
 The probe is stricter about 502/503/504: those are what a gateway or load balancer answers for
 a backend that is still down (the same outage that opened the breaker, seen through a front
 end that came back first). A 401/403 closes it: the store is reachable, and the C-STOREs then

@@ -29,8 +29,9 @@ ever see these::
     │   └── DicomwebResponseError   the server answered 2xx with a body we cannot understand
     └── ShuttingDownError           the service is draining and takes no new work
 
-``DicomwebError.transient`` says whether trying again later may succeed; the retry policy and
-the DIMSE status table (``common.status``) both read it, so there is one notion of "transient".
+What a DICOMweb failure means (transient or not, retried at once, its DIMSE status, what the
+spool and the export adapter do) is decided by one table, ``common.status.FAILURE_TABLE``;
+these classes only say what happened.
 """
 
 from __future__ import annotations
@@ -165,10 +166,7 @@ class DicomwebError(AdapterError):
 
     Attributes:
         url: the request URL without query credentials (safe to log).
-        transient: whether the same request may succeed if tried again later.
     """
-
-    transient: bool = False
 
     def __init__(self, message: str, *, url: str = "") -> None:
         super().__init__(message)
@@ -177,8 +175,6 @@ class DicomwebError(AdapterError):
 
 class DicomwebConnectionError(DicomwebError):
     """The server could not be reached (refused, reset, name resolution, TLS handshake)."""
-
-    transient = True
 
 
 class StoreUnavailableError(DicomwebConnectionError):
@@ -191,12 +187,6 @@ class StoreUnavailableError(DicomwebConnectionError):
 
 class DicomwebTimeoutError(DicomwebError):
     """The server did not answer in time."""
-
-    transient = True
-
-
-#: HTTP statuses after which the same request may succeed later.
-TRANSIENT_HTTP_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
 class DicomwebHttpError(DicomwebError):
@@ -226,7 +216,6 @@ class DicomwebHttpError(DicomwebError):
         self.body_excerpt = body_excerpt
         self.retry_after = retry_after
         self.resent = resent
-        self.transient = status in TRANSIENT_HTTP_STATUSES
 
 
 class DicomwebResponseError(DicomwebError):

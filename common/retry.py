@@ -10,7 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from common.errors import DicomwebError, DicomwebHttpError, StoreUnavailableError
+from common.errors import DicomwebError, DicomwebHttpError
+from common.status import is_retried_at_once
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -58,13 +59,15 @@ def call_with_retry(
     on_retry: Callable[[DicomwebError], None] | None = None,
     wake: threading.Event | None = None,
 ) -> T:
-    """Run ``operation``, retrying transient :class:`DicomwebError` within the policy's budget.
+    """Run ``operation``, retrying a :class:`DicomwebError` within the policy's budget.
 
-    A ``Retry-After`` from the server lengthens the delay (never past the budget). ``stop``, when
-    set, ends the waiting early and raises the last error. ``wake``, when set, ends the waiting
-    early and tries again at once: a client sets it as its store's circuit breaker opens, so
-    that the next attempt fails fast. A :class:`StoreUnavailableError` (the store is known
-    down) is never retried.
+    Which errors are retried is the failure table's "retried at once" column
+    (:func:`common.status.is_retried_at_once`): connection failures, timeouts, 408, 425, 429 and
+    5xx but 501; never the store known down (:class:`StoreUnavailableError`), which ends a
+    retry loop at once. A ``Retry-After`` from the server lengthens the delay (never past the
+    budget). ``stop``, when set, ends the waiting early and raises the last error. ``wake``,
+    when set, ends the waiting early and tries again at once: a client sets it as its store's
+    circuit breaker opens, so that the next attempt fails fast.
     """
     start = time.monotonic()
     delay = policy.initial_delay
@@ -73,7 +76,7 @@ def call_with_retry(
         try:
             return operation()
         except DicomwebError as exc:
-            if not exc.transient or isinstance(exc, StoreUnavailableError):
+            if not is_retried_at_once(exc):
                 raise
             wait = delay * random.uniform(0.8, 1.2)
             if isinstance(exc, DicomwebHttpError) and exc.retry_after is not None:

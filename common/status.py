@@ -1,15 +1,22 @@
-"""DIMSE status codes and the one table that maps errors and DICOMweb outcomes to them.
+"""DIMSE status codes, and the one failure table that says what a DICOMweb outcome means.
 
 Every handler that answers a DIMSE request with a failure gets its status from here, so the
-same fault gives the same status everywhere (PS3.4 Annex B/C, PS3.7 Annex C). The table of HTTP
-outcomes is data (:data:`HTTP_RULES`), rendered into the README by :func:`http_rules_markdown`.
+same fault gives the same status everywhere (PS3.4 Annex B/C, PS3.7 Annex C).
+
+The failure table (:data:`FAILURE_TABLE`) is data: per DICOMweb outcome (each HTTP status,
+and connection failure, timeout, the store known down, an unreadable answer, credentials), the
+C-STORE status, whether it is transient, whether a request retries it at once, what the durable
+spool does (:class:`SpoolAction`) and what the export adapter does (:class:`ExportAction`). The
+C-STORE and Q/R status functions below, :mod:`common.retry`, :mod:`import_adapter.spool.outcome`
+and :mod:`export_adapter.outcome` all read it, and the README's table is rendered from it by
+:func:`failure_table_markdown`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import IntEnum
+from enum import Enum, IntEnum
 
 from pydicom.dataset import Dataset
 
@@ -19,6 +26,7 @@ from common.errors import (
     DicomwebConnectionError,
     DicomwebError,
     DicomwebHttpError,
+    DicomwebResponseError,
     DicomwebTimeoutError,
     InvalidIdentifierError,
     MalformedDatasetError,
@@ -122,68 +130,277 @@ UPLOAD_NOT_CONFIRMED = DimseStatus(Status.PROCESSING_FAILURE, "Upload not confir
 STORE_UNAVAILABLE = DimseStatus(Status.OUT_OF_RESOURCES, "DICOMweb store unreachable, retry later")
 
 
+class SpoolAction(Enum):
+    """What the import adapter's durable spool does with an upload that ended so."""
+
+    #: stored: the entry is removed.
+    DONE = "done"
+    #: the entry is tried again after a capped, growing delay, up to
+    #: ``--persistent_file_upload_retry_amount`` times, then dead-lettered.
+    RETRY = "retry with backoff"
+    #: the store is over its quota or load: every upload to the destination waits (its
+    #: ``Retry-After``), the upload concurrency is halved; the entry keeps its retries.
+    PAUSE = "pause the destination"
+    #: the destination cannot take anything now (network, credentials, known down): it is paused
+    #: with capped backoff and the entry kept, without using up its retries.
+    UNREACHABLE = "treat as unreachable"
+    #: trying again cannot help: the entry goes to the dead-letter folder (or, when the SCU
+    #: waits for it, the failure is its answer).
+    DEAD_LETTER = "dead-letter"
+
+
+class ExportAction(Enum):
+    """What the export adapter tells Pub/Sub about a message whose export ended so."""
+
+    ACK = "ack"
+    #: kept for another try: Pub/Sub redelivers the message.
+    NACK = "nack for redelivery"
+    #: trying again cannot help: acknowledged after a copy to ``--dead_letter_topic``.
+    DEAD_LETTER = "dead-letter"
+
+
 @dataclass(frozen=True)
-class HttpRule:
-    """One row of the HTTP outcome -> C-STORE status table."""
+class FailureRule:
+    """One row of the failure table: what one DICOMweb outcome means on every path.
+
+    Attributes:
+        outcome: the outcome, as the README names it.
+        status: the DIMSE status a C-STORE gets for it (C-FIND/C-MOVE/C-GET map it on:
+            Out of Resources and Not Authorized keep their meaning, the rest is 0xC000).
+        transient: a later try of the same request may succeed (nothing is wrong with the
+            instance or the request itself).
+        retried: retried at once, with capped backoff, within the request's retry budget
+            (``--stow_retry_budget`` for a C-STORE, ``--dicomweb_retry_budget`` for the
+            export adapter's requests) before the outcome is final.
+        spool: what the durable spool does with the upload.
+        export: what the export adapter does with the message.
+        http: the HTTP statuses of the row.
+        http_class: 4 or 5 for the row taking the 4xx or 5xx statuses no other row names.
+        comment: the Error Comment, ``{what}`` standing for the request ("store", "search");
+            empty: the error's own text.
+    """
 
     outcome: str
     status: Status
+    transient: bool
     retried: bool
+    spool: SpoolAction
+    export: ExportAction
+    http: frozenset[int] = frozenset()
+    http_class: int | None = None
+    comment: str = ""
 
 
-#: HTTP outcomes of a STOW-RS request and the C-STORE status they produce. Retried outcomes are
-#: tried again with capped exponential backoff before the status is sent.
-HTTP_RULES: tuple[HttpRule, ...] = (
-    HttpRule("200/202, instance in ReferencedSOPSequence", Status.SUCCESS, False),
-    HttpRule(
-        "200/202, instance with WarningReason (e.g. coercion)", Status.COERCION_OF_DATA_ELEMENTS,
-        False,
-    ),
-    HttpRule(
-        "instance in FailedSOPSequence: its FailureReason, else", Status.PROCESSING_FAILURE, False
-    ),
-    HttpRule("401, 403", Status.NOT_AUTHORIZED, False),
-    HttpRule("409 Conflict", Status.DUPLICATE_SOP_INSTANCE, False),
-    HttpRule("413 Payload Too Large, 507", Status.OUT_OF_RESOURCES, False),
-    HttpRule("429 Too Many Requests, 503", Status.OUT_OF_RESOURCES, True),
-    HttpRule("408, 425, 500, 502, 504", Status.PROCESSING_FAILURE, True),
-    HttpRule("other 4xx", Status.CANNOT_UNDERSTAND, False),
-    HttpRule("other 5xx", Status.PROCESSING_FAILURE, False),
-    HttpRule("connection refused/reset, DNS, TLS", Status.PROCESSING_FAILURE, True),
-    HttpRule("timeout", Status.PROCESSING_FAILURE, True),
-    HttpRule(
-        "store known down (`--store_down_after_failures` connection failures/timeouts in a "
-        "row): refused without a request until a probe is answered",
-        Status.OUT_OF_RESOURCES,
-        False,
-    ),
-    HttpRule(
-        "2xx not confirming the instance, or not a STOW response", Status.PROCESSING_FAILURE,
-        False,
-    ),
-    HttpRule("credentials cannot be obtained/refreshed", Status.NOT_AUTHORIZED, False),
+_RETRY, _PAUSE, _UNREACHABLE, _DEAD = (
+    SpoolAction.RETRY, SpoolAction.PAUSE, SpoolAction.UNREACHABLE, SpoolAction.DEAD_LETTER
+)
+_NACK, _DEAD_LETTER = ExportAction.NACK, ExportAction.DEAD_LETTER
+
+# The rows, in the README's order. Where the three paths used to disagree, the choice and its
+# reason are given beside the row. References: PS3.18 8.7.3 (the HTTP status codes a DICOMweb
+# origin server answers, 503 meaning "busy") and Google's "Request latency and error handling
+# best practices" for the Cloud Healthcare API (a 4xx about the request is a final state;
+# 408, 429 and 5xx server errors are retried with exponential backoff, honouring Retry-After).
+STORED = FailureRule(
+    "200/202, instance in ReferencedSOPSequence", Status.SUCCESS, False, False,
+    SpoolAction.DONE, ExportAction.ACK,
+)
+STORED_WITH_WARNING = FailureRule(
+    "200/202, instance with WarningReason (e.g. coercion)", Status.COERCION_OF_DATA_ELEMENTS,
+    False, False, SpoolAction.DONE, ExportAction.ACK,
+)
+#: Out of Resources (0xA7xx) from the store or a DIMSE peer is a condition of the receiver, not
+#: a verdict on the instance (PS3.4 B.2.3): kept for a later try, on every path.
+REFUSED_FOR_NOW = FailureRule(
+    "instance in FailedSOPSequence (or a DIMSE peer's answer) with a 0xA7xx reason",
+    Status.OUT_OF_RESOURCES, True, False, _RETRY, _NACK,
+)
+REFUSED = FailureRule(
+    "instance in FailedSOPSequence (or a DIMSE peer's answer) with another reason "
+    "(0x0110 when none), or missing from the STOW response",
+    Status.PROCESSING_FAILURE, False, False, _DEAD, _DEAD_LETTER,
+)
+#: 401/403 say the credentials or their permissions are wrong, for every instance alike: a
+#: configuration fix heals them, the instance is not at fault. The spool used to dead-letter
+#: (every queued instance, within seconds) and the export adapter nacked: both now keep the
+#: work, the spool pausing the destination as for credentials it cannot obtain. Not retried at
+#: once: a few seconds do not fix permissions.
+UNAUTHORIZED = FailureRule(
+    "401 Unauthorized (after one credential refresh), 403 Forbidden", Status.NOT_AUTHORIZED,
+    True, False, _UNREACHABLE, _NACK,
+    http=frozenset({401, 403}),
+)
+CONFLICT = FailureRule(
+    "409 Conflict (unless an earlier try of ours may have stored it: then looked up)",
+    Status.DUPLICATE_SOP_INSTANCE, False, False, _DEAD, _DEAD_LETTER, http=frozenset({409}),
+)
+TOO_LARGE = FailureRule(
+    "413 Payload Too Large", Status.OUT_OF_RESOURCES, False, False, _DEAD, _DEAD_LETTER,
+    http=frozenset({413}),
+)
+#: The store's quota or load (PS3.18: 503 Busy): the store as a whole needs time, so the spool
+#: slows down for the whole destination instead of retrying entry by entry.
+OVERLOADED = FailureRule(
+    "429 Too Many Requests, 503 Service Unavailable", Status.OUT_OF_RESOURCES, True, True,
+    _PAUSE, _NACK, http=frozenset({429, 503}),
+)
+#: 501 says the server does not support what was asked (RFC 9110 15.6.2): it will not start
+#: supporting it between two tries. The C-STORE path already did not retry it; the spool
+#: retried it (any >= 500) and the export adapter nacked it: now final everywhere.
+NOT_IMPLEMENTED = FailureRule(
+    "501 Not Implemented", Status.PROCESSING_FAILURE, False, False, _DEAD, _DEAD_LETTER,
+    http=frozenset({501}),
+)
+#: The store is out of space: Out of Resources, as 413, but a state of the store that frees
+#: up, so transient like the other 5xx (the C-STORE path did not retry it; the spool and the
+#: export adapter did).
+INSUFFICIENT_STORAGE = FailureRule(
+    "507 Insufficient Storage", Status.OUT_OF_RESOURCES, True, True, _RETRY, _NACK,
+    http=frozenset({507}),
+)
+#: A server error or a request that timed out on the server's side may go through next time.
+#: "Other 5xx" (505, 508, a proxy's 520...) used to be final for a C-STORE while the spool
+#: and the export adapter retried them: now transient everywhere, as 500/502/504.
+SERVER_ERROR = FailureRule(
+    "408 Request Timeout, 425 Too Early, 500, 502, 504, other 5xx", Status.PROCESSING_FAILURE,
+    True, True, _RETRY, _NACK, http=frozenset({408, 425, 500, 502, 504}), http_class=5,
+)
+#: The request itself is wrong for this server: final. ``--http_error_codes_to_retry`` lets
+#: the spool retry some of them (and 409, 413) anyway.
+BAD_REQUEST = FailureRule(
+    "other 4xx (400, 404, 415...)", Status.CANNOT_UNDERSTAND, False, False, _DEAD, _DEAD_LETTER,
+    http_class=4,
+)
+CONNECTION_FAILED = FailureRule(
+    "connection refused/reset, DNS failure, TLS handshake or certificate failure",
+    Status.PROCESSING_FAILURE, True, True, _UNREACHABLE, _NACK,
+    comment="DICOMweb {what} unreachable",
+)
+TIMED_OUT = FailureRule(
+    "connect or read timeout", Status.PROCESSING_FAILURE, True, True, _UNREACHABLE, _NACK,
+    comment="DICOMweb {what} timed out",
+)
+#: Known down: nothing is sent until a probe is answered, so retrying at once is pointless
+#: (retry loops end on it); Out of Resources tells an SCU to try again later.
+STORE_DOWN = FailureRule(
+    "store known down (`--store_down_after_failures` connection failures/timeouts in a row): "
+    "refused without a request until a probe is answered",
+    Status.OUT_OF_RESOURCES, True, False, _UNREACHABLE, _NACK,
+    comment="DICOMweb store unreachable, retry later",
+)
+#: A 2xx whose body we cannot read: cut off, not JSON or multipart. Most often a front end or a
+#: broken stream, so transient (the spool retried it and the export adapter nacked it; kept).
+#: Not retried at once by a C-STORE: the store may have stored the instance, and a resend
+#: would meet a 409 the SCU would be answered with.
+MALFORMED_RESPONSE = FailureRule(
+    "2xx with a body we cannot read (not a STOW/QIDO/WADO response, cut off)",
+    Status.PROCESSING_FAILURE, True, False, _RETRY, _NACK,
+)
+#: Credentials (or the proxy's 407): a configuration or metadata-server matter, as 401/403.
+CREDENTIALS = FailureRule(
+    "credentials cannot be obtained/refreshed, proxy answered 407", Status.NOT_AUTHORIZED,
+    True, False, _UNREACHABLE, _NACK, comment="DICOMweb credentials unavailable",
+)
+#: Anything else (a local fault while sending, a bug): never lose work to it. The export
+#: adapter used to dead-letter a DICOMweb error of no known kind; now it nacks, as for a bug.
+OTHER_FAILURE = FailureRule(
+    "any other failure (a local fault while sending, a bug)", Status.PROCESSING_FAILURE, True,
+    False, _RETRY, _NACK,
 )
 
-_OUT_OF_RESOURCES_HTTP = frozenset({413, 429, 503, 507})
+#: The failure table: every DICOMweb outcome, what it means for a C-STORE, the spool and the
+#: export adapter. :func:`rule_for_error`, :func:`rule_for_http` and
+#: :func:`rule_for_store_status` pick a row; the README's table is :func:`failure_table_markdown`.
+FAILURE_TABLE: tuple[FailureRule, ...] = (
+    STORED,
+    STORED_WITH_WARNING,
+    REFUSED_FOR_NOW,
+    REFUSED,
+    UNAUTHORIZED,
+    CONFLICT,
+    TOO_LARGE,
+    OVERLOADED,
+    NOT_IMPLEMENTED,
+    INSUFFICIENT_STORAGE,
+    SERVER_ERROR,
+    BAD_REQUEST,
+    CONNECTION_FAILED,
+    TIMED_OUT,
+    STORE_DOWN,
+    MALFORMED_RESPONSE,
+    CREDENTIALS,
+    OTHER_FAILURE,
+)
+
+_BY_HTTP = {code: rule for rule in FAILURE_TABLE for code in rule.http}
+_BY_HTTP_CLASS = {rule.http_class: rule for rule in FAILURE_TABLE if rule.http_class is not None}
+
 #: HTTP answers by which a store says it is over its quota or overloaded: the spool pauses the
-#: destination as a whole and halves its upload concurrency (a subset of the above).
-OVERLOAD_HTTP_STATUSES = frozenset({429, 503})
+#: destination as a whole and halves its upload concurrency (the table's PAUSE rows).
+OVERLOAD_HTTP_STATUSES = frozenset(
+    code for rule in FAILURE_TABLE if rule.spool is SpoolAction.PAUSE for code in rule.http
+)
 
 
-def _http_status(error: DicomwebHttpError) -> Status:
-    if error.status in (401, 403):
-        return Status.NOT_AUTHORIZED
-    if error.status == 409:
-        return Status.DUPLICATE_SOP_INSTANCE
-    if error.status in _OUT_OF_RESOURCES_HTTP:
-        return Status.OUT_OF_RESOURCES
-    if 400 <= error.status < 500 and error.status not in (408, 425):
-        return Status.CANNOT_UNDERSTAND
-    return Status.PROCESSING_FAILURE
+def rule_for_http(status: int) -> FailureRule:
+    """The row of an HTTP error status (>= 400): its own row, else "other 4xx/5xx"."""
+    rule = _BY_HTTP.get(status)
+    if rule is not None:
+        return rule
+    return _BY_HTTP_CLASS[5 if status >= 500 else 4]
+
+
+def rule_for_error(error: BaseException) -> FailureRule:
+    """The row of an error raised by a DICOMweb request (or while getting its credentials).
+
+    Errors of no DICOMweb kind (a bug) get :data:`OTHER_FAILURE`; the callers decide about
+    their own errors (spool, dataset, DIMSE peer) before asking.
+    """
+    if isinstance(error, DicomwebHttpError):
+        return rule_for_http(error.status)
+    if isinstance(error, StoreUnavailableError):
+        return STORE_DOWN
+    if isinstance(error, DicomwebConnectionError):
+        return CONNECTION_FAILED
+    if isinstance(error, DicomwebTimeoutError):
+        return TIMED_OUT
+    if isinstance(error, DicomwebResponseError):
+        return MALFORMED_RESPONSE
+    if isinstance(error, AuthError):
+        return CREDENTIALS
+    return OTHER_FAILURE
+
+
+def rule_for_store_status(status: DimseStatus) -> FailureRule:
+    """The row of a store's answer about one instance (STOW-RS per-instance, a C-STORE status)."""
+    if status.is_success:
+        return STORED
+    if not status.is_failure:
+        return STORED_WITH_WARNING
+    if (status.code & 0xFF00) == Status.OUT_OF_RESOURCES:
+        return REFUSED_FOR_NOW
+    return REFUSED
+
+
+def is_retried_at_once(error: BaseException) -> bool:
+    """Whether a request that raised ``error`` is tried again within its retry budget."""
+    return rule_for_error(error).retried
+
+
+def _comment(rule: FailureRule, error: BaseException, what: str) -> str:
+    if rule.comment:
+        return rule.comment.format(what=what)
+    if isinstance(error, DicomwebError):
+        return f"DICOMweb {what}: {error}"
+    return "Internal error in adapter"
 
 
 def store_status_for_error(error: BaseException) -> DimseStatus:
-    """The C-STORE response status for an error raised while storing an instance."""
+    """The C-STORE response status for an error raised while storing an instance.
+
+    The adapter's own refusals (shutting down, spool, routing, dataset) first; a DICOMweb
+    outcome then has its status from the failure table (:data:`FAILURE_TABLE`).
+    """
     if isinstance(error, ShuttingDownError):
         return DimseStatus(Status.OUT_OF_RESOURCES, "Adapter is shutting down")
     if isinstance(error, SpoolFullError):
@@ -199,19 +416,10 @@ def store_status_for_error(error: BaseException) -> DimseStatus:
         return DimseStatus(code, str(error))
     if isinstance(error, MalformedDatasetError | TranscodeError):
         return DimseStatus(Status.CANNOT_UNDERSTAND, str(error))
-    if isinstance(error, AuthError):
-        return DimseStatus(Status.NOT_AUTHORIZED, "DICOMweb credentials unavailable")
-    if isinstance(error, DicomwebHttpError):
-        return DimseStatus(_http_status(error), f"DICOMweb store: {error}")
-    if isinstance(error, StoreUnavailableError):
+    rule = rule_for_error(error)
+    if rule is STORE_DOWN:
         return STORE_UNAVAILABLE
-    if isinstance(error, DicomwebTimeoutError):
-        return DimseStatus(Status.PROCESSING_FAILURE, "DICOMweb store timed out")
-    if isinstance(error, DicomwebConnectionError):
-        return DimseStatus(Status.PROCESSING_FAILURE, "DICOMweb store unreachable")
-    if isinstance(error, DicomwebError):
-        return DimseStatus(Status.PROCESSING_FAILURE, f"DICOMweb store: {error}")
-    return DimseStatus(Status.PROCESSING_FAILURE, "Internal error in adapter")
+    return DimseStatus(rule.status, _comment(rule, error, "store"))
 
 
 #: The C-STORE warning for an instance stored unchanged because it could not be transcoded to
@@ -229,27 +437,22 @@ def transcode_fallback_status(error: TranscodeError, target_name: str) -> DimseS
 def _query_retrieve_status(
     error: BaseException, out_of_resources: Status, what: str
 ) -> DimseStatus:
+    """A C-FIND/C-MOVE/C-GET failure: the failure table's status, in the Q/R service's terms.
+
+    Out of Resources becomes ``out_of_resources`` (0xA700 or 0xA701) and Not Authorized stays;
+    every other failure is 0xC000 Unable to Process (PS3.4 C.4: no finer failure statuses).
+    """
     if isinstance(error, InvalidIdentifierError):
         return DimseStatus(Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(error))
     if isinstance(error, ShuttingDownError):
         return DimseStatus(out_of_resources, "Adapter is shutting down")
-    if isinstance(error, StoreUnavailableError):
-        return DimseStatus(out_of_resources, f"DICOMweb {what}: store unreachable, retry later")
-    if isinstance(error, AuthError):
-        return DimseStatus(Status.NOT_AUTHORIZED, "DICOMweb credentials unavailable")
-    if isinstance(error, DicomwebHttpError):
-        if error.status in (401, 403):
-            return DimseStatus(Status.NOT_AUTHORIZED, f"DICOMweb {what}: {error}")
-        if error.status in _OUT_OF_RESOURCES_HTTP:
-            return DimseStatus(out_of_resources, f"DICOMweb {what}: {error}")
-        return DimseStatus(Status.UNABLE_TO_PROCESS, f"DICOMweb {what}: {error}")
-    if isinstance(error, DicomwebTimeoutError):
-        return DimseStatus(Status.UNABLE_TO_PROCESS, f"DICOMweb {what} timed out")
-    if isinstance(error, DicomwebConnectionError):
-        return DimseStatus(Status.UNABLE_TO_PROCESS, f"DICOMweb {what} unreachable")
-    if isinstance(error, DicomwebError):
-        return DimseStatus(Status.UNABLE_TO_PROCESS, f"DICOMweb {what}: {error}")
-    return DimseStatus(Status.UNABLE_TO_PROCESS, "Internal error in adapter")
+    rule = rule_for_error(error)
+    comment = _comment(rule, error, what)
+    if rule.status == Status.OUT_OF_RESOURCES:
+        return DimseStatus(out_of_resources, comment)
+    if rule.status == Status.NOT_AUTHORIZED:
+        return DimseStatus(Status.NOT_AUTHORIZED, comment)
+    return DimseStatus(Status.UNABLE_TO_PROCESS, comment)
 
 
 def find_status_for_error(error: BaseException) -> DimseStatus:
@@ -306,14 +509,6 @@ def too_many_instances_status(count: int, limit: int) -> DimseStatus:
     )
 
 
-def is_retryable_store_status(status: DimseStatus) -> bool:
-    """Whether a failed store (STOW FailedSOPSequence reason, C-STORE status) may succeed later.
-
-    Out of resources (0xA7xx) is temporary; every other failure is a verdict on the instance.
-    """
-    return status.is_failure and (status.code & 0xFF00) == Status.OUT_OF_RESOURCES
-
-
 def is_duplicate_store_status(status: DimseStatus) -> bool:
     """Whether a failed store says the instance already exists (0x0111, like HTTP 409)."""
     return status.code == Status.DUPLICATE_SOP_INSTANCE
@@ -352,15 +547,21 @@ def is_storage_warning_reason(code: int) -> bool:
     return (code & 0xF000) == 0xB000 or code == 0x0001
 
 
-def http_rules_markdown(rules: Iterable[HttpRule] = HTTP_RULES) -> str:
-    """The HTTP -> DIMSE table as Markdown, as published in the README."""
+def failure_table_markdown(rules: Iterable[FailureRule] = FAILURE_TABLE) -> str:
+    """The failure table as Markdown, as published in the README."""
     lines = [
-        "| DICOMweb outcome | C-STORE status | retried first |",
-        "| --- | --- | --- |",
+        "| DICOMweb outcome | C-STORE status | transient | retried at once | durable spool "
+        "| export adapter |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for rule in rules:
-        retried = "yes" if rule.retried else "no"
         lines.append(
-            f"| {rule.outcome} | `0x{rule.status.value:04X}` {rule.status.name} | {retried} |"
+            f"| {rule.outcome} | `0x{rule.status.value:04X}` {rule.status.name} "
+            f"| {_yes_no(rule.transient)} | {_yes_no(rule.retried)} | {rule.spool.value} "
+            f"| {rule.export.value} |"
         )
     return "\n".join(lines)
+
+
+def _yes_no(flag: bool) -> str:
+    return "yes" if flag else "no"

@@ -204,8 +204,9 @@ def build_config(params: dict[str, Any]) -> ExportConfig:
 @option("peer_dimse_timeout", type=click.FloatRange(1), default=120.0, show_default=True,
         help="C-STORE mode: seconds to wait for the peer's answer.")
 @option("dicomweb_retry_budget", type=click.FloatRange(0), default=10.0, show_default=True,
-        help="Seconds during which a transient DICOMweb failure is retried before the message "
-             "is nacked for redelivery.")
+        help="Seconds during which a DICOMweb failure retried at once (connection, timeout, "
+             "408, 425, 429, 5xx but 501: the README's failure table) is retried before the "
+             "message is nacked for redelivery.")
 @option("transient_backoff", type=click.FloatRange(0), default=1.0, show_default=True,
         help="Seconds a worker waits before nacking after a transient failure.")
 @option("http_timeout", type=click.FloatRange(0.1), default=120.0, show_default=True,

@@ -1,19 +1,21 @@
 """What happens to a message after a failure: the one place that decides ack or nack.
 
+A DICOMweb outcome (from the source's QIDO/WADO-RS, or a STOW-RS peer) and a peer's answer
+about the instance mean what the failure table says (:data:`common.status.FAILURE_TABLE`, its
+"export adapter" column: the README's "How DICOMweb outcomes become C-STORE statuses"); e.g.
+connection failures, timeouts, 401/403, 408/425/429 and 5xx but 501 are nacked, 501, 409,
+413 and other 4xx dead-lettered, a peer's 0xA7xx nacked and its other failure statuses
+dead-lettered. The export adapter's own failures:
+
 =====================================================  =========  ================================
 Failure                                                Outcome    Why
 =====================================================  =========  ================================
 malformed message, bad resource name                   permanent  it can never succeed
 instance not in the source (404/410, empty answer)     permanent  it was deleted, or never existed
 retrieved part without usable file meta                permanent  the source stores it that way
-peer answered a failure status (not 0xA7xx)            permanent  the peer refuses this instance
 peer accepted no presentation context for the class    permanent  the peer cannot take this class
 conversion to an accepted transfer syntax impossible   permanent  no codec will appear by itself
-peer answered 0xA7xx (out of resources)                transient  it may have room later
 peer down, association aborted/refused, timeouts       transient  it may come back
-DICOMweb connection errors, timeouts, 408/425/429/5xx  transient  the server may recover
-DICOMweb 401/403, credentials unavailable              transient  a configuration fix redelivers
-other DICOMweb 4xx                                     permanent  the request itself is wrong
 shutting down                                          transient  another run will take it
 anything unexpected (a bug)                            transient  never lose a message to a bug
 =====================================================  =========  ================================
@@ -29,17 +31,25 @@ from enum import Enum
 
 from common.errors import (
     AssociationRejectedError,
-    AuthError,
     DatasetError,
-    DicomwebError,
     DicomwebHttpError,
-    DicomwebResponseError,
     NoAcceptableContextError,
     PeerRejectedError,
     PeerUnavailableError,
     ShuttingDownError,
 )
-from common.status import DimseStatus
+from common.status import (
+    CONNECTION_FAILED,
+    CREDENTIALS,
+    MALFORMED_RESPONSE,
+    OTHER_FAILURE,
+    STORE_DOWN,
+    TIMED_OUT,
+    ExportAction,
+    FailureRule,
+    rule_for_error,
+    rule_for_store_status,
+)
 from export_adapter.errors import (
     InstanceNotFoundError,
     NotificationError,
@@ -67,9 +77,20 @@ class FailureKind:
     label: str
 
 
-def is_transient_status(status: DimseStatus) -> bool:
-    """Whether a failure status from the peer may turn into success later (0xA7xx)."""
-    return (status.code & 0xFF00) == 0xA700
+#: Labels for logs and counters of the rows that are not an HTTP status.
+_LABELS = {
+    CONNECTION_FAILED: "connection-failed",
+    TIMED_OUT: "timed-out",
+    STORE_DOWN: "store-down",
+    MALFORMED_RESPONSE: "bad-response",
+    CREDENTIALS: "auth",
+    OTHER_FAILURE: "internal-error",
+}
+
+
+def _kind(rule: FailureRule, label: str) -> FailureKind:
+    """The failure table's export action as a :class:`FailureKind`."""
+    return FailureKind(rule.export is ExportAction.DEAD_LETTER, label)
 
 
 def classify(error: BaseException) -> FailureKind:
@@ -81,9 +102,9 @@ def classify(error: BaseException) -> FailureKind:
     if isinstance(error, InstanceNotFoundError):
         return FailureKind(True, "instance-not-found")
     if isinstance(error, PeerRefusedInstanceError):
-        if is_transient_status(error.status):
-            return FailureKind(False, "peer-out-of-resources")
-        return FailureKind(True, "peer-refused")
+        rule = rule_for_store_status(error.status)
+        permanent = rule.export is ExportAction.DEAD_LETTER
+        return _kind(rule, "peer-refused" if permanent else "peer-out-of-resources")
     if isinstance(error, DatasetError):  # malformed part, transcoding impossible
         return FailureKind(True, "bad-dataset")
     if isinstance(error, NoAcceptableContextError):
@@ -97,14 +118,7 @@ def classify(error: BaseException) -> FailureKind:
         return FailureKind(False, "association-rejected")
     if isinstance(error, PeerUnavailableError):
         return FailureKind(False, "peer-unavailable")
-    if isinstance(error, AuthError):
-        return FailureKind(False, "auth")
+    rule = rule_for_error(error)
     if isinstance(error, DicomwebHttpError):
-        if error.transient or error.status >= 500 or error.status in (401, 403):
-            return FailureKind(False, f"http-{error.status}")
-        return FailureKind(True, f"http-{error.status}")
-    if isinstance(error, DicomwebResponseError):  # e.g. a body cut off mid-stream
-        return FailureKind(False, "bad-response")
-    if isinstance(error, DicomwebError):
-        return FailureKind(not error.transient, "dicomweb")
-    return FailureKind(False, "internal-error")
+        return _kind(rule, f"http-{error.status}")
+    return _kind(rule, _LABELS.get(rule, "internal-error"))

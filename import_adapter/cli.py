@@ -81,8 +81,9 @@ def resolve_aet_dictionary(path: Path | None, inline: str | None) -> AetDictiona
         help="Seconds to wait for each part of a DIMSE message once it started.")
 @security_options
 @option("stow_retry_budget", type=click.FloatRange(0), default=10.0, show_default=True,
-        help="Seconds during which a transient STOW-RS failure (connection, 429, 5xx) is "
-             "retried before the C-STORE fails (keep it under the SCUs' DIMSE timeouts); "
+        help="Seconds during which a STOW-RS failure retried at once (connection, timeout, "
+             "408, 425, 429, 5xx but 501: the README's failure table) is retried before the "
+             "C-STORE fails (keep it under the SCUs' DIMSE timeouts); "
              "without --auto_ack_cstore, also how long a spooled C-STORE waits for its uploads.")
 @option("store_down_after_failures", type=click.IntRange(0), default=3, show_default=True,
         help="Connection failures or timeouts in a row after which a DICOMweb store is known "

@@ -120,6 +120,7 @@ def check_instance(request: StoreRequest) -> Part10Instance:
         source_aet=request.calling_aet,
         offset=offset,
         loaded=loaded,
+        study_instance_uid=summary.study_instance_uid,
     )
 
 

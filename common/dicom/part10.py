@@ -122,6 +122,7 @@ class Part10Instance:
         dataset_length: how many bytes the dataset has.
         loaded: the dataset bytes when they are in memory (a small instance, read or received
             once, checked and uploaded from the same bytes); None: read ``dataset_path``.
+        study_instance_uid: the dataset's Study Instance UID when it was read ('' if not).
     """
 
     sop_class_uid: str
@@ -132,6 +133,7 @@ class Part10Instance:
     dataset_offset: int
     dataset_length: int
     loaded: bytes | None = field(default=None, repr=False, compare=False)
+    study_instance_uid: str = field(default="", compare=False)
 
     @classmethod
     def from_spooled(
@@ -144,6 +146,7 @@ class Part10Instance:
         source_aet: str = "",
         offset: int | None = None,
         loaded: bytes | None = None,
+        study_instance_uid: str = "",
     ) -> Part10Instance:
         """Describe the dataset held in ``path`` (from ``offset``) with freshly built meta.
 
@@ -167,6 +170,7 @@ class Part10Instance:
             dataset_offset=start,
             dataset_length=length,
             loaded=loaded,
+            study_instance_uid=study_instance_uid,
         )
 
     @property

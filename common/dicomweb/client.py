@@ -23,7 +23,7 @@ from common.breaker import BreakerRegistry, qido_probe
 from common.dicom.part10 import Part10Instance
 from common.dicomweb.address import DicomwebAddress, Query
 from common.dicomweb.multipart import Part, boundary_of, iter_parts, stow_body
-from common.dicomweb.stow import stow_status
+from common.dicomweb.stow import stow_status, stow_statuses
 from common.errors import (
     AdapterError,
     DicomwebConnectionError,
@@ -64,6 +64,10 @@ class DicomwebApi(Protocol):
 
     def store(self, instance: Part10Instance) -> StowResult:
         """STOW-RS one instance."""
+        ...
+
+    def store_batch(self, instances: Sequence[Part10Instance]) -> list[StowResult]:
+        """STOW-RS several instances in one request; one result per instance, in order."""
         ...
 
     def search(
@@ -239,6 +243,53 @@ class DicomwebClient:
             return StowResult(status, response.status)
 
         return self._with_retry(attempt, f"STOW-RS of {uid}")
+
+    def store_batch(self, instances: Sequence[Part10Instance]) -> list[StowResult]:
+        """STOW-RS several instances in one multipart request to ``{root}/studies``.
+
+        Each instance's status is read from the response (PS3.18 10.5.3: ReferencedSOPSequence,
+        FailedSOPSequence), so one refused instance does not fail its neighbours. A duplicate
+        answer for an instance after an earlier try of this request may have stored it is
+        checked as in :meth:`store`.
+
+        Raises:
+            DicomwebError: the request failed as a whole (an HTTP error status, no answer):
+                the response says nothing about single instances.
+        """
+        url = self.address.url("studies")
+        uids = [instance.sop_instance_uid for instance in instances]
+        earlier_try_may_have_stored = False
+
+        def attempt() -> list[StowResult]:
+            nonlocal earlier_try_may_have_stored
+            headers = {"Accept": DICOM_JSON}
+
+            def body() -> Body:
+                data, content_type = stow_body(instances)
+                headers["Content-Type"] = content_type
+                headers["Content-Length"] = str(len(data))
+                return data
+
+            try:
+                response = self._send("POST", url, headers, body, transport=self._stow_transport)
+            except (DicomwebConnectionError, DicomwebTimeoutError):
+                earlier_try_may_have_stored = True
+                raise
+            statuses = stow_statuses(
+                response.data, response.headers.get("Content-Type", ""), uids
+            )
+            may_be_ours = earlier_try_may_have_stored or was_resent(response)
+            results = []
+            for uid, status in zip(uids, statuses, strict=True):
+                ours = (
+                    is_duplicate_store_status(status)
+                    and may_be_ours
+                    and stored_after_conflict(self, uid)
+                )
+                results.append(StowResult(SUCCESS if ours else status, response.status))
+            return results
+
+        return self._with_retry(attempt, f"STOW-RS of {len(uids)} instances")
 
     # -- QIDO-RS ------------------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """multipart/related bodies (RFC 2387) for STOW-RS requests and WADO-RS responses, streamed.
 
-Building: :class:`MultipartBody` is a readable file object over [head, file bytes, tail] with a
-known length, so a request streams from disk with a Content-Length and constant memory (by
-``sendfile`` where the connection allows: :meth:`MultipartBody.segments`).
+Building: :class:`MultipartBody` is a readable file object over [part head, file bytes, ...,
+tail] with a known length, so a request (one instance, or a batch) streams from disk with a
+Content-Length and constant memory (by ``sendfile`` where the connection allows:
+:meth:`MultipartBody.segments`).
 
 Parsing: :func:`iter_parts` consumes an iterator of byte chunks and yields one :class:`Part` at a
 time; each part's body is itself an iterator that must be consumed (or ``drain``ed) before the
@@ -15,7 +16,7 @@ import io
 import itertools
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 
@@ -39,24 +40,32 @@ def new_boundary() -> str:
 
 
 class MultipartBody(io.RawIOBase):
-    """A one-part ``multipart/related; type="application/dicom"`` body over a Part 10 instance.
+    """A ``multipart/related; type="application/dicom"`` body over Part 10 instances.
 
-    Readable once; create a new one for each attempt of a request.
+    One part per instance, in order: a batched STOW-RS sends several in one request. Readable
+    once; create a new one for each attempt of a request.
     """
 
-    def __init__(self, instance: Part10Instance, boundary: str) -> None:
+    def __init__(self, instances: Sequence[Part10Instance], boundary: str) -> None:
         super().__init__()
-        self.head = (
-            f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode("ascii")
-            + instance.meta
+        if not instances:
+            raise ValueError("a STOW-RS body needs at least one instance")
+        opener = f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode("ascii")
+        # [part head, dataset, part head, dataset, ..., tail]: a part head after the first
+        # starts with the CRLF that ends the previous part's body (RFC 2046 5.1.1).
+        self._pieces: list[bytes | Part10Instance] = []
+        for index, instance in enumerate(instances):
+            self._pieces.append((b"\r\n" if index else b"") + opener + instance.meta)
+            self._pieces.append(instance)
+        self._pieces.append(f"\r\n--{boundary}--\r\n".encode("ascii"))
+        self._length = sum(
+            len(piece) if isinstance(piece, bytes) else piece.dataset_length
+            for piece in self._pieces
         )
-        self.tail = f"\r\n--{boundary}--\r\n".encode("ascii")
-        self._instance = instance
-        self._length = len(self.head) + instance.dataset_length + len(self.tail)
-        self._stage = 0
-        self._buffer = memoryview(self.head)
+        self._next = 0
+        self._buffer = memoryview(b"")
         self._file: io.BytesIO | io.BufferedReader | None = None
-        self._file_left = instance.dataset_length
+        self._file_left = 0
 
     def __len__(self) -> int:
         return self._length
@@ -66,21 +75,10 @@ class MultipartBody(io.RawIOBase):
         return True
 
     def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
-        """Fill ``target`` from the head, then the dataset file, then the tail."""
+        """Fill ``target`` from the pieces in order: part heads, datasets, the tail."""
         view = memoryview(target)
         while True:
-            if self._stage in (0, 2):
-                count = min(len(view), len(self._buffer))
-                if count:
-                    view[:count] = self._buffer[:count]
-                    self._buffer = self._buffer[count:]
-                    return count
-                if self._stage == 2:
-                    return 0
-                self._stage = 1
-                self._file = self._instance.open_dataset()
-            if self._stage == 1:
-                assert self._file is not None
+            if self._file is not None:
                 want = min(len(view), self._file_left)
                 count = self._file.readinto(view[:want]) if want else 0
                 if count:
@@ -94,23 +92,42 @@ class MultipartBody(io.RawIOBase):
                     )
                 self._file.close()
                 self._file = None
-                self._stage = 2
-                self._buffer = memoryview(self.tail)
+            count = min(len(view), len(self._buffer))
+            if count:
+                view[:count] = self._buffer[:count]
+                self._buffer = self._buffer[count:]
+                return count
+            if self._next >= len(self._pieces):
+                return 0
+            piece = self._pieces[self._next]
+            self._next += 1
+            if isinstance(piece, bytes):
+                self._buffer = memoryview(piece)
+            else:
+                self._file = piece.open_dataset()
+                self._file_left = piece.dataset_length
 
     def segments(self) -> Iterator[bytes | FileRange]:
-        """The body as head, the dataset (a range of the spool file, or bytes), tail.
+        """The body as part heads, datasets (ranges of spool files, or bytes) and the tail.
 
-        For :class:`common.http.SegmentedBody`: the transport hands the range to ``sendfile``.
+        For :class:`common.http.SegmentedBody`: the transport hands the ranges to ``sendfile``.
         Use either this or ``read``, once.
         """
-        yield self.head
-        instance = self._instance
-        if instance.loaded is not None:
-            yield instance.loaded
-        else:
-            with instance.dataset_path.open("rb") as file:
-                yield FileRange(file, instance.dataset_offset, instance.dataset_length)
-        yield self.tail
+        for piece in self._pieces:
+            if isinstance(piece, bytes):
+                yield piece
+            elif piece.loaded is not None:
+                yield piece.loaded
+            else:
+                with piece.dataset_path.open("rb") as file:
+                    yield FileRange(file, piece.dataset_offset, piece.dataset_length)
+
+    def inline(self) -> bytes:
+        """The whole body in one buffer (for small bodies: one write)."""
+        return b"".join(
+            piece if isinstance(piece, bytes) else piece.read_dataset_bytes()
+            for piece in self._pieces
+        )
 
     def close(self) -> None:
         """Close the dataset file if it is open."""
@@ -120,16 +137,20 @@ class MultipartBody(io.RawIOBase):
         super().close()
 
 
-def stow_body(instance: Part10Instance) -> tuple[bytes | MultipartBody, str]:
-    """A STOW-RS request body for one instance and its Content-Type header value.
+def stow_body(
+    instances: Part10Instance | Sequence[Part10Instance],
+) -> tuple[bytes | MultipartBody, str]:
+    """A STOW-RS request body for one or more instances, and its Content-Type header value.
 
-    Small instances are read into one buffer (one syscall, one send); large ones stream.
+    Small bodies are read into one buffer (one syscall, one send); large ones stream.
     """
+    if isinstance(instances, Part10Instance):
+        instances = (instances,)
     boundary = new_boundary()
     content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
-    body = MultipartBody(instance, boundary)
+    body = MultipartBody(instances, boundary)
     if len(body) <= INLINE_LIMIT:
-        return b"".join((body.head, instance.read_dataset_bytes(), body.tail)), content_type
+        return body.inline(), content_type
     return body, content_type
 
 

@@ -6,6 +6,7 @@ Pure functions over the response body, unit-tested without a server.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from common.errors import DicomwebResponseError
@@ -75,21 +76,39 @@ def stow_status(body: bytes, content_type: str, sop_instance_uid: str) -> DimseS
     - an empty body: success (the server accepted the request and said nothing more);
     - a response that mentions other instances only: failure, the store did not confirm ours.
     """
+    return stow_statuses(body, content_type, [sop_instance_uid])[0]
+
+
+def stow_statuses(
+    body: bytes, content_type: str, sop_instance_uids: Sequence[str]
+) -> list[DimseStatus]:
+    """:func:`stow_status` of each instance of a batched request, reading the body once."""
     if not body.strip():
-        return SUCCESS
+        return [SUCCESS] * len(sop_instance_uids)
     if "xml" in content_type.lower():
         raise DicomwebResponseError(
             "STOW-RS response is XML although JSON was requested; cannot confirm storage"
         )
     data = parse_stow_json(body)
-    for item in _items(data, _FAILED_SOP_SEQUENCE):
+    failed = _items(data, _FAILED_SOP_SEQUENCE)
+    referenced = _items(data, _REFERENCED_SOP_SEQUENCE)
+    return [_status_of(data, failed, referenced, uid) for uid in sop_instance_uids]
+
+
+def _status_of(
+    data: dict[str, Any],
+    failed: list[dict[str, Any]],
+    referenced: list[dict[str, Any]],
+    sop_instance_uid: str,
+) -> DimseStatus:
+    for item in failed:
         if _matches(item, sop_instance_uid):
             reason = _reason(item, _FAILURE_REASON)
             if reason is not None and is_storage_failure_reason(reason):
                 return DimseStatus(reason, f"Store refused instance (0x{reason:04X})")
             detail = f" (reason {reason})" if reason is not None else ""
             return DimseStatus(Status.PROCESSING_FAILURE, f"Store refused instance{detail}")
-    for item in _items(data, _REFERENCED_SOP_SEQUENCE):
+    for item in referenced:
         if _matches(item, sop_instance_uid):
             warning = _reason(item, _WARNING_REASON)
             if warning is None:

@@ -29,7 +29,8 @@ from pathlib import Path
 
 from pydicom.filereader import read_file_meta_info
 
-from common.dicom.part10 import Part10Instance
+from common.dicom.part10 import Part10Instance, dataset_offset
+from common.dicom.scan import scan_dataset
 from common.errors import ConfigError, SpoolError
 from common.metrics import NULL_IMPORT_OBSERVER, ImportObserver
 from import_adapter.routing.destinations import Destination, destination_from_description
@@ -65,12 +66,24 @@ class SpoolSettings:
     sync_timeout: float = 30.0
 
 
-def _uids(path: Path) -> tuple[str, str]:
+def _recovered_entry(path: Path, receipt: Receipt | None) -> QueueEntry:
+    """The queue entry of a spooled file found on disk (its UIDs, study and size read back)."""
     try:
         meta = read_file_meta_info(path)
-        return str(meta.MediaStorageSOPInstanceUID), str(meta.MediaStorageSOPClassUID)
+        uid, sop_class = str(meta.MediaStorageSOPInstanceUID), str(meta.MediaStorageSOPClassUID)
+        syntax = str(meta.TransferSyntaxUID)
     except Exception:  # an unreadable file is dead-lettered by its upload attempt
-        return "", ""
+        return QueueEntry(path.name, "", "", receipt)
+    study, size = "", 0
+    try:
+        size = path.stat().st_size
+        offset = dataset_offset(path)
+        with path.open("rb") as fp:
+            fp.seek(offset)
+            study = scan_dataset(fp, size - offset, syntax).study_instance_uid
+    except Exception:  # unknown study: the entry is sent alone; its upload judges the file
+        study = ""
+    return QueueEntry(path.name, uid, sop_class, receipt, study=study, size=size)
 
 
 class SpoolManager:
@@ -252,7 +265,10 @@ class SpoolManager:
             keys.append(destination.key)
         name = self.spool.commit(instance, request, keys)
         for key in keys:
-            entry = QueueEntry(name, request.sop_instance_uid, request.sop_class_uid, receipt)
+            entry = QueueEntry(
+                name, request.sop_instance_uid, request.sop_class_uid, receipt,
+                study=instance.study_instance_uid, size=instance.size,
+            )  # fmt: skip
             self._count(request.sop_instance_uid, +1)
             self._queues[key].put(entry)
         self.spool.queued(name)
@@ -264,9 +280,11 @@ class SpoolManager:
             self._queues[destination.key].start()
 
     def _enqueue(self, queue: DestinationQueue, name: str, receipt: Receipt | None) -> None:
-        uid, sop_class = _uids(self.layout.queue(queue.key) / name)
-        if queue.put(QueueEntry(name, uid, sop_class, receipt)):
-            self._count(uid, +1)
+        if queue.knows(name):
+            return
+        entry = _recovered_entry(self.layout.queue(queue.key) / name, receipt)
+        if queue.put(entry):
+            self._count(entry.sop_instance_uid, +1)
 
     def _settled(self, entry: QueueEntry) -> None:
         self._count(entry.sop_instance_uid, -1)

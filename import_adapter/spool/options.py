@@ -25,7 +25,7 @@ from import_adapter.routing.router import RoutingConfig
 from import_adapter.spool.concurrency import ConcurrencySettings
 from import_adapter.spool.disk import MB, SpoolLimits
 from import_adapter.spool.manager import SpoolSettings
-from import_adapter.spool.queue import UploadSettings
+from import_adapter.spool.queue import BatchSettings, UploadSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -35,7 +35,7 @@ OLD_COMMITMENT_WAIT_ENV = "DICOM_ADAPTER_STORAGE_COMMITMENT_SPOOL_WAIT"
 
 
 def parse_http_codes(value: str | None) -> frozenset[int]:
-    """``"408,409"`` -> ``{408, 409}`` (4xx codes only: 5xx and 429 are always retried).
+    """``"404,409"`` -> ``{404, 409}`` (4xx codes only: the failure table decides the rest).
 
     Raises:
         click.BadParameter: a value is not a 4xx status.
@@ -46,7 +46,7 @@ def parse_http_codes(value: str | None) -> frozenset[int]:
             continue
         if not part.isdigit() or not 400 <= int(part) <= 499:
             raise click.BadParameter(
-                f"{part!r} is not an HTTP 4xx status (5xx and 429 are always retried)",
+                f"{part!r} is not an HTTP 4xx status (5xx are retried but 501, which never is)",
                 param_hint="--http_error_codes_to_retry",
             )
         codes.add(int(part))
@@ -66,13 +66,23 @@ def _upload_options() -> list[Callable[[Any], Any]]:
                aliases=("max_waiting_time_btw_uploads",),  # the spelling of older releases
                show_default=True, help="Milliseconds: the cap on one retry delay."),
         option("http_error_codes_to_retry", default="",
-               help="Comma-separated HTTP 4xx statuses to retry too (5xx, 408, 425, 429 and "
-                    "connection errors always are)."),
+               help="Comma-separated HTTP 4xx statuses to retry too, instead of dead-lettering "
+                    "(408, 425, 429, 5xx but 501 and connection errors always are; 401/403 "
+                    "pause the destination)."),
         option("upload_concurrency", type=click.IntRange(1, 256), default=32,
                show_default=True,
                help="The most uploads in flight per DICOMweb destination: the number adapts "
                     "to the store (grows while its answers stay as fast, shrinks as it queues "
                     "them or answers 429/503), up to this."),
+        option("stow_batch_max_instances", type=click.IntRange(1, 1000),
+               default=BatchSettings.max_instances, show_default=True,
+               help="When instances queue up for a DICOMweb destination, up to this many of "
+                    "one study go in one STOW-RS request (each one's outcome read from the "
+                    "answer; 1 = one instance per request)."),
+        option("stow_batch_max_mb", type=click.FloatRange(0.001),
+               default=BatchSettings.max_bytes / (1 << 20), show_default=True,
+               help="The most megabytes in one batched STOW-RS request (a larger instance "
+                    "goes alone)."),
         option("stow_overwrite", is_flag=True, default=False,
                help="On 409 Conflict, DELETE the instance via DICOMweb and store it again "
                     "(else the conflict goes to dead-letter)."),
@@ -106,6 +116,10 @@ def upload_settings(params: dict[str, Any]) -> UploadSettings:
             cap=params["upload_concurrency"],
             floor=min(ConcurrencySettings.floor, params["upload_concurrency"]),
             initial=min(ConcurrencySettings.initial, params["upload_concurrency"]),
+        ),
+        batch=BatchSettings(
+            max_instances=params["stow_batch_max_instances"],
+            max_bytes=int(params["stow_batch_max_mb"] * (1 << 20)),
         ),
         retry_codes=parse_http_codes(params["http_error_codes_to_retry"]),
         overwrite=params["stow_overwrite"],

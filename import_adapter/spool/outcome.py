@@ -1,26 +1,30 @@
 """What one upload attempt came to, and what the queue does next.
 
-====================================================  ===========  ==========================
-outcome                                               kind         next
-====================================================  ===========  ==========================
-stored (success or warning)                           DONE         entry removed
-connection refused/reset, DNS, TLS, timeout;           UNREACHABLE  destination paused (capped
-store known down (circuit breaker open, nothing                    backoff), entry kept; does
-sent); credentials; DIMSE peer unreachable                         not use up its retries
-HTTP 429, 503 (the store's quota or load)            RETRY        destination paused (its
-                                                                   Retry-After), concurrency
-                                                                   halved; entry kept, does
-                                                                   not use up its retries
-HTTP 5xx, 408, 425, ``--http_error_codes_to_retry``;  RETRY        entry retried with capped
-0xA7xx; association rejected;                                      backoff, up to
-a 2xx we cannot read                                               ``--persistent_file_upload_
-                                                                   retry_amount`` times
-HTTP 409 / 0x0111 without ``--stow_overwrite``;        DEAD         dead-letter (or, when the
-other 4xx; any other failure status; unreadable file               SCU waits, its answer)
-====================================================  ===========  ==========================
+What a DICOMweb outcome means is not decided here: the failure table
+(:data:`common.status.FAILURE_TABLE`, the README's "How DICOMweb outcomes become C-STORE
+statuses") has a column for the spool, which this module turns into a :class:`Kind`:
 
-A 409 / 0x0111 for an instance whose previous upload ended unanswered is first looked up in
-the store (:class:`~import_adapter.spool.uploaders.StowUploader`): present counts as DONE.
+=====================  ===========  =========================================================
+table's spool action   kind         next
+=====================  ===========  =========================================================
+done                   DONE         entry removed
+treat as unreachable   UNREACHABLE  destination paused (capped backoff), entry kept; does not
+                                    use up its retries
+pause the destination  RETRY        destination paused (its Retry-After), concurrency halved
+                                    (the queue knows these by their HTTP status,
+                                    :data:`common.status.OVERLOAD_HTTP_STATUSES`); entry kept,
+                                    does not use up its retries
+retry with backoff     RETRY        entry retried with capped backoff, up to
+                                    ``--persistent_file_upload_retry_amount`` times
+dead-letter            DEAD         dead-letter (or, when the SCU waits, its answer); an HTTP
+                                    status listed in ``--http_error_codes_to_retry`` is RETRY
+=====================  ===========  =========================================================
+
+Outcomes of no DICOMweb kind are the spool's own: an unreadable or vanished spool file and a
+dataset that cannot be sent are DEAD; a DIMSE destination that cannot be reached (refused,
+aborted, timed out) is UNREACHABLE; one that rejects the association or accepts no context is
+RETRY. A 409 / 0x0111 for an instance whose previous upload ended unanswered is first looked
+up in the store (:class:`~import_adapter.spool.uploaders.StowUploader`): present counts as DONE.
 """
 
 from __future__ import annotations
@@ -28,18 +32,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from common.errors import TRANSIENT_HTTP_STATUSES as _TRANSIENT_HTTP
 from common.errors import (
-    AuthError,
     DatasetError,
-    DicomwebConnectionError,
     DicomwebHttpError,
-    DicomwebTimeoutError,
+    DimseError,
     PeerUnavailableError,
 )
 from common.status import (
     DimseStatus,
-    is_retryable_store_status,
+    SpoolAction,
+    rule_for_error,
+    rule_for_http,
+    rule_for_store_status,
     store_status_for_error,
 )
 
@@ -51,6 +55,17 @@ class Kind(Enum):
     UNREACHABLE = "unreachable"
     RETRY = "retry"
     DEAD = "dead"
+
+
+#: The failure table's spool actions as queue kinds. PAUSE is a RETRY that the queue turns into
+#: a pause of the whole destination by its HTTP status (429, 503).
+_KINDS = {
+    SpoolAction.DONE: Kind.DONE,
+    SpoolAction.RETRY: Kind.RETRY,
+    SpoolAction.PAUSE: Kind.RETRY,
+    SpoolAction.UNREACHABLE: Kind.UNREACHABLE,
+    SpoolAction.DEAD_LETTER: Kind.DEAD,
+}
 
 
 @dataclass(frozen=True)
@@ -72,30 +87,37 @@ class UploadResult:
     retry_after: float | None = None
 
 
-def is_retryable_http(status: int, retry_codes: frozenset[int]) -> bool:
-    """5xx, 429 (and 408/425) always; other codes when listed in ``--http_error_codes_to_retry``."""
-    return status >= 500 or status in _TRANSIENT_HTTP or status in retry_codes
+def kind_for_http(status: int, retry_codes: frozenset[int]) -> Kind:
+    """The kind of an HTTP error status: the failure table's spool action.
+
+    A status the table dead-letters is RETRY when ``retry_codes``
+    (``--http_error_codes_to_retry``) lists it.
+    """
+    kind = _KINDS[rule_for_http(status).spool]
+    if kind is Kind.DEAD and status in retry_codes:
+        return Kind.RETRY
+    return kind
 
 
 def result_for_status(status: DimseStatus, http_status: int | None = None) -> UploadResult:
     """The outcome of an attempt the destination answered with a DIMSE-style status."""
-    if not status.is_failure:
-        return UploadResult(Kind.DONE, status, http_status=http_status)
-    kind = Kind.RETRY if is_retryable_store_status(status) else Kind.DEAD
+    kind = _KINDS[rule_for_store_status(status).spool]
+    if kind is Kind.DONE:
+        return UploadResult(kind, status, http_status=http_status)
     return UploadResult(kind, status, f"destination refused the instance: {status}", http_status)
 
 
-def result_for_error(error: Exception, retry_codes: frozenset[int]) -> UploadResult:
+def result_for_error(error: BaseException, retry_codes: frozenset[int]) -> UploadResult:
     """The outcome of an attempt that raised ``error``."""
     status = store_status_for_error(error)
     reason = f"{type(error).__name__}: {error}"
     if isinstance(error, DicomwebHttpError):
-        kind = Kind.RETRY if is_retryable_http(error.status, retry_codes) else Kind.DEAD
+        kind = kind_for_http(error.status, retry_codes)
         return UploadResult(kind, status, reason, error.status, error.retry_after)
-    if isinstance(
-        error, DicomwebConnectionError | DicomwebTimeoutError | PeerUnavailableError | AuthError
-    ):
-        return UploadResult(Kind.UNREACHABLE, status, reason)
     if isinstance(error, DatasetError | FileNotFoundError):
         return UploadResult(Kind.DEAD, status, reason)
-    return UploadResult(Kind.RETRY, status, reason)
+    if isinstance(error, PeerUnavailableError):
+        return UploadResult(Kind.UNREACHABLE, status, reason)
+    if isinstance(error, DimseError):  # association rejected, no acceptable context
+        return UploadResult(Kind.RETRY, status, reason)
+    return UploadResult(_KINDS[rule_for_error(error).spool], status, reason)

@@ -14,9 +14,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
 
 from common.dicom.part10 import Part10Instance
@@ -27,10 +29,11 @@ from common.errors import (
     AdapterError,
     DicomwebConnectionError,
     DicomwebHttpError,
+    DicomwebResponseError,
     DicomwebTimeoutError,
     MalformedDatasetError,
 )
-from common.status import SUCCESS, is_duplicate_store_status
+from common.status import SUCCESS, is_duplicate_store_status, rule_for_error
 from import_adapter.routing.destinations import DimseDestination
 from import_adapter.spool.layout import entry_calling_aet
 from import_adapter.spool.outcome import Kind, UploadResult, result_for_error, result_for_status
@@ -45,6 +48,14 @@ class Uploader(Protocol):
 
     def upload(self, path: Path) -> UploadResult:
         """Send one spooled Part 10 file; never raises for a failed upload."""
+        ...
+
+    def upload_batch(self, paths: Sequence[Path]) -> list[UploadResult | None]:
+        """Send several spooled files (one request where the protocol allows).
+
+        One result per file, in order; None: send that file again alone (the destination
+        refused it within the batch, or the batch as a whole, without saying why for it alone).
+        """
         ...
 
     def close(self) -> None:
@@ -66,7 +77,7 @@ def spooled_instance(path: Path) -> Part10Instance:
         source_aet = entry_calling_aet(path.name) or str(
             meta.get("SourceApplicationEntityTitle", "") or ""
         )
-    except (OSError, AttributeError, ValueError) as exc:
+    except (OSError, AttributeError, ValueError, InvalidDicomError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
         raise MalformedDatasetError(f"spooled file {path.name} has no usable meta") from exc
@@ -147,6 +158,50 @@ class StowUploader:
             self._unconfirmed.discard(instance.sop_instance_uid)
         return result
 
+    def upload_batch(self, paths: Sequence[Path]) -> list[UploadResult | None]:
+        """STOW-RS the files in one request; each instance's result read from the answer.
+
+        Only what the answer settles is returned: stored instances are DONE; an answer about
+        the request as a whole that is about the destination (no answer, or an outcome the
+        failure table calls transient: overload, 5xx, credentials) applies to every instance.
+        An instance refused in the batch, or a batch refused as a whole (a 4xx, 501), is None:
+        sent again alone, its own answer decides (with the 409 check and ``--stow_overwrite``
+        of :meth:`upload`).
+        """
+        results: list[UploadResult | None] = [None] * len(paths)
+        batch: list[tuple[int, Part10Instance]] = []
+        for index, path in enumerate(paths):
+            try:
+                batch.append((index, spooled_instance(path)))
+            except (AdapterError, OSError) as exc:
+                results[index] = result_for_error(exc, self._retry_codes)
+        if not batch:
+            return results
+        instances = [instance for _, instance in batch]
+        try:
+            stored = self._client.store_batch(instances)
+        except (DicomwebConnectionError, DicomwebTimeoutError) as exc:
+            for instance in instances:  # unanswered: the store may have any of them
+                self._unconfirmed.add(instance.sop_instance_uid)
+            whole = result_for_error(exc, self._retry_codes)
+            return _apply(results, batch, whole)
+        except (AdapterError, OSError) as exc:
+            if isinstance(exc, DicomwebResponseError) or (
+                isinstance(exc, DicomwebHttpError) and exc.resent
+            ):  # the store may have acted on the request: a 409 alone is looked up
+                for instance in instances:
+                    self._unconfirmed.add(instance.sop_instance_uid)
+            if rule_for_error(exc).transient:
+                # The store's state (5xx, 429/503, credentials): the same for every instance.
+                return _apply(results, batch, result_for_error(exc, self._retry_codes))
+            return results  # a 4xx or an unreadable answer: each is asked again alone
+        for (index, instance), outcome in zip(batch, stored, strict=True):
+            result = result_for_status(outcome.status, outcome.http_status)
+            if result.kind is Kind.DONE:
+                self._unconfirmed.discard(instance.sop_instance_uid)
+                results[index] = result
+        return results
+
     def _upload(self, instance: Part10Instance) -> UploadResult:
         result = self._store(instance)
         if not _is_conflict(result):
@@ -174,8 +229,9 @@ class StowUploader:
     def _store(self, instance: Part10Instance) -> UploadResult:
         try:
             stored = self._client.store(instance)
-        except (DicomwebConnectionError, DicomwebTimeoutError) as exc:
-            # Unanswered: the store may have it (a try that failed before sending counts too).
+        except (DicomwebConnectionError, DicomwebTimeoutError, DicomwebResponseError) as exc:
+            # Unanswered, or a 2xx we cannot read: the store may have it (a try that failed
+            # before sending counts too).
             self._unconfirmed.add(instance.sop_instance_uid)
             return result_for_error(exc, self._retry_codes)
         except (AdapterError, OSError) as exc:
@@ -204,6 +260,17 @@ class StowUploader:
         """Nothing to release: the HTTP transport is shared and closed by the adapter."""
 
 
+def _apply(
+    results: list[UploadResult | None],
+    batch: Sequence[tuple[int, Part10Instance]],
+    whole: UploadResult,
+) -> list[UploadResult | None]:
+    """``results`` with ``whole`` for every instance that was in the request."""
+    for index, _ in batch:
+        results[index] = whole
+    return results
+
+
 def _is_conflict(result: UploadResult) -> bool:
     """A refusal because the instance exists (not a 409 the client found to be our own copy)."""
     return result.kind is not Kind.DONE and (
@@ -225,6 +292,10 @@ class CStoreUploader:
         except (AdapterError, OSError) as exc:
             return result_for_error(exc, frozenset())
         return result_for_status(status)
+
+    def upload_batch(self, paths: Sequence[Path]) -> list[UploadResult | None]:
+        """C-STORE the files one after the other (DIMSE has no batches)."""
+        return [self.upload(path) for path in paths]
 
     def close(self) -> None:
         """Release the association."""

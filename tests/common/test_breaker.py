@@ -30,9 +30,11 @@ from common.http import Body
 from common.metrics import ExportMetrics, ImportMetrics
 from common.retry import NO_RETRY, RetryPolicy, call_with_retry
 from common.status import (
+    STORE_DOWN,
     Status,
     find_status_for_error,
     retrieve_status_for_error,
+    rule_for_error,
     store_status_for_error,
 )
 
@@ -96,7 +98,7 @@ def test_opens_after_the_threshold_of_failures_in_a_row() -> None:
         assert breaker.record_failure(DicomwebTimeoutError("read timed out")) is None
         breaker.check()  # still closed
         opened = breaker.record_failure(REFUSED)
-        assert isinstance(opened, StoreUnavailableError) and opened.transient
+        assert isinstance(opened, StoreUnavailableError) and rule_for_error(opened) is STORE_DOWN
         assert breaker.is_open and breaker.down.is_set()
         assert ROOT in str(opened) and "connection refused" in str(opened)
         with pytest.raises(StoreUnavailableError):

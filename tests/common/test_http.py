@@ -33,6 +33,7 @@ from common.http import (
     retry_after_seconds,
 )
 from common.retry import RetryPolicy
+from common.status import rule_for_error
 from tests.support.ports import free_port, wait_until
 from tests.support.raw_http_server import RawHttpServer, ReceivedRequest, answer
 from tests.support.tls_certs import make_pki
@@ -709,7 +710,7 @@ def test_error_statuses_raise_with_excerpt_and_retry_after(
             transport.request("POST", url, headers={}, body=b"x", stream=stream)
         error = caught.value
         assert error.status == 503
-        assert error.transient
+        assert rule_for_error(error).transient
         assert error.retry_after == 7.0
         assert error.body_excerpt.startswith("store busy, try later...")
         assert "secret" not in str(error) and "token" not in error.url
@@ -717,7 +718,7 @@ def test_error_statuses_raise_with_excerpt_and_retry_after(
         with pytest.raises(DicomwebHttpError) as caught:
             transport.request("GET", f"{server.url}/chunked", headers={}, stream=stream)
         assert (caught.value.status, caught.value.body_excerpt) == (404, "no study.")
-        assert not caught.value.transient
+        assert not rule_for_error(caught.value).transient
         assert transport.request("GET", server.url, headers={}).data == b"fine"
         # The 503's 100 kB body is drained (under 64 KiB left) and every answer was read:
         # one connection throughout.

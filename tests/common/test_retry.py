@@ -6,7 +6,13 @@ import threading
 
 import pytest
 
-from common.errors import DicomwebConnectionError, DicomwebHttpError
+from common.errors import (
+    DicomwebConnectionError,
+    DicomwebError,
+    DicomwebHttpError,
+    DicomwebResponseError,
+    StoreUnavailableError,
+)
 from common.retry import RetryPolicy, call_with_retry
 
 FAST = RetryPolicy(initial_delay=0.001, max_delay=0.004, budget=0.5)
@@ -35,6 +41,43 @@ def test_permanent_errors_are_not_retried() -> None:
     with pytest.raises(DicomwebHttpError):
         call_with_retry(bad, FAST, describe="x")
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        DicomwebHttpError(501),
+        DicomwebHttpError(401),
+        DicomwebHttpError(409),
+        StoreUnavailableError("known down"),
+        DicomwebResponseError("junk"),
+    ],
+    ids=["501", "401", "409", "known-down", "bad-response"],
+)
+def test_what_the_failure_table_does_not_retry_is_raised_at_once(error: DicomwebError) -> None:
+    calls = []
+
+    def fails() -> None:
+        calls.append(1)
+        raise error
+
+    with pytest.raises(type(error)):
+        call_with_retry(fails, FAST, describe="x")
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("status", [408, 425, 429, 500, 502, 503, 504, 505, 507])
+def test_what_the_failure_table_retries_is_retried(status: int) -> None:
+    calls = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 2:
+            raise DicomwebHttpError(status)
+        return "ok"
+
+    assert call_with_retry(flaky, FAST, describe="x") == "ok"
+    assert len(calls) == 2
 
 
 def test_budget_bounds_the_time() -> None:

@@ -8,6 +8,7 @@ from common.errors import (
     AssociationRejectedError,
     AuthError,
     DicomwebConnectionError,
+    DicomwebError,
     DicomwebHttpError,
     DicomwebResponseError,
     DicomwebTimeoutError,
@@ -15,15 +16,24 @@ from common.errors import (
     NoAcceptableContextError,
     PeerUnavailableError,
     ShuttingDownError,
+    StoreUnavailableError,
     TranscodeError,
 )
-from common.status import DimseStatus
+from common.status import (
+    FAILURE_TABLE,
+    DimseStatus,
+    ExportAction,
+    FailureRule,
+    rule_for_error,
+    rule_for_http,
+    rule_for_store_status,
+)
 from export_adapter.errors import (
     InstanceNotFoundError,
     NotificationError,
     PeerRefusedInstanceError,
 )
-from export_adapter.outcome import classify, is_transient_status
+from export_adapter.outcome import classify
 
 
 @pytest.mark.parametrize(
@@ -40,6 +50,10 @@ from export_adapter.outcome import classify, is_transient_status
         DicomwebHttpError(400),
         DicomwebHttpError(406),
         DicomwebHttpError(409),
+        DicomwebHttpError(413),
+        # 501 Not Implemented: the server will not start supporting the request (it used to be
+        # nacked, as any 5xx).
+        DicomwebHttpError(501),
     ],
 )
 def test_permanent(error: BaseException) -> None:
@@ -58,10 +72,19 @@ def test_permanent(error: BaseException) -> None:
         DicomwebHttpError(401),
         DicomwebHttpError(403),
         DicomwebHttpError(429),
+        DicomwebHttpError(408),
+        DicomwebHttpError(425),
         DicomwebHttpError(500),
-        DicomwebHttpError(501),
+        DicomwebHttpError(502),
         DicomwebHttpError(503),
+        DicomwebHttpError(504),
+        DicomwebHttpError(505),
+        DicomwebHttpError(507),
+        StoreUnavailableError("known down"),
         DicomwebResponseError("truncated"),
+        # A DICOMweb failure of no known kind (a local fault) is kept, as a bug is (it used to
+        # be dead-lettered).
+        DicomwebError("the request body file ended early"),
         AuthError("no credentials"),
         ShuttingDownError("bye"),
         RuntimeError("a bug"),
@@ -72,5 +95,39 @@ def test_transient(error: BaseException) -> None:
 
 
 def test_out_of_resources_is_the_transient_status_family() -> None:
-    assert is_transient_status(DimseStatus(0xA701))
-    assert not is_transient_status(DimseStatus(0xA900))
+    assert not classify(PeerRefusedInstanceError(DimseStatus(0xA701), "P")).permanent
+    assert classify(PeerRefusedInstanceError(DimseStatus(0xA900), "P")).permanent
+
+
+@pytest.mark.parametrize("rule", FAILURE_TABLE, ids=lambda rule: rule.outcome[:40])
+def test_dicomweb_outcomes_follow_the_failure_table(rule: FailureRule) -> None:
+    """Every failure row of the table: its export action is what classify decides."""
+    errors: list[BaseException] = []
+    errors += [DicomwebHttpError(code) for code in range(400, 600) if rule_for_http(code) is rule]
+    errors += [
+        error
+        for error in (
+            DicomwebConnectionError("x"), DicomwebTimeoutError("x"), StoreUnavailableError("x"),
+            DicomwebResponseError("x"), AuthError("x"), RuntimeError("x"),
+        )
+        if rule_for_error(error) is rule
+    ]
+    errors += [
+        PeerRefusedInstanceError(DimseStatus(code), "P")
+        for code in (0xA700, 0x0110)
+        if rule_for_store_status(DimseStatus(code)) is rule
+    ]
+    if rule.export is ExportAction.ACK:
+        assert not errors  # only successes are acked without a dead-letter copy
+        return
+    assert errors, rule.outcome
+    for error in errors:
+        assert classify(error).permanent == (rule.export is ExportAction.DEAD_LETTER), error
+
+
+def test_labels() -> None:
+    assert classify(DicomwebHttpError(503)).label == "http-503"
+    assert classify(StoreUnavailableError("x")).label == "store-down"
+    assert classify(AuthError("x")).label == "auth"
+    assert classify(DicomwebResponseError("x")).label == "bad-response"
+    assert classify(RuntimeError("x")).label == "internal-error"

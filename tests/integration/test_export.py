@@ -30,6 +30,7 @@ from export_adapter.counters import CountersSnapshot
 from export_adapter.source import parse_source_address
 from export_adapter.subscriber import FlowSettings
 from tests.support.dcmtk import StoreSCP
+from tests.support.http_fault_server import HttpFaultServer
 from tests.support.orthanc import OrthancServer
 from tests.support.ports import free_port, wait_until
 from tests.support.pubsub_emulator import PubSubEmulator
@@ -438,3 +439,30 @@ def test_stow_mode_to_a_second_orthanc(
         assert meta.TransferSyntaxUID == sample.transfer_syntax_uid, sample.kind
         assert dataset_bytes(data) == dataset_bytes(sample.path), sample.kind
     assert dataset_offset  # the dataset helpers agree on the file meta layout
+
+
+def test_stow_peer_failures_follow_the_failure_table(
+    pubsub_emulator: PubSubEmulator,
+    orthanc: OrthancServer,
+    fault_server: Callable[..., HttpFaultServer],
+    stored_samples: list[SampleInstance],
+) -> None:
+    """A STOW-RS peer's 501 is dead-lettered at once; its 403 is nacked and later delivered."""
+    topic, subscription = pubsub_emulator.new_topic_and_subscription("export-table")
+    dlq_topic, dlq_subscription = pubsub_emulator.new_topic_and_subscription("export-table-dlq")
+    sink = fault_server()
+    stow = StowPeerConfig(address=parse_dicomweb_address(f"{sink.url}/dicom-web"))
+    first, second = stored_samples[0], stored_samples[1]
+    with running_adapter(subscription, orthanc, stow, dead_letter_topic=dlq_topic) as adapter:
+        sink.fail_next(501, method="POST", body=b"no STOW here")
+        publish_all(pubsub_emulator, topic, [bare_notification(first)])
+        wait_counters(adapter, lambda c: c.permanent_failures == 1 and c.dead_lettered == 1)
+        assert [r.status for r in sink.requests if r.method == "POST"] == [501]  # no retry
+        sink.fail_next(403, times=2, method="POST")
+        publish_all(pubsub_emulator, topic, [bare_notification(second)])
+        counters = wait_counters(adapter, lambda c: c.exported == 1)
+    assert counters.transient_failures == 2 and counters.permanent_failures == 1
+    assert [r.status for r in sink.requests if r.method == "POST"] == [501, 403, 403, 200]
+    dead = pubsub_emulator.pull(dlq_subscription, 10, timeout=10)
+    assert [m.message.attributes["exportFailure"] for m in dead] == ["http-501"]
+    assert dead[0].message.data == bare_notification(first)[0]

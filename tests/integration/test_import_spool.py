@@ -133,6 +133,41 @@ def test_4xx_goes_to_dead_letter_and_requeue_delivers_it(
     assert not dead_letter_files(spool) and not queued_files(spool)
 
 
+def test_501_is_dead_lettered_at_once_and_403_keeps_the_instance(
+    fault_server: Callable[..., HttpFaultServer], tmp_path: Path
+) -> None:
+    """The failure table's spool column on the wire: 501 is final (no retries), 401/403 pause
+    the destination and keep the entry, which is stored once the store lets us in."""
+    sink = fault_server()
+    corpus = make_corpus(tmp_path / "c", 2)
+    spool = tmp_path / "spool"
+    settings = spool_settings(spool, concurrency=ConcurrencySettings.fixed(1))
+    with running_import_adapter(f"{sink.url}/dicom-web", spool=settings) as adapter:
+        sink.fail_next(501, method="POST", path_contains="/studies", body=b"no STOW here")
+        assert send_files(adapter.server.port, [corpus[0].path]) == {
+            corpus[0].sop_instance_uid: Status.SUCCESS
+        }
+        wait_until(lambda: len(dead_letter_files(spool)) == 1, timeout=20, message="dead letter")
+        dead = dead_letter_files(spool)[0]
+        sidecar = json.loads(dead.with_name(dead.name + ".json").read_text())
+        assert sidecar["http_status"] == 501
+        assert [r.status for r in sink.requests if r.method == "POST"] == [501]  # no retry
+        # Forbidden four times (more than the retries an entry has): kept, then stored.
+        sink.fail_next(403, times=4, method="POST", path_contains="/studies")
+        assert send_files(adapter.server.port, [corpus[1].path]) == {
+            corpus[1].sop_instance_uid: Status.SUCCESS
+        }
+        wait_until(
+            lambda: [r.status for r in sink.requests if r.method == "POST"][1:]
+            == [403, 403, 403, 403, 200],
+            timeout=20, message="four 403s, then stored",
+        )
+        wait_until(lambda: not queued_files(spool), timeout=20, message="queue empty")
+    assert len(dead_letter_files(spool)) == 1
+    stored = [uid for r in sink.requests if r.status == 200 for _, uid in r.sop_instances]
+    assert stored == [corpus[1].sop_instance_uid]
+
+
 def test_conflict_is_dead_lettered_or_overwritten(
     fresh_orthanc: Callable[..., OrthancServer],
     fault_server: Callable[..., HttpFaultServer],

@@ -224,6 +224,32 @@ def test_http_errors_map_to_statuses(
     assert len(orthanc.qido("/instances", {"SOPInstanceUID": sample.sop_instance_uid})) == 1
 
 
+@pytest.mark.parametrize(
+    ("http_status", "dimse_status", "retried"),
+    [
+        (501, Status.PROCESSING_FAILURE, False),  # Not Implemented: final
+        (505, Status.PROCESSING_FAILURE, True),  # any other 5xx: retried within the budget
+        (507, Status.OUT_OF_RESOURCES, True),
+        (403, Status.NOT_AUTHORIZED, False),  # permissions: not fixed by a retry
+    ],
+)
+def test_failure_table_retry_column_on_the_wire(
+    fault_server: Callable[..., HttpFaultServer],
+    tmp_samples: list[SampleInstance],
+    http_status: int,
+    dimse_status: int,
+    retried: bool,
+) -> None:
+    """What the failure table says a C-STORE retries is what goes out as STOW-RS requests."""
+    sink = fault_server()
+    sample = next(s for s in tmp_samples if s.kind == "explicit_le")
+    with running_import_adapter(f"{sink.url}/dicom-web") as running:
+        sink.fail_next(http_status, times=1000, method="POST", body=b"scripted")
+        assert pynetdicom_store(running.server.port, sample.path) == dimse_status
+    posts = [r for r in sink.requests if r.method == "POST"]
+    assert (len(posts) > 1) is retried, [r.status for r in posts]
+
+
 def test_transient_errors_are_retried_then_stored(
     orthanc: OrthancServer,
     fault_server: Callable[..., HttpFaultServer],

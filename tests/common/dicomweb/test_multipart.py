@@ -47,8 +47,8 @@ def test_large_bodies_stream_with_the_same_bytes(monkeypatch: pytest.MonkeyPatch
     while chunk := body.read(777):
         streamed += chunk
     assert len(streamed) == len(body)
-    inline = b"".join((body.head, instance.read_dataset_bytes(), body.tail))
-    assert streamed == inline
+    assert streamed == body.inline()
+    assert instance.read_dataset_bytes() in streamed
 
 
 @pytest.mark.parametrize("loaded", [False, True], ids=["spooled", "in-memory"])
@@ -56,7 +56,7 @@ def test_segments_hold_the_same_bytes_as_reading(loaded: bool) -> None:
     instance = _instance()
     if loaded:
         instance = replace(instance, loaded=instance.read_dataset_bytes())
-    body = MultipartBody(instance, "B")
+    body = MultipartBody([instance], "B")
     joined = b""
     for segment in body.segments():
         if isinstance(segment, FileRange):
@@ -64,7 +64,7 @@ def test_segments_hold_the_same_bytes_as_reading(loaded: bool) -> None:
             joined += segment.file.read(segment.count)
         else:
             joined += segment
-    assert joined == MultipartBody(instance, "B").read()
+    assert joined == MultipartBody([instance], "B").read()
     assert len(joined) == len(body)
 
 
@@ -118,8 +118,29 @@ def test_a_spool_file_that_shrank_fails_the_read_as_the_sendfile_path_does(
     )
     with path.open("r+b") as file:
         file.truncate(instance.dataset_offset + 100)
-    body = MultipartBody(instance, "B")
+    body = MultipartBody([instance], "B")
     with pytest.raises(DicomwebError, match=r"ended \d+ bytes early") as caught:
         while body.read(4096):
             pass
     assert not isinstance(caught.value, DicomwebResponseError)
+
+
+def test_a_batch_body_parses_back_into_its_instances_in_order(tmp_path: Path) -> None:
+    first, second = _instance(), _instance()
+    spooled = tmp_path / "second.dcm"
+    spooled.write_bytes(second.meta + second.read_dataset_bytes())
+    second = Part10Instance.from_spooled(
+        spooled, sop_class_uid=second.sop_class_uid, sop_instance_uid="1.2.3.5",
+        transfer_syntax_uid=second.transfer_syntax_uid,
+    )  # fmt: skip
+    body = MultipartBody([first, second], "B")
+    streamed = body.read()
+    assert len(streamed) == len(body) == len(MultipartBody([first, second], "B").inline())
+    bodies = []
+    for part in iter_parts(iter([streamed]), "B"):
+        assert part.content_type == "application/dicom"
+        bodies.append(b"".join(part.body))
+    assert bodies == [
+        first.meta + first.read_dataset_bytes(),
+        second.meta + second.read_dataset_bytes(),
+    ]

@@ -14,7 +14,7 @@ from import_adapter.spool.concurrency import ConcurrencySettings
 from import_adapter.spool.disk import SpoolLimits
 from import_adapter.spool.manager import SpoolManager, SpoolSettings
 from import_adapter.spool.outcome import Kind, UploadResult
-from import_adapter.spool.queue import UploadSettings
+from import_adapter.spool.queue import BatchSettings, UploadSettings
 from tests.import_adapter.spool.test_spool import DEST_A, _drained, _submit
 
 
@@ -38,19 +38,31 @@ class Recorder:
 class FarStore:
     """An uploader 50 ms away that never queues: only concurrency makes it faster."""
 
-    def __init__(self, script: list[UploadResult] | None = None, latency: float = 0.05) -> None:
+    def __init__(
+        self,
+        script: list[UploadResult] | None = None,
+        latency: float = 0.05,
+        together: bool = False,
+    ) -> None:
         self.lock = threading.Lock()
         self.in_flight = self.peak = 0
         self.starts: list[float] = []
         self.script = list(script or [])
         self.latency = latency
+        # together: the scripted answers are given at once, when all of their uploads are in
+        # flight (else, on a loaded machine, the first could pause the queue before the others
+        # start).
+        self.together = threading.Barrier(len(self.script)) if together and script else None
 
     def upload(self, path: Path) -> UploadResult:
         with self.lock:
             self.in_flight += 1
             self.peak = max(self.peak, self.in_flight)
             self.starts.append(time.monotonic())
-            answer = self.script.pop(0) if self.script else UploadResult(Kind.DONE, SUCCESS)
+            scripted = bool(self.script)
+            answer = self.script.pop(0) if scripted else UploadResult(Kind.DONE, SUCCESS)
+        if scripted and self.together is not None:
+            self.together.wait(timeout=5)
         time.sleep(self.latency)
         with self.lock:
             self.in_flight -= 1
@@ -64,7 +76,7 @@ def _manager(root: Path, store: FarStore, observer: Recorder, **upload: object) 
     settings = SpoolSettings(
         root, auto_ack=True, limits=SpoolLimits(min_free_bytes=0),
         upload=UploadSettings(min_delay=0.05, max_delay=0.2, rescan_interval=0.05,
-                              **upload),  # type: ignore[arg-type]
+                              batch=BatchSettings.off(), **upload),  # type: ignore[arg-type]
     )
     return SpoolManager(settings, [DEST_A], lambda _d: lambda: store, observer)  # type: ignore[arg-type]
 
@@ -97,7 +109,8 @@ def test_cap_is_never_exceeded(tmp_path: Path) -> None:
         _drained(manager)
     finally:
         manager.stop()
-    assert store.peak == 6
+    # Above the initial 2, never above the cap (how close to it depends on the machine's load).
+    assert 2 < store.peak <= 6, store.peak
 
 
 def test_429_with_retry_after_pauses_every_worker_and_halves_concurrency(
@@ -107,7 +120,7 @@ def test_429_with_retry_after_pauses_every_worker_and_halves_concurrency(
         Kind.RETRY, DimseStatus(Status.OUT_OF_RESOURCES), "HTTP 429", http_status=429,
         retry_after=0.5,
     )
-    store, observer = FarStore([quota] * 3, latency=0.01), Recorder()
+    store, observer = FarStore([quota] * 3, latency=0.01, together=True), Recorder()
     manager = _manager(
         tmp_path / "s", store, observer, retry_amount=0,
         concurrency=ConcurrencySettings(cap=8, initial=8, floor=8),

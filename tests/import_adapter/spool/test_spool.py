@@ -30,16 +30,20 @@ from import_adapter.spool.disk import DurableSpool, SpoolLimits
 from import_adapter.spool.layout import SpoolLayout, entry_calling_aet, new_entry_name
 from import_adapter.spool.manager import SpoolManager, SpoolSettings
 from import_adapter.spool.outcome import Kind, UploadResult, result_for_error
-from import_adapter.spool.queue import Receipt, UploadSettings
+from import_adapter.spool.queue import BatchSettings, Receipt, UploadSettings
 from import_adapter.store import StoreRequest, check_instance
 
 DEST_A = DicomwebDestination(parse_dicomweb_address("http://a.example/dicom-web"))
 DEST_B = DicomwebDestination(parse_dicomweb_address("http://b.example/dicom-web"))
 
 
-def received(folder: Path, sop_instance_uid: str | None = None, series: str = "") -> StoreRequest:
-    """A file as pynetdicom leaves it in incoming/, and its request."""
+def received(
+    folder: Path, sop_instance_uid: str | None = None, series: str = "", study: str = ""
+) -> StoreRequest:
+    """A file as the receiver leaves it in incoming/, and its request."""
     ds = Dataset()
+    if study:
+        ds.StudyInstanceUID = study
     ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
     ds.SOPInstanceUID = sop_instance_uid or generate_uid()
     ds.SeriesInstanceUID = series or generate_uid()
@@ -205,7 +209,7 @@ def _manager(root: Path, script: list[UploadResult], seen: list[str], **upload: 
         root, auto_ack=True, limits=SpoolLimits(min_free_bytes=0),
         upload=UploadSettings(
             min_delay=0.01, max_delay=0.05, concurrency=ConcurrencySettings.fixed(1),
-            rescan_interval=0.05, **upload,  # type: ignore[arg-type]
+            rescan_interval=0.05, **{"batch": BatchSettings.off(), **upload},  # type: ignore[arg-type]
         ),
     )
     uploader = ScriptedUploader(script, seen)
