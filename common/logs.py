@@ -3,6 +3,17 @@
 Log records carry identifiers (AE titles, UIDs, message ids, durations) and never patient data.
 pynetdicom's own loggers are capped at WARNING because at INFO/DEBUG they dump identifiers and
 datasets, which may hold PHI.
+
+Much of what is logged comes from peers (AE titles, UIDs, Error Comments, the text of a library's
+exception about a malformed PDU), so the formatters escape, in every record whoever logged it
+(pynetdicom's records pass through the same handler, and so do Python warnings, which pydicom
+issues about malformed values), every character that is not printable:
+line breaks, NUL, ESC and the other C0/C1 controls, DEL, Unicode separators and format
+characters (:func:`escape`). The text format escapes the whole line; the JSON format escapes the
+message and every string in the record's fields, keys included. A traceback keeps its own line
+breaks (its other non-printables are escaped) and, in the text format, each of its lines is
+indented by :data:`CONTINUATION`: a line that starts at the first column is always the start of
+a record, whatever a peer sent.
 """
 
 from __future__ import annotations
@@ -25,6 +36,60 @@ _SEVERITY = {
 }
 #: Library loggers that may log dataset contents; never below WARNING.
 _QUIET_LOGGERS = ("pynetdicom", "pydicom", "urllib3", "google", "grpc")
+#: What starts each line of a text record after its first (a traceback's lines).
+CONTINUATION = "  | "
+#: Escapes of the common controls; any other non-printable is written ``\xNN`` or ``\uNNNN``.
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(char: str) -> str:
+    if char.isprintable():
+        return char
+    named = _NAMED_ESCAPES.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def escape(text: str) -> str:
+    r"""``text`` with every non-printable character escaped as in a Python literal.
+
+    Line breaks, NUL, ESC, other C0 and C1 controls, DEL, Unicode line/paragraph separators,
+    format characters and lone surrogates become ``\n``, ``\x00``, ``\x1b``, ``\u2028``...;
+    printable text (any script) is kept. Backslashes are not doubled, so a peer can make text
+    that reads like an escape, never a control character.
+    """
+    if text.isprintable():  # the common case, checked in C
+        return text
+    return "".join(map(_escape_char, text))
+
+
+def escape_block(text: str) -> str:
+    """:func:`escape` for multi-line text (a traceback): its line feeds are kept."""
+    return "\n".join(escape(line) for line in text.split("\n"))
+
+
+#: JSON scalars written as they are (exact types: a str or int subclass may print otherwise).
+_PLAIN_SCALARS = frozenset({int, float, bool, type(None)})
+
+
+def _escape_value(value: Any) -> Any:
+    """A JSON field's value with every string in it escaped (other scalars kept)."""
+    kind = type(value)
+    if kind is str:
+        return value if value.isprintable() else escape(value)
+    if kind in _PLAIN_SCALARS:
+        return value
+    if isinstance(value, dict):
+        return {escape(str(key)): _escape_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_escape_value(item) for item in value]
+    return escape(str(value))  # what json.dumps(default=str) would write, escaped
 
 
 class JsonFormatter(logging.Formatter):
@@ -37,17 +102,21 @@ class JsonFormatter(logging.Formatter):
         """
         payload: dict[str, Any] = {
             "severity": _SEVERITY.get(record.levelno, record.levelname),
-            "message": record.getMessage(),
+            "message": escape(record.getMessage()),
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
-            "logger": record.name,
+            "logger": escape(record.name),
         }
         fields = getattr(record, "fields", None)
         if callable(fields):  # built on demand: only this formatter uses them
             fields = fields()
         if isinstance(fields, dict):
-            payload.update(fields)
+            payload.update(_escape_value(fields))
         if record.exc_info:
-            payload["exception"] = self.formatException(record.exc_info)
+            payload["exception"] = escape_block(self.formatException(record.exc_info))
+        elif record.exc_text:
+            payload["exception"] = escape_block(record.exc_text)
+        if record.stack_info:
+            payload["stack"] = escape_block(self.formatStack(record.stack_info))
         return json.dumps(payload, default=str)
 
 
@@ -63,6 +132,28 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
         #: (second, its text): one tuple, read and replaced whole, so threads never mix them.
         self._cached: tuple[int, str] = (-1, "")
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record's line, escaped; a traceback follows on lines indented by ``  | ``.
+
+        What :meth:`logging.Formatter.format` does, except that the exception text is never
+        taken from the record's cache (another handler may have put it there unescaped).
+        """
+        record.message = record.getMessage()
+        record.asctime = self.formatTime(record, self.datefmt)
+        text = escape(self.formatMessage(record))
+        details = []
+        if record.exc_info:
+            details.append(self.formatException(record.exc_info))
+        elif record.exc_text:
+            details.append(record.exc_text)
+        if record.stack_info:
+            details.append(self.formatStack(record.stack_info))
+        for detail in details:
+            text += "".join(
+                f"\n{CONTINUATION}{line}" for line in escape_block(detail).split("\n")
+            )
+        return text
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         """The record's local time as ``YYYY-MM-DD HH:MM:SS,mmm``."""
@@ -125,3 +216,6 @@ def configure_logging(*, verbose: bool = False, json_format: bool = False) -> No
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Python warnings (pydicom warns about a peer's malformed UID, quoting it) would otherwise
+    # be written to stderr beside the handler: unescaped, and not JSON.
+    logging.captureWarnings(True)

@@ -81,6 +81,23 @@ class Status(IntEnum):
 _MAX_COMMENT = 64
 
 
+def safe_error_comment(text: str) -> str:
+    """``text`` as an Error Comment (0000,0902) may carry it, for either engine to send.
+
+    LO (PS3.5 6.2): at most 64 characters of the default repertoire, no backslash, no control
+    characters. A comment often quotes the peer (a UID, a destination AE title, a store's
+    answer): anything else than printable ASCII becomes ``?`` and a backslash ``/``, so the
+    peer's bytes are never sent back raw.
+    """
+    text = text[:_MAX_COMMENT]
+    if text.isascii() and text.isprintable() and "\\" not in text:
+        return text
+    return "".join(
+        "/" if char == "\\" else char if char.isascii() and char.isprintable() else "?"
+        for char in text
+    )
+
+
 @dataclass(frozen=True)
 class DimseStatus:
     """A DIMSE status with an optional human-readable Error Comment (0000,0902)."""
@@ -112,9 +129,7 @@ class DimseStatus:
         ds = Dataset()
         ds.Status = self.code
         if self.comment:
-            # LO allows 64 characters and no backslash; keep logs-safe ASCII.
-            text = self.comment.replace("\\", "/").encode("ascii", "replace").decode()
-            ds.ErrorComment = text[:_MAX_COMMENT]
+            ds.ErrorComment = safe_error_comment(self.comment)
         return ds
 
     def __str__(self) -> str:

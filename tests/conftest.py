@@ -130,13 +130,14 @@ def _restoring_process_globals() -> Iterator[None]:
         setattr(_config, name, value)
     for name, value in saved_logging.items():
         setattr(logging, name, value)
+    logging.captureWarnings(False)  # configure_logging routes warnings into logging
     tempfile.tempdir = saved_tempdir
 
 
 @pytest.fixture(autouse=True)
 def _isolate_process_globals() -> Iterator[None]:
     """Undo the process-wide settings an in-process adapter makes (pynetdicom's ``_config``,
-    ``tempfile.tempdir``, logging's switches), so a later test's own pynetdicom peer behaves as
+    ``tempfile.tempdir``, logging's switches and warnings capture), so a later test's own pynetdicom peer behaves as
     configured."""
     yield from _restoring_process_globals()
 

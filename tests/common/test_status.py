@@ -52,6 +52,7 @@ from common.status import (
     rule_for_error,
     rule_for_http,
     rule_for_store_status,
+    safe_error_comment,
     store_status_for_error,
 )
 
@@ -105,6 +106,21 @@ def test_other_errors(error: Exception, expected: Status) -> None:
 def test_status_dataset_comment_is_bounded() -> None:
     ds = DimseStatus(Status.PROCESSING_FAILURE, "x" * 200 + "\\").as_dataset()
     assert ds.Status == 0x0110 and len(ds.ErrorComment) == 64
+
+
+@pytest.mark.parametrize(
+    ("comment", "sent"),
+    [
+        ("Spool full, try again later", "Spool full, try again later"),
+        ("Unknown destination A\nFORGED\r\x00", "Unknown destination A?FORGED??"),
+        ("UID 1.2\x1b[31m3 \x7f\x85 caf\u00e9", "UID 1.2?[31m3 ?? caf?"),
+        ("C:\\path", "C:/path"),
+        ("\u2028" * 100, "?" * 64),
+    ],
+)
+def test_error_comments_never_carry_peer_bytes_raw(comment: str, sent: str) -> None:
+    assert safe_error_comment(comment) == sent
+    assert DimseStatus(Status.PROCESSING_FAILURE, comment).as_dataset().ErrorComment == sent
 
 
 def test_classification() -> None:

@@ -22,6 +22,7 @@ from common.dimse.aet_dictionary import parse_aet_dictionary
 from common.dimse.fast.acse import (
     ProposedContext,
     RoleProposal,
+    canonical_associate_rq,
     decode_associate_ac,
     decode_associate_rj,
     decode_associate_rq,
@@ -87,6 +88,17 @@ def test_associate_rq_decoding(data: st.DataObject) -> None:
     raw = _mutate(raw, data) if data.draw(st.booleans()) else raw
     with contextlib.suppress(ENGINE_ERRORS):
         decode_associate_rq(raw)
+
+
+@FUZZ
+@given(st.data())
+def test_associate_rq_made_canonical(data: st.DataObject) -> None:
+    """Never raises, keeps the length (pynetdicom reads it in place of what was sent), is stable."""
+    raw = data.draw(st.one_of(st.binary(max_size=512), st.just(_RQ)))
+    raw = _mutate(raw, data) if data.draw(st.booleans()) else raw
+    canonical = canonical_associate_rq(raw)
+    assert len(canonical) == len(raw)
+    assert canonical_associate_rq(canonical) == canonical
 
 
 @FUZZ

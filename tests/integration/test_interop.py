@@ -224,10 +224,8 @@ def test_user_identity_is_accepted(name: str, password: str, adapter: ImportAdap
         assert outcome.final == Status.SUCCESS, outcome.log
 
 
-# Today's adapter ignores User Identity negotiation and never answers it
-# (docs/conformance.md, 1.1 "Extended negotiation"); issue 16 asks the new engine to answer
-# when a response is requested. Remove this marker when it does: strict, so it fails then.
-@pytest.mark.xfail(strict=True, reason="User Identity response not sent yet (issue 16)")
+# Before issue 16 the adapter ignored User Identity negotiation and never answered it; the one
+# engine answers when a response is requested (docs/conformance.md, "Extended negotiation").
 @pytest.mark.parametrize("password", ["", "secret"], ids=["username", "username+passcode"])
 @pytest.mark.parametrize("name", matrix("user_identity_response"))
 def test_user_identity_response_when_requested(
@@ -242,10 +240,8 @@ def test_user_identity_response_when_requested(
 
 
 # A real client (pynetdicom2 here) pads AE titles with NUL bytes instead of spaces; DCMTK and
-# Orthanc accept the title it spells. Today's adapter aborts the association (pynetdicom's
-# A-ASSOCIATE-RQ decoder refuses the "control characters"); issue 16 asks for it to be
-# accepted. Remove this marker when it is: strict, so the test fails then.
-@pytest.mark.xfail(strict=True, reason="NUL-padded called AE title aborted today (issue 16)")
+# Orthanc accept the title it spells, and so does the adapter since issue 16 (before, it
+# aborted the association: pynetdicom's decoder refused the "control characters").
 def test_nul_padded_ae_titles_are_accepted(adapter: ImportAdapter,
                                            callers: dict[str, tuple[str, int]]) -> None:
     peer = PyNetDicom2(nul_padding=True)
@@ -256,14 +252,9 @@ def test_nul_padded_ae_titles_are_accepted(adapter: ImportAdapter,
 
 # Found by this matrix: a C-GET SCU that proposes its storage SOP classes (SCP role) with
 # Explicit VR Big Endian first and Explicit VR Little Endian second (pynetdicom2 does so about
-# half the time: its syntaxes are a frozenset) gets big endian accepted by today's adapter,
-# which then cannot send in it: every sub-operation fails (0xA702, nothing delivered; pynetdicom
-# logs "Unable to determine the presentation context to use with `dataset` as it contains no
-# (0002,0010) Transfer Syntax UID"). The C-MOVE path refuses big endian conversion on purpose
-# ("converting to big endian is not supported (retired syntax)"), so for C-GET's storage
-# contexts the adapter should accept a syntax it can send (explicit little endian here).
-# Remove this marker when fixed: strict, so the test fails then.
-@pytest.mark.xfail(strict=True, reason="C-GET accepts big endian storage contexts it cannot send")
+# half the time: its syntaxes are a frozenset) got big endian accepted, which the adapter does
+# not convert to (retired syntax): every sub-operation failed (0xA702, nothing delivered). For a
+# context it sends on, the adapter now takes big endian only when nothing else is proposed.
 def test_get_when_big_endian_is_proposed_first(adapter: ImportAdapter, study: Study,
                                                callers: dict[str, tuple[str, int]]) -> None:
     peer = PyNetDicom2(syntaxes=(ExplicitVRBigEndian, ExplicitVRLittleEndian))

@@ -2,6 +2,12 @@
 
 These happen once per association, so pynetdicom's general encoders cost nothing that matters
 and handle every variable item correctly; A-ASSOCIATE-RJ is ten fixed bytes and is done here.
+
+An A-ASSOCIATE-RQ is first made canonical (:func:`canonical_associate_rq`, same length, read
+by both engines): AE titles padded with NUL bytes are read as the titles they spell, and where
+a requestor's first choice for a context is implicit VR little endian while it also offers
+explicit VR little endian, explicit comes first (:func:`prefer_explicit_vr`), so that the first
+proposed syntax, which the acceptors take, keeps the VRs of private elements.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from pydicom.uid import UID
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
@@ -25,11 +31,13 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.presentation import PresentationContext
 
 from common.dicom.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from common.dimse.ae_title import ae_title_from_field, space_padded
 from common.dimse.fast.constants import (
     APPLICATION_CONTEXT_NAME,
     PDU_HEADER_LENGTH,
     AbortReason,
     ContextResult,
+    ItemType,
     PduType,
     RejectResult,
     RejectSource,
@@ -39,6 +47,13 @@ from common.dimse.fast.transport import DimseProtocolError
 _REJECT = struct.Struct(">BBIBBBB")
 #: PS3.8 9.3.2: bit 0 of the Protocol Version field is version 1, the only one there is.
 _PROTOCOL_VERSION_1 = 0x0001
+#: PS3.8 table 9-11: where the Called and Calling AE Title fields of an A-ASSOCIATE-RQ are,
+#: and where its variable items start.
+_AE_TITLE_FIELDS = (("called", 10, 26), ("calling", 26, 42))
+_VARIABLE_ITEMS = 74
+#: Item header (type, reserved, 2-byte length), and a presentation context item's fixed part.
+_ITEM_HEADER = 4
+_CONTEXT_FIXED = 8
 
 
 @dataclass(frozen=True)
@@ -174,12 +189,102 @@ def encode_associate_rq(
     return bytes(pdu.encode())
 
 
+def prefer_explicit_vr(proposed: Sequence[str]) -> tuple[str, ...]:
+    """The transfer syntaxes of a proposed context in the order the acceptors consider them.
+
+    The requestor's order, except that when its first choice is implicit VR little endian and
+    it also offers explicit VR little endian, explicit comes first: both are uncompressed, and
+    only explicit VR keeps the VRs of private elements (implicit VR data read elsewhere shows
+    them as UN). Any other first choice (compressed, deflated, big endian, private) is kept:
+    PS3.8 7.1.1.13 gives the order no meaning, and the adapter does not second-guess a
+    requestor that prefers to send its data as it is.
+    """
+    if (
+        proposed
+        and proposed[0] == ImplicitVRLittleEndian
+        and ExplicitVRLittleEndian in proposed
+    ):
+        first = proposed.index(ExplicitVRLittleEndian)
+        return (proposed[first], *proposed[:first], *proposed[first + 1 :])
+    return tuple(proposed)
+
+
+def _sub_items(data: bytes) -> list[bytes] | None:
+    """The sub-items of a presentation context item, or None when they do not add up."""
+    items = []
+    offset = 0
+    while offset < len(data):
+        end = offset + _ITEM_HEADER + int.from_bytes(data[offset + 2 : offset + 4], "big")
+        if offset + _ITEM_HEADER > len(data) or end > len(data):
+            return None
+        items.append(data[offset:end])
+        offset = end
+    return items
+
+
+def _preferred_sub_items(data: bytes) -> bytes:
+    """A presentation context's sub-items with its transfer syntaxes in preferred order."""
+    items = _sub_items(data)
+    if items is None:
+        return data
+    syntaxes = [item for item in items if item[0] == ItemType.TRANSFER_SYNTAX]
+    names = [item[_ITEM_HEADER:].rstrip(b"\0 ").decode("ascii", "replace") for item in syntaxes]
+    preferred = prefer_explicit_vr(names)
+    if list(preferred) == names:
+        return data
+    first = names.index(preferred[0])
+    ordered = iter([syntaxes[first], *syntaxes[:first], *syntaxes[first + 1 :]])
+    return b"".join(next(ordered) if item[0] == ItemType.TRANSFER_SYNTAX else item
+                    for item in items)
+
+
+def canonical_associate_rq(pdu_bytes: bytes) -> bytes:
+    """An A-ASSOCIATE-RQ PDU as the engines read it; the same length as ``pdu_bytes``.
+
+    The Called and Calling AE Title fields get spaces for trailing NUL padding
+    (:func:`~common.dimse.ae_title.space_padded`), and each presentation context lists its
+    transfer syntaxes in :func:`prefer_explicit_vr` order. Whatever does not parse is left as
+    it came, for :func:`decode_associate_rq` to refuse.
+    """
+    data = bytearray(pdu_bytes)
+    for _, start, end in _AE_TITLE_FIELDS:
+        if len(data) >= end:
+            data[start:end] = space_padded(bytes(data[start:end]))
+    offset = _VARIABLE_ITEMS
+    while offset + _ITEM_HEADER <= len(data):
+        end = offset + _ITEM_HEADER + int.from_bytes(data[offset + 2 : offset + 4], "big")
+        if end > len(data):
+            break
+        if data[offset] == ItemType.PRESENTATION_CONTEXT_RQ and end >= offset + _CONTEXT_FIXED:
+            start = offset + _CONTEXT_FIXED
+            data[start:end] = _preferred_sub_items(bytes(data[start:end]))
+        offset = end
+    return bytes(data)
+
+
+def _check_ae_titles(pdu_bytes: bytes) -> None:
+    """Refuse AE title fields that spell no AE title, naming them escaped.
+
+    Checked here rather than left to pynetdicom, whose error (logged at ERROR as well as
+    raised) quotes the raw bytes.
+    """
+    for name, start, end in _AE_TITLE_FIELDS:
+        field = pdu_bytes[start:end]
+        if len(field) == end - start and ae_title_from_field(field) is None:
+            raise DimseProtocolError(
+                f"{name} AE title {field!r} is not an AE title",
+                AbortReason.INVALID_PDU_PARAMETER_VALUE,
+            )
+
+
 def decode_associate_rq(pdu_bytes: bytes) -> AssociateRequest:
-    """Read a whole A-ASSOCIATE-RQ PDU (header included).
+    """Read a whole A-ASSOCIATE-RQ PDU (header included), made canonical first.
 
     Raises:
-        DimseProtocolError: the PDU cannot be decoded.
+        DimseProtocolError: the PDU cannot be decoded, or an AE title field holds no AE title.
     """
+    pdu_bytes = canonical_associate_rq(pdu_bytes)
+    _check_ae_titles(pdu_bytes)
     pdu = A_ASSOCIATE_RQ()
     try:
         pdu.decode(pdu_bytes)

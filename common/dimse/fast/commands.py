@@ -22,6 +22,7 @@ from common.dimse.fast.constants import (
     Tag,
 )
 from common.dimse.fast.meta import FileMeta
+from common.status import safe_error_comment
 
 _HEADER = struct.Struct("<HHI")
 _US = struct.Struct("<H")
@@ -225,7 +226,7 @@ class CStoreRsp:
             (Tag.STATUS, _us(self.status)),
         ]
         if self.error_comment:
-            elements.append((Tag.ERROR_COMMENT, _text(self.error_comment)))
+            elements.append((Tag.ERROR_COMMENT, _text(safe_error_comment(self.error_comment))))
         elements.append((Tag.AFFECTED_SOP_INSTANCE_UID, _uid(self.sop_instance_uid)))
         return encode_elements(elements)
 
@@ -295,7 +296,7 @@ class CEchoRsp:
             (Tag.STATUS, _us(self.status)),
         ]
         if self.error_comment:
-            elements.append((Tag.ERROR_COMMENT, _text(self.error_comment)))
+            elements.append((Tag.ERROR_COMMENT, _text(safe_error_comment(self.error_comment))))
         return encode_elements(elements)
 
     @classmethod
@@ -392,7 +393,7 @@ class CMoveRsp:
             (Tag.STATUS, _us(self.status)),
         ]
         if self.error_comment:
-            elements.append((Tag.ERROR_COMMENT, _text(self.error_comment)))
+            elements.append((Tag.ERROR_COMMENT, _text(safe_error_comment(self.error_comment))))
         counts = self.counts
         if counts is not None:
             if counts.remaining is not None:
@@ -494,7 +495,7 @@ class CFindRsp:
             (Tag.STATUS, _us(self.status)),
         ]
         if self.error_comment:
-            elements.append((Tag.ERROR_COMMENT, _text(self.error_comment)))
+            elements.append((Tag.ERROR_COMMENT, _text(safe_error_comment(self.error_comment))))
         return encode_elements(elements)
 
 

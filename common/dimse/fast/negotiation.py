@@ -6,8 +6,10 @@ A-ASSOCIATE-AC's content. The rules (documented for users in docs/conformance.md
 - presentation contexts: a served SOP class (Q/R, Storage Commitment...) in the first proposed
   transfer syntax it supports; Verification in the first syntax pynetdicom knows; any other
   storage-like class (storage, private, unknown) in the requestor's first choice, never a
-  transcode; anything else is refused (abstract syntax not supported); a class refused to this
-  requester by policy is refused (user rejection);
+  transcode (where the requestor takes the SCP role, for a C-GET, we send: explicit VR big
+  endian, which we do not convert to, only when nothing else is proposed); anything else is
+  refused (abstract syntax not supported); a class refused to this requester by policy is
+  refused (user rejection);
 - SCP/SCU role selection (PS3.7 D.3.3.4): the SCU role is granted as proposed; the SCP role
   only for storage-like classes (the C-STORE sub-operations of a C-GET travel to the
   requestor on those contexts); a context left with neither role is refused; classes proposed
@@ -29,7 +31,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import pynetdicom.sop_class as sop_classes
-from pydicom.uid import UID
+from pydicom.uid import UID, ExplicitVRBigEndian
 from pynetdicom import ALL_TRANSFER_SYNTAXES
 from pynetdicom.service_class import StorageServiceClass
 
@@ -76,9 +78,19 @@ class Negotiated:
 
 
 def _choose(
-    abstract_syntax: str, proposed: tuple[str, ...], served: Mapping[str, tuple[str, ...]]
+    abstract_syntax: str,
+    proposed: tuple[str, ...],
+    served: Mapping[str, tuple[str, ...]],
+    sending: bool = False,
 ) -> tuple[int, str | None]:
-    """The result and transfer syntax for one proposed context."""
+    """The result and transfer syntax for one proposed context.
+
+    ``sending``: the requestor took the SCP role for the class (a C-GET's destination): we send
+    on this context, converting where needed, and explicit VR big endian (retired) is one we do
+    not convert to, so it is taken only when nothing else was proposed.
+    """
+    if sending and len(proposed) > 1:
+        proposed = tuple(ts for ts in proposed if ts != ExplicitVRBigEndian) or proposed
     supported = served.get(abstract_syntax)
     if supported is not None:
         syntax = next((ts for ts in proposed if ts in supported), None)
@@ -124,7 +136,10 @@ def negotiate(
             result: int = ContextResult.USER_REJECTION
             syntax: str | None = None
         else:
-            result, syntax = _choose(cx.abstract_syntax, cx.transfer_syntaxes, served)
+            result, syntax = _choose(
+                cx.abstract_syntax, cx.transfer_syntaxes, served,
+                sending=cx.abstract_syntax in requestor_scp,
+            )  # fmt: skip
         if syntax is None:
             # PS3.8 9.3.3.2: the transfer syntax of a refused context is not significant.
             fallback = cx.transfer_syntaxes[0] if cx.transfer_syntaxes else APPLICATION_CONTEXT_NAME

@@ -214,8 +214,9 @@ def test_fast_scp_accepts_first_syntax_echoes_and_spools(
     ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     assoc = ae.associate("127.0.0.1", port, ae_title="FASTSCP")
     assert assoc.is_established
+    # Verification proposed [implicit, explicit, ...]: explicit preferred (acse.prefer_explicit_vr).
     assert [str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts] == [
-        ImplicitVRLittleEndian, ExplicitVRLittleEndian
+        ExplicitVRLittleEndian, ExplicitVRLittleEndian
     ]
     assert assoc.send_c_echo().Status == 0
     path = _write_ct(tmp_path / "ct.dcm")

@@ -12,6 +12,8 @@ from pynetdicom.dsutils import decode, encode
 from common.dimse.fast.commands import (
     CEchoRq,
     CEchoRsp,
+    CFindRsp,
+    CMoveRsp,
     CommandSetError,
     CStoreRq,
     CStoreRsp,
@@ -83,6 +85,23 @@ def test_c_echo_matches_pynetdicom() -> None:
     rsp.AffectedSOPClassUID = VERIFICATION_SOP_CLASS
     rsp.Status = Status.SUCCESS
     assert CEchoRsp(1, Status.SUCCESS).encode() == _pynetdicom_bytes(C_ECHO_RSP, rsp)
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        CStoreRsp(1, CT, "1.2.3", Status.PROCESSING_FAILURE, "peer said A\nB\x00\\" + "x" * 80),
+        CEchoRsp(1, Status.PROCESSING_FAILURE, error_comment="peer said A\nB\x00\\" + "x" * 80),
+        CFindRsp(1, CT, Status.UNABLE_TO_PROCESS, "peer said A\nB\x00\\" + "x" * 80),
+        CMoveRsp(1, CT, Status.MOVE_DESTINATION_UNKNOWN,
+                 error_comment="peer said A\nB\x00\\" + "x" * 80),
+    ],
+)
+def test_error_comments_are_sent_as_lo_text(response: object) -> None:
+    """The adapter's engine sends what pynetdicom's path sends (common.status.safe_error_comment)."""
+    encoded = response.encode()  # type: ignore[attr-defined]
+    comment = decode(BytesIO(encoded), True, True).ErrorComment
+    assert comment == "peer said A?B?/" + "x" * 49
 
 
 def test_decoder_reads_what_pynetdicom_decodes() -> None:

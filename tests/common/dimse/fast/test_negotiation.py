@@ -92,6 +92,23 @@ def test_roles_scp_only_for_storage_and_scu_as_proposed() -> None:
     assert len(answer.contexts) == 3
 
 
+def test_a_c_get_destination_context_avoids_big_endian_we_cannot_send() -> None:
+    big = "1.2.840.10008.1.2.2"
+    answer = negotiate(
+        _request(
+            ProposedContext(1, GET, (EXPLICIT,)),
+            ProposedContext(3, CT, (big, EXPLICIT)),
+            ProposedContext(5, CT, (big,)),
+            ProposedContext(7, "1.2.840.10008.5.1.4.1.1.2.1", (big, EXPLICIT)),
+            roles={CT: RoleProposal(scu=False, scp=True)},
+        ),
+        SERVED,
+    )
+    assert answer.contexts[3].transfer_syntax == EXPLICIT  # we send on it: not big endian
+    assert answer.contexts[5].transfer_syntax == big  # nothing else was proposed
+    assert answer.contexts[7].transfer_syntax == big  # we receive on it: the SCU's first choice
+
+
 def test_a_context_left_without_a_role_is_refused() -> None:
     answer = negotiate(
         _request(
