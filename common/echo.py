@@ -11,30 +11,47 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from pynetdicom import AE
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-
+from common.dimse.fast.acse import ProposedContext
+from common.dimse.fast.constants import IMPLICIT_VR_LITTLE_ENDIAN, VERIFICATION_SOP_CLASS
+from common.dimse.fast.scu import Timeouts
+from common.dimse.fast.transport import DimseProtocolError, ReleaseRequestedError
+from common.dimse.sender import PeerAddress, request_association
+from common.errors import AssociationRejectedError, DimseError
 from common.status import Status
+
+#: Verification in the one transfer syntax every DICOM peer must accept (PS3.5 10.1).
+_CONTEXT = ProposedContext(1, VERIFICATION_SOP_CLASS, (IMPLICIT_VR_LITTLE_ENDIAN,))
+#: The Maximum Length Received we announce (a C-ECHO response is a few dozen bytes).
+_MAX_PDU = 1 << 16
 
 
 def echo(host: str, port: int, called_aet: str, calling_aet: str, timeout: float) -> str | None:
     """C-ECHO ``called_aet`` at ``host:port``; None on success, else what went wrong."""
-    ae = AE(ae_title=calling_aet)
-    ae.add_requested_context(Verification)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
-    assoc = ae.associate(host, port, ae_title=called_aet)
-    if not assoc.is_established:
-        if assoc.is_rejected:
-            return f"association rejected by {called_aet}@{host}:{port} (wrong AE title?)"
-        return f"no association with {host}:{port} (unreachable, refused or aborted)"
+    peer = PeerAddress(called_aet, host, port)
     try:
-        status = assoc.send_c_echo()
+        assoc = request_association(
+            peer,
+            calling_aet=calling_aet,
+            contexts=[_CONTEXT],
+            max_length=_MAX_PDU,
+            timeouts=Timeouts(connect=timeout, acse=timeout, dimse=timeout, network=timeout),
+        )
+    except AssociationRejectedError:
+        return f"association rejected by {peer} (wrong AE title?)"
+    except DimseError as exc:
+        return f"no association with {host}:{port} (unreachable, refused or aborted: {exc})"
+    try:
+        context = next(iter(assoc.contexts.values()), None)
+        if context is None:
+            return f"{peer} accepted no Verification context"
+        try:
+            response = assoc.c_echo(1, context)
+        except (OSError, DimseProtocolError, ReleaseRequestedError) as exc:
+            return f"C-ECHO to {peer} failed: no response ({exc})"
     finally:
         assoc.release()
-    code = int(status.Status) if status and "Status" in status else None
-    if code != Status.SUCCESS:
-        shown = "no response" if code is None else f"status 0x{code:04X}"
-        return f"C-ECHO to {called_aet}@{host}:{port} failed: {shown}"
+    if response.status != Status.SUCCESS:
+        return f"C-ECHO to {peer} failed: status 0x{response.status:04X}"
     return None
 
 

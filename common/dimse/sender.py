@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import ssl
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -26,7 +26,7 @@ from typing import Protocol
 from pydicom.uid import UID
 
 from common.dicom.transcode import NATIVE_SYNTAXES, convert_file
-from common.dimse.fast.acse import AcceptedContext, ProposedContext
+from common.dimse.fast.acse import AcceptedContext, ProposedContext, RoleProposal
 from common.dimse.fast.commands import CommandSetError, CStoreRsp
 from common.dimse.fast.constants import RejectResult
 from common.dimse.fast.meta import FileMeta, read_file_meta
@@ -182,6 +182,58 @@ class ChannelSender:
         )
 
 
+def request_association(
+    peer: PeerAddress,
+    *,
+    calling_aet: str,
+    contexts: Sequence[ProposedContext],
+    max_length: int,
+    timeouts: Timeouts,
+    roles: Mapping[str, RoleProposal] | None = None,
+) -> RequestorAssociation:
+    """Open an association to ``peer`` (over DICOM TLS when it has TLS settings).
+
+    The one place where the engine's association failures become :mod:`common.errors`.
+    ``max_length`` is our Maximum Length Received; 0 ("unlimited" in the settings) announces
+    1 MiB.
+
+    Raises:
+        AssociationRejectedError: the peer rejected the association.
+        PeerRejectedError: the peer's TLS certificate is not trusted (retrying cannot help).
+        PeerUnavailableError: the peer cannot be reached, or broke the protocol or timed out
+            while negotiating.
+        ConfigError: the TLS settings cannot be loaded.
+    """
+    try:
+        return RequestorAssociation.request(
+            peer.host,
+            peer.port,
+            calling_ae_title=calling_aet,
+            called_ae_title=peer.ae_title,
+            contexts=contexts,
+            max_length=max_length or _DEFAULT_MAX_PDU,
+            timeouts=timeouts,
+            tls=peer.tls,
+            roles=roles,
+        )
+    except AssociationRejected as exc:
+        reject = exc.reject
+        raise AssociationRejectedError(
+            f"{peer} rejected the association (result {reject.result}, "
+            f"source {reject.source}, reason {reject.reason})",
+            permanent=reject.result == RejectResult.PERMANENT,
+            source=reject.source,
+            reason=reject.reason,
+        ) from exc
+    except ssl.SSLCertVerificationError as exc:
+        # An untrusted certificate stays untrusted: not worth retrying.
+        raise PeerRejectedError(
+            f"{peer}: TLS certificate not trusted ({exc.verify_message})"
+        ) from exc
+    except (OSError, DimseProtocolError) as exc:
+        raise PeerUnavailableError(f"cannot open an association to {peer}: {exc}") from exc
+
+
 class StoreSender:
     """C-STORE SCU over one reused association to one peer.
 
@@ -242,35 +294,13 @@ class StoreSender:
         self.close()
         contexts = self._requested_contexts(first)
         settings = self._settings
-        try:
-            assoc = RequestorAssociation.request(
-                self.peer.host,
-                self.peer.port,
-                calling_ae_title=settings.calling_aet,
-                called_ae_title=self.peer.ae_title,
-                contexts=contexts,
-                max_length=settings.max_pdu_size or _DEFAULT_MAX_PDU,
-                timeouts=self._timeouts,
-                tls=self.peer.tls,
-            )
-        except AssociationRejected as exc:
-            reject = exc.reject
-            raise AssociationRejectedError(
-                f"{self.peer} rejected the association (result {reject.result}, "
-                f"source {reject.source}, reason {reject.reason})",
-                permanent=reject.result == RejectResult.PERMANENT,
-                source=reject.source,
-                reason=reject.reason,
-            ) from exc
-        except ssl.SSLCertVerificationError as exc:
-            # An untrusted certificate stays untrusted: not worth retrying.
-            raise PeerRejectedError(
-                f"{self.peer}: TLS certificate not trusted ({exc.verify_message})"
-            ) from exc
-        except (OSError, DimseProtocolError) as exc:
-            raise PeerUnavailableError(
-                f"cannot open an association to {self.peer}: {exc}"
-            ) from exc
+        assoc = request_association(
+            self.peer,
+            calling_aet=settings.calling_aet,
+            contexts=contexts,
+            max_length=settings.max_pdu_size,
+            timeouts=self._timeouts,
+        )
         self._assoc = assoc
         # A pair counts as negotiated when it had a context of its own; one offered only
         # inside the uncompressed fallback context may still be accepted if asked alone.

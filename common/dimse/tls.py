@@ -127,15 +127,6 @@ def client_context(settings: TlsSettings) -> ssl.SSLContext:
     return context
 
 
-def pynetdicom_tls_args(
-    settings: TlsSettings | None, host: str
-) -> tuple[ssl.SSLContext, str] | None:
-    """``tls_args`` for pynetdicom's ``AE.associate`` (None: plain TCP)."""
-    if settings is None:
-        return None
-    return client_context(settings), host
-
-
 def server_handshake(sock: socket.socket, context: ssl.SSLContext, timeout: float | None) -> Any:
     """Wrap an accepted connection and complete the TLS handshake within ``timeout`` in total.
 

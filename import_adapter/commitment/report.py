@@ -3,8 +3,12 @@
 We request the association but act as the Storage Commitment *SCP* on it, so the context is
 proposed with SCP/SCU role selection (SCU role 0, SCP role 1), in one presentation context
 offering explicit and implicit VR little endian (an SCU that accepts only one still gets its
-report - the reference adapter offered implicit VR only). A requester whose AET dictionary entry
-says ``"tls": true`` gets its report over DICOM TLS.
+report - the reference adapter offered implicit VR only). The report goes on the accepted
+context whatever the requester answered to the role proposal (as pynetdicom's SCU did: many
+requesters accept the context without answering it). A requester whose AET dictionary entry
+says ``"tls": true`` gets its report over DICOM TLS. The association is our own DIMSE
+engine's (:class:`~common.dimse.fast.scu.RequestorAssociation`); pynetdicom only encodes the
+Event Information dataset.
 """
 
 from __future__ import annotations
@@ -13,14 +17,15 @@ import logging
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, build_role
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom.dsutils import encode
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
 
-from common.dimse.sender import PeerAddress
-from common.dimse.sockets import SOCKET_HANDLERS
-from common.dimse.tls import pynetdicom_tls_args
-from common.errors import PeerRejectedError, PeerUnavailableError
+from common.dimse.fast.acse import ProposedContext, RoleProposal
+from common.dimse.fast.scu import Timeouts
+from common.dimse.fast.transport import DimseProtocolError, ReleaseRequestedError
+from common.dimse.sender import PeerAddress, request_association
+from common.errors import MalformedDatasetError, PeerRejectedError, PeerUnavailableError
 from common.status import DimseStatus
 
 LOG = logging.getLogger(__name__)
@@ -31,6 +36,11 @@ STORAGE_COMMITMENT_INSTANCE_UID = "1.2.840.10008.1.20.1.1"
 EVENT_ALL_COMMITTED = 1
 EVENT_SOME_FAILED = 2
 REPORT_SYNTAXES = (str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian))
+#: The one context proposed, and the role we ask for on it.
+_CONTEXT = ProposedContext(1, str(StorageCommitmentPushModel), REPORT_SYNTAXES)
+_ROLES = {str(StorageCommitmentPushModel): RoleProposal(scu=False, scp=True)}
+#: The Message ID of the report: the only message on its association.
+_MESSAGE_ID = 1
 
 
 @dataclass(frozen=True)
@@ -55,41 +65,41 @@ def send_report(
 
     Raises:
         PeerUnavailableError: the requester cannot be reached or did not answer.
-        PeerRejectedError: it rejected the association or the Storage Commitment context.
+        PeerRejectedError: it rejected the association or the Storage Commitment context (or
+            its TLS certificate is not trusted).
+        MalformedDatasetError: ``report`` cannot be encoded (not retried: it never will be).
     """
-    ae = AE(ae_title=settings.calling_aet)
-    ae.maximum_pdu_size = settings.max_pdu_size
-    ae.connection_timeout = settings.timeout
-    ae.acse_timeout = settings.timeout
-    ae.dimse_timeout = settings.timeout
-    ae.network_timeout = settings.timeout
-    ae.add_requested_context(StorageCommitmentPushModel, list(REPORT_SYNTAXES))
-    role = build_role(StorageCommitmentPushModel, scu_role=False, scp_role=True)
-    assoc = ae.associate(
-        requester.host,
-        requester.port,
-        ae_title=requester.ae_title,
-        ext_neg=[role],
-        evt_handlers=SOCKET_HANDLERS,  # type: ignore[arg-type]
-        tls_args=pynetdicom_tls_args(requester.tls, requester.host),
+    timeout = settings.timeout
+    assoc = request_association(
+        requester,
+        calling_aet=settings.calling_aet,
+        contexts=[_CONTEXT],
+        max_length=settings.max_pdu_size,
+        timeouts=Timeouts(connect=timeout, acse=timeout, dimse=timeout, network=timeout),
+        roles=_ROLES,
     )
-    if assoc.is_rejected:
-        raise PeerRejectedError(f"{requester} rejected the storage commitment report association")
-    if not assoc.is_established:
-        raise PeerUnavailableError(f"cannot open an association to {requester}")
     try:
-        if not assoc.accepted_contexts:
+        context = next(iter(assoc.contexts.values()), None)
+        if context is None:
             raise PeerRejectedError(f"{requester} accepted no Storage Commitment context")
-        try:
-            status_ds, _ = assoc.send_n_event_report(
-                report, event_type, StorageCommitmentPushModel, STORAGE_COMMITMENT_INSTANCE_UID
+        granted = assoc.roles.get(context.abstract_syntax)
+        if granted is None or not granted.scp:
+            LOG.info(
+                "%s did not grant us the Storage Commitment SCP role (%s); reporting anyway",
+                requester, "no reply" if granted is None else "refused",
             )
-        except (RuntimeError, ValueError, OSError) as exc:
+        syntax = UID(context.transfer_syntax)
+        information = encode(report, syntax.is_implicit_VR, syntax.is_little_endian)
+        if information is None:
+            raise MalformedDatasetError("the storage commitment report cannot be encoded")
+        try:
+            response = assoc.n_event_report(
+                _MESSAGE_ID, context, event_type, STORAGE_COMMITMENT_INSTANCE_UID, information
+            )
+        except (OSError, DimseProtocolError, ReleaseRequestedError) as exc:
             raise PeerUnavailableError(f"N-EVENT-REPORT to {requester} failed: {exc}") from exc
-        status = status_ds.get("Status") if status_ds is not None else None
-        if status is None:
-            raise PeerUnavailableError(f"{requester} did not answer the N-EVENT-REPORT")
-        return DimseStatus(int(status), str(status_ds.get("ErrorComment", "") or ""))
+        LOG.debug("N-EVENT-REPORT to %s on %s answered 0x%04X", requester, syntax.name,
+                  response.status)
+        return DimseStatus(response.status, response.error_comment)
     finally:
-        if assoc.is_established:
-            assoc.release()
+        assoc.release()

@@ -21,6 +21,7 @@ from common.dicomweb.stow import stow_status
 from common.dimse.aet_dictionary import parse_aet_dictionary
 from common.dimse.fast.acse import (
     ProposedContext,
+    RoleProposal,
     canonical_associate_rq,
     decode_associate_ac,
     decode_associate_rj,
@@ -28,6 +29,7 @@ from common.dimse.fast.acse import (
     encode_associate_rq,
 )
 from common.dimse.fast.commands import CommandSetError, CStoreRq, decode_command_set
+from common.dimse.fast.notify import NEventReportRsp
 from common.dimse.fast.transport import DimseProtocolError
 from common.errors import AdapterError
 from export_adapter.errors import NotificationError
@@ -108,6 +110,36 @@ def test_associate_ac_rj_decoding(data: st.DataObject) -> None:
         decode_associate_ac(raw, contexts)
     with contextlib.suppress(ENGINE_ERRORS):
         decode_associate_rj(data.draw(st.binary(max_size=16)))
+
+
+_RQ_WITH_ROLES = encode_associate_rq(
+    "SCP", "SCU",
+    [ProposedContext(1, "1.2.840.10008.1.20.1", ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2"))],
+    16384,
+    {"1.2.840.10008.1.20.1": RoleProposal(scu=False, scp=True)},
+)
+_REPORT_RSP = NEventReportRsp(
+    message_id_being_responded_to=1, status=0x0110, sop_class_uid="1.2.840.10008.1.20.1",
+    sop_instance_uid="1.2.840.10008.1.20.1.1", event_type_id=2, error_comment="no",
+).encode()
+
+
+@FUZZ
+@given(st.data())
+def test_associate_ac_with_role_replies_decoding(data: st.DataObject) -> None:
+    raw = _mutate(_RQ_WITH_ROLES.replace(b"\x01", b"\x02", 1), data)
+    contexts = [ProposedContext(1, "1.2.840.10008.1.20.1", ("1.2.840.10008.1.2",))]
+    with contextlib.suppress(*ENGINE_ERRORS):
+        decode_associate_ac(raw, contexts)
+
+
+@FUZZ
+@given(st.data())
+def test_n_event_report_response_decoding(data: st.DataObject) -> None:
+    raw = (_mutate(_REPORT_RSP, data) if data.draw(st.booleans())
+           else data.draw(st.binary(max_size=256)))
+    with contextlib.suppress(*ENGINE_ERRORS):
+        NEventReportRsp.from_command(decode_command_set(raw))
 
 
 @FUZZ

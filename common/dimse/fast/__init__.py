@@ -12,13 +12,15 @@ One layer per module, bottom up::
     constants    PDU types, item types, command fields, reject/abort reasons (PS3.7, PS3.8)
     commands     DIMSE command sets (implicit VR little endian group 0000): C-STORE, C-ECHO,
                  C-FIND, C-MOVE, C-GET, C-CANCEL, N-ACTION
+    notify       N-EVENT-REPORT command sets (the Storage Commitment report)
     limits       what a peer may send, and how slowly (PDU lengths, the transfer pace)
     meta         reading a Part 10 file's meta header without pydicom
     transport    PDU framing on a blocking socket: P-DATA-TF, PDV fragmentation, errors
     acse         association PDUs through pynetdicom.pdu: request, accept, reject, abort
     negotiation  what an acceptor answers: contexts, roles, user identity, async window
     receive      a C-STORE's dataset into memory, or a file as it arrives
-    scu          an association we request: C-STORE a file, C-ECHO, release, abort
+    scu          an association we request (with role selection): C-STORE a file, C-ECHO,
+                 N-EVENT-REPORT, release, abort
     scp          an association we accept: negotiate, then serve every request
 
 Errors inside the engine are :class:`~common.dimse.fast.transport.DimseProtocolError` and

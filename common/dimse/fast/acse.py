@@ -130,10 +130,16 @@ class AcceptedContext:
 
 @dataclass(frozen=True)
 class AssociateAccept:
-    """What an A-ASSOCIATE-AC granted (contexts resolved against our request)."""
+    """What an A-ASSOCIATE-AC granted (contexts resolved against our request).
+
+    Attributes:
+        roles: the acceptor's SCP/SCU Role Selection replies (PS3.7 D.3.3.4); a SOP class
+            without one keeps the default roles (we are the SCU).
+    """
 
     max_length: int
     contexts: tuple[AcceptedContext, ...]
+    roles: Mapping[str, RoleProposal] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -160,8 +166,9 @@ def encode_associate_rq(
     called_ae_title: str,
     contexts: Sequence[ProposedContext],
     max_length: int,
+    roles: Mapping[str, RoleProposal] | None = None,
 ) -> bytes:
-    """An A-ASSOCIATE-RQ PDU proposing ``contexts``."""
+    """An A-ASSOCIATE-RQ PDU proposing ``contexts`` (and the SCP/SCU ``roles`` by SOP class)."""
     primitive = A_ASSOCIATE()
     primitive.application_context_name = UID(APPLICATION_CONTEXT_NAME)
     primitive.calling_ae_title = calling_ae_title
@@ -174,7 +181,9 @@ def encode_associate_rq(
         cx.transfer_syntax = [UID(ts) for ts in proposed.transfer_syntaxes]
         items.append(cx)
     primitive.presentation_context_definition_list = items
-    primitive.user_information = _user_information(max_length)  # type: ignore[assignment]
+    user_items = _user_information(max_length)
+    user_items += [_role_item(uid, role.scu, role.scp) for uid, role in (roles or {}).items()]
+    primitive.user_information = user_items  # type: ignore[assignment]
     pdu = A_ASSOCIATE_RQ()
     pdu.from_primitive(primitive)
     return bytes(pdu.encode())
@@ -352,6 +361,15 @@ class NegotiationReplies:
     async_window: tuple[int, int] | None = None
 
 
+def _role_item(sop_class: str, scu: bool, scp: bool) -> SCP_SCU_RoleSelectionNegotiation:
+    """An SCP/SCU Role Selection sub-item, proposed (A-ASSOCIATE-RQ) or answered (-AC)."""
+    role = SCP_SCU_RoleSelectionNegotiation()
+    role.sop_class_uid = UID(sop_class)
+    role.scu_role = scu
+    role.scp_role = scp
+    return role
+
+
 def _replies(replies: NegotiationReplies) -> list[object]:
     """The negotiation sub-items, in the order PS3.7 D.3.3 lists them."""
     items: list[object] = []
@@ -360,12 +378,7 @@ def _replies(replies: NegotiationReplies) -> list[object]:
         window.maximum_number_operations_invoked = replies.async_window[0]
         window.maximum_number_operations_performed = replies.async_window[1]
         items.append(window)
-    for sop_class, scu, scp in replies.roles:
-        role = SCP_SCU_RoleSelectionNegotiation()
-        role.sop_class_uid = UID(sop_class)
-        role.scu_role = scu
-        role.scp_role = scp
-        items.append(role)
+    items += [_role_item(sop_class, scu, scp) for sop_class, scu, scp in replies.roles]
     if replies.user_identity_response is not None:
         identity = UserIdentityNegotiation()
         identity.server_response = replies.user_identity_response
@@ -429,6 +442,11 @@ def decode_associate_ac(
         primitive = pdu.to_primitive()
         results = primitive.presentation_context_definition_results_list
         max_length = primitive.maximum_length_received
+        roles = {
+            str(item.sop_class_uid or ""): RoleProposal(bool(item.scu_role), bool(item.scp_role))
+            for item in primitive.user_information
+            if isinstance(item, SCP_SCU_RoleSelectionNegotiation)
+        }
     except Exception as exc:  # pynetdicom raises assorted errors on malformed items
         raise DimseProtocolError(
             f"malformed A-ASSOCIATE-AC: {exc}", AbortReason.INVALID_PDU_PARAMETER_VALUE
@@ -448,6 +466,7 @@ def decode_associate_ac(
     return AssociateAccept(
         max_length=int(max_length) if max_length is not None else 0,
         contexts=tuple(accepted),
+        roles=roles,
     )
 
 

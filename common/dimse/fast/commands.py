@@ -63,6 +63,13 @@ def encode_elements(elements: Sequence[tuple[int, bytes]]) -> bytes:
     return _element(Tag.COMMAND_GROUP_LENGTH, _UL.pack(len(body))) + body
 
 
+#: The value encoders, for the command sets defined in other modules (N-EVENT-REPORT in
+#: :mod:`common.dimse.fast.notify`): US, UI (NUL-padded) and AE/LO (space-padded).
+encode_us = _us
+encode_uid = _uid
+encode_text = _text
+
+
 @dataclass(frozen=True)
 class CommandSet:
     """A decoded command set: every element's raw value, by tag."""

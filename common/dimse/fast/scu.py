@@ -1,4 +1,4 @@
-"""An association we request: open it, C-STORE files and C-ECHO over it, release or abort.
+"""An association we request: open it; C-STORE, C-ECHO, N-EVENT-REPORT; release or abort.
 
 Everything happens in the caller's thread on one blocking socket with ``TCP_NODELAY``: a
 C-STORE is one ``sendall`` of the command and the first batch of dataset fragments (read from
@@ -11,7 +11,7 @@ import contextlib
 import logging
 import select
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from common.dimse.fast.acse import (
     AssociateAccept,
     AssociateReject,
     ProposedContext,
+    RoleProposal,
     decode_associate_ac,
     decode_associate_rj,
     encode_associate_rq,
@@ -41,11 +42,13 @@ from common.dimse.fast.constants import (
     Tag,
 )
 from common.dimse.fast.meta import FileMeta
+from common.dimse.fast.notify import NEventReportRq, NEventReportRsp
 from common.dimse.fast.transport import (
     DimseProtocolError,
     PduStream,
     abort_pdu,
     max_pdv_data,
+    pdata_pdus,
     pending_bytes,
     raise_for_control_pdu,
     release_pdu,
@@ -109,6 +112,8 @@ class RequestorAssociation:
         self._timeouts = timeouts
         self._peer = peer
         self.peer_max_length = accept.max_length
+        #: The peer's SCP/SCU Role Selection replies, by SOP class.
+        self.roles: Mapping[str, RoleProposal] = accept.roles
         self._fragment = max_pdv_data(accept.max_length)
         #: The accepted contexts, by (abstract syntax, transfer syntax).
         self.contexts: dict[tuple[str, str], AcceptedContext] = {}
@@ -128,8 +133,13 @@ class RequestorAssociation:
         max_length: int,
         timeouts: Timeouts,
         tls: TlsSettings | None = None,
+        roles: Mapping[str, RoleProposal] | None = None,
     ) -> RequestorAssociation:
         """Connect (over DICOM TLS when ``tls`` is given) and negotiate.
+
+        ``roles`` (by SOP class) are proposed as SCP/SCU Role Selection sub-items. Whatever the
+        peer answers, the accepted contexts are usable: the caller decides what a role it did
+        not get means (:attr:`roles` holds the answers).
 
         Raises:
             OSError: the connection failed (refused, unreachable, timed out, reset, TLS
@@ -146,7 +156,7 @@ class RequestorAssociation:
         try:
             sock.settimeout(timeouts.network)
             stream.send(encode_associate_rq(calling_ae_title, called_ae_title, contexts,
-                                            max_length))
+                                            max_length, roles))
             sock.settimeout(timeouts.acse)
             pdu_type, body = stream.read_pdu()
             if pdu_type == PduType.ASSOCIATE_AC:
@@ -243,6 +253,51 @@ class RequestorAssociation:
             )
             return CEchoRsp.from_command(self._read_response(CommandField.C_ECHO_RSP,
                                                              message_id))
+        except CommandSetError as exc:
+            self.abort(AbortReason.INVALID_PDU_PARAMETER_VALUE)
+            raise DimseProtocolError(str(exc), AbortReason.INVALID_PDU_PARAMETER_VALUE) from exc
+        except BaseException:
+            self.abort()
+            raise
+
+    def n_event_report(
+        self,
+        message_id: int,
+        context: AcceptedContext,
+        event_type_id: int,
+        sop_instance_uid: str,
+        event_information: bytes | None,
+    ) -> NEventReportRsp:
+        """Send an N-EVENT-REPORT on ``context`` (for its SOP class) and return the response.
+
+        Args:
+            message_id: the request's Message ID.
+            context: the accepted context the report goes on; its abstract syntax is the
+                Affected SOP Class.
+            event_type_id: the Event Type ID.
+            sop_instance_uid: the Affected SOP Instance UID.
+            event_information: the Event Information dataset, already encoded in the
+                context's transfer syntax (None: none).
+
+        Raises:
+            as :meth:`send_c_store`.
+        """
+        command = NEventReportRq(
+            message_id=message_id,
+            sop_class_uid=context.abstract_syntax,
+            sop_instance_uid=sop_instance_uid,
+            event_type_id=event_type_id,
+            has_event_information=event_information is not None,
+        ).encode()
+        try:
+            pdus = pdata_pdus(context.context_id, command, True, self._fragment)
+            if event_information is not None:
+                pdus += pdata_pdus(context.context_id, event_information, False, self._fragment)
+            self._stream.sock.settimeout(self._timeouts.network)
+            self._stream.send(b"".join(pdus))
+            return NEventReportRsp.from_command(
+                self._read_response(CommandField.N_EVENT_REPORT_RSP, message_id)
+            )
         except CommandSetError as exc:
             self.abort(AbortReason.INVALID_PDU_PARAMETER_VALUE)
             raise DimseProtocolError(str(exc), AbortReason.INVALID_PDU_PARAMETER_VALUE) from exc

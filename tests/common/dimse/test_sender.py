@@ -1,0 +1,66 @@
+"""StoreSender beyond one association's 128 presentation contexts (a pynetdicom SCP as the peer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, StoragePresentationContexts, evt
+from pynetdicom.service_class import StorageServiceClass
+from pynetdicom.sop_class import uid_to_service_class
+
+from common.dimse.sender import MAX_CONTEXTS, PeerAddress, SenderSettings, StoreSender
+from import_adapter.retrieve.plan import COMMON_SYNTAXES, InstanceRef, destination_pairs
+from tests.support.ports import free_port
+
+CLASSES = [
+    str(cx.abstract_syntax) for cx in StoragePresentationContexts
+    if uid_to_service_class(str(cx.abstract_syntax)) is StorageServiceClass
+][:40]
+
+
+def _write(path: Path, sop_class: str) -> Path:
+    ds = Dataset()
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = generate_uid()
+    ds.PatientID = "SENDER"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_every_class_of_a_move_is_delivered_past_the_context_budget(tmp_path: Path) -> None:
+    # A move destination offered every common syntax for 40 classes: far more than 128
+    # contexts. The sender proposes what fits and negotiates again for the rest.
+    assert len(CLASSES) * len(COMMON_SYNTAXES) > MAX_CONTEXTS
+    received: list[str] = []
+
+    def on_store(event: Any) -> int:
+        received.append(str(event.request.AffectedSOPClassUID))
+        return 0x0000
+
+    ae = AE(ae_title="DEST")
+    for sop_class in CLASSES:
+        ae.add_supported_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False,
+                             evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert server is not None
+    sender = StoreSender(PeerAddress("DEST", "127.0.0.1", port), SenderSettings("MOVER"))
+    try:
+        sender.propose(destination_pairs(
+            InstanceRef("1", "2", str(i), sop_class) for i, sop_class in enumerate(CLASSES)
+        ))
+        sender.open()
+        statuses = [sender.send(_write(tmp_path / f"{i}.dcm", sop_class))
+                    for i, sop_class in enumerate(CLASSES)]
+    finally:
+        sender.close()
+        server.shutdown()
+    assert all(status.is_success for status in statuses)
+    assert received == CLASSES
