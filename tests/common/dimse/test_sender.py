@@ -11,8 +11,9 @@ from pynetdicom import AE, StoragePresentationContexts, evt
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
+from common.dicom.reference import InstanceReference
 from common.dimse.sender import MAX_CONTEXTS, PeerAddress, SenderSettings, StoreSender
-from import_adapter.retrieve.plan import COMMON_SYNTAXES, InstanceRef, destination_pairs
+from import_adapter.retrieve.plan import COMMON_SYNTAXES, destination_pairs
 from tests.support.ports import free_port
 
 CLASSES = [
@@ -54,7 +55,10 @@ def test_every_class_of_a_move_is_delivered_past_the_context_budget(tmp_path: Pa
     sender = StoreSender(PeerAddress("DEST", "127.0.0.1", port), SenderSettings("MOVER"))
     try:
         sender.propose(destination_pairs(
-            InstanceRef("1", "2", str(i), sop_class) for i, sop_class in enumerate(CLASSES)
+            InstanceReference(
+                study_uid="1", series_uid="2", sop_instance_uid=str(i), sop_class_uid=sop_class
+            )
+            for i, sop_class in enumerate(CLASSES)
         ))
         sender.open()
         statuses = [sender.send(_write(tmp_path / f"{i}.dcm", sop_class))
