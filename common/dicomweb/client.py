@@ -23,7 +23,7 @@ from common.breaker import BreakerRegistry, qido_probe
 from common.dicom.part10 import Part10Instance
 from common.dicomweb.address import DicomwebAddress, Query
 from common.dicomweb.multipart import Part, boundary_of, iter_parts, stow_body
-from common.dicomweb.stow import stow_status, stow_statuses
+from common.dicomweb.stow import stow_statuses
 from common.errors import (
     AdapterError,
     DicomwebConnectionError,
@@ -202,17 +202,34 @@ class DicomwebClient:
         Raises:
             DicomwebError: the request failed (after retries, for transient failures).
         """
+        return self._stow([instance], f"STOW-RS of {instance.sop_instance_uid}")[0]
+
+    def store_batch(self, instances: Sequence[Part10Instance]) -> list[StowResult]:
+        """STOW-RS several instances in one multipart request to ``{root}/studies``.
+
+        Each instance's status is read from the response (PS3.18 10.5.3: ReferencedSOPSequence,
+        FailedSOPSequence), so one refused instance does not fail its neighbours. Duplicate
+        answers are checked as in :meth:`store` (a 409 for the whole request: every instance).
+
+        Raises:
+            DicomwebError: the request failed as a whole (an HTTP error status, no answer):
+                the response says nothing about single instances.
+        """
+        return self._stow(instances, f"STOW-RS of {len(instances)} instances")
+
+    def _stow(self, instances: Sequence[Part10Instance], describe: str) -> list[StowResult]:
+        """One STOW-RS request of ``instances`` (with retries); a result per instance."""
         url = self.address.url("studies")
-        uid = instance.sop_instance_uid
+        uids = [instance.sop_instance_uid for instance in instances]
         earlier_try_may_have_stored = False
 
-        def attempt() -> StowResult:
+        def attempt() -> list[StowResult]:
             nonlocal earlier_try_may_have_stored
             headers = {"Accept": DICOM_JSON}
 
             def body() -> Body:
                 # A fresh body per request: a streamed body can be read only once.
-                data, content_type = stow_body(instance)
+                data, content_type = stow_body(instances)
                 headers["Content-Type"] = content_type
                 headers["Content-Length"] = str(len(data))
                 return data
@@ -223,73 +240,33 @@ class DicomwebClient:
                 if (
                     exc.status == _HTTP_CONFLICT
                     and (earlier_try_may_have_stored or was_resent(exc))
-                    and stored_after_conflict(self, uid)
+                    and all(stored_after_conflict(self, uid) for uid in uids)
                 ):
-                    return StowResult(SUCCESS, exc.status)
+                    return [StowResult(SUCCESS, exc.status) for _ in uids]
                 raise
             except (DicomwebConnectionError, DicomwebTimeoutError):
-                # Unanswered: the store may have the instance now (a connection that failed
+                # Unanswered: the store may have the instances now (a connection that failed
                 # before the request went out counts too; a check costs one search, and only
-                # after a later 409).
-                earlier_try_may_have_stored = True
-                raise
-            status = stow_status(response.data, response.headers.get("Content-Type", ""), uid)
-            if (
-                is_duplicate_store_status(status)
-                and (earlier_try_may_have_stored or was_resent(response))
-                and stored_after_conflict(self, uid)
-            ):
-                status = SUCCESS
-            return StowResult(status, response.status)
-
-        return self._with_retry(attempt, f"STOW-RS of {uid}")
-
-    def store_batch(self, instances: Sequence[Part10Instance]) -> list[StowResult]:
-        """STOW-RS several instances in one multipart request to ``{root}/studies``.
-
-        Each instance's status is read from the response (PS3.18 10.5.3: ReferencedSOPSequence,
-        FailedSOPSequence), so one refused instance does not fail its neighbours. A duplicate
-        answer for an instance after an earlier try of this request may have stored it is
-        checked as in :meth:`store`.
-
-        Raises:
-            DicomwebError: the request failed as a whole (an HTTP error status, no answer):
-                the response says nothing about single instances.
-        """
-        url = self.address.url("studies")
-        uids = [instance.sop_instance_uid for instance in instances]
-        earlier_try_may_have_stored = False
-
-        def attempt() -> list[StowResult]:
-            nonlocal earlier_try_may_have_stored
-            headers = {"Accept": DICOM_JSON}
-
-            def body() -> Body:
-                data, content_type = stow_body(instances)
-                headers["Content-Type"] = content_type
-                headers["Content-Length"] = str(len(data))
-                return data
-
-            try:
-                response = self._send("POST", url, headers, body, transport=self._stow_transport)
-            except (DicomwebConnectionError, DicomwebTimeoutError):
+                # after a later duplicate answer).
                 earlier_try_may_have_stored = True
                 raise
             statuses = stow_statuses(
                 response.data, response.headers.get("Content-Type", ""), uids
             )
             may_be_ours = earlier_try_may_have_stored or was_resent(response)
-            results = []
-            for uid, status in zip(uids, statuses, strict=True):
-                ours = (
-                    is_duplicate_store_status(status)
+            return [
+                StowResult(
+                    SUCCESS
+                    if is_duplicate_store_status(status)
                     and may_be_ours
                     and stored_after_conflict(self, uid)
+                    else status,
+                    response.status,
                 )
-                results.append(StowResult(SUCCESS if ours else status, response.status))
-            return results
+                for uid, status in zip(uids, statuses, strict=True)
+            ]
 
-        return self._with_retry(attempt, f"STOW-RS of {len(uids)} instances")
+        return self._with_retry(attempt, describe)
 
     # -- QIDO-RS ------------------------------------------------------------------------------
 

@@ -216,21 +216,12 @@ class RequestorAssociation:
             DimseProtocolError, PeerAbortedError, ReleaseRequestedError: the peer broke the
                 protocol or ended the association (aborted).
         """
-        command = CStoreRq(
-            message_id=message_id,
-            sop_class_uid=meta.sop_class_uid,
-            sop_instance_uid=meta.sop_instance_uid,
-            move_originator_aet=move_originator[0] if move_originator else None,
-            move_originator_message_id=move_originator[1] if move_originator else None,
-        ).encode()
+        command = CStoreRq.for_file(meta, message_id, move_originator).encode()
         try:
-            with path.open("rb") as fp:
-                size = fp.seek(0, 2)
-                fp.seek(meta.dataset_offset)
-                self._stream.sock.settimeout(self._timeouts.network)
-                self._stream.send_message_from_file(
-                    context.context_id, command, fp, size - meta.dataset_offset, self._fragment
-                )
+            self._stream.sock.settimeout(self._timeouts.network)
+            self._stream.send_file_dataset(
+                context.context_id, command, path, meta.dataset_offset, self._fragment
+            )
             rsp = self._read_response(CommandField.C_STORE_RSP, message_id)
             return CStoreRsp.from_command(rsp)
         except CommandSetError as exc:
