@@ -411,8 +411,12 @@ class DestinationQueue:
                 if result is None:
                     entry.solo = True
                     heapq.heappush(self._ready, entry)
-                elif result.kind is Kind.UNREACHABLE or _is_overload(result):
-                    # About the destination, not the instance: no retry used up.
+                elif (result.kind is Kind.UNREACHABLE or _is_overload(result)) and not (
+                    entry.receipt is not None and result.status.code == Status.NOT_AUTHORIZED
+                ):
+                    # About the destination, not the instance: no retry used up. (Credentials
+                    # refused while an SCU waits: it is answered 0x0124 now, as without a
+                    # spool, rather than at the end of its wait.)
                     heapq.heappush(self._ready, entry)
                     kept.append((entry, result))
                 elif result.kind is Kind.RETRY and entry.attempts < settings.retry_amount:

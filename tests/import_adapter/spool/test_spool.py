@@ -247,6 +247,34 @@ def test_unreachable_does_not_use_up_retries_and_order_is_kept(tmp_path: Path) -
     assert len(set(seen[:11])) == 1 and seen[-1] != seen[0]
 
 
+def test_refused_credentials_answer_a_waiting_scu_at_once_and_keep_the_others(
+    tmp_path: Path,
+) -> None:
+    denied = UploadResult(
+        Kind.UNREACHABLE, DimseStatus(Status.NOT_AUTHORIZED), "HTTP 403", http_status=403
+    )
+    seen: list[str] = []
+    manager = _manager(tmp_path / "s", [denied] * 2, seen)
+    manager.start()
+    try:
+        receipt = Receipt(1)
+        started = time.monotonic()
+        waiting = _submit(manager, receipt)
+        status = receipt.wait(5)
+        waited = time.monotonic() - started
+        queued = _submit(manager)  # nobody waits for it: kept until the store lets it in
+        _drained(manager)
+    finally:
+        manager.stop()
+    # The SCU got 0x0124 from the first answer, not at the end of its wait; its instance is
+    # withdrawn (the SCU owns it again), the other one was stored after the refusals.
+    assert status is not None and status.code == Status.NOT_AUTHORIZED and waited < 2
+    assert not manager.is_pending(waiting.sop_instance_uid)
+    assert not manager.is_pending(queued.sop_instance_uid)
+    assert not list(manager.layout.dead_letter.rglob("*.dcm"))
+    assert len(seen) == 3
+
+
 def test_retries_exhausted_goes_to_dead_letter_then_requeue(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     failing = UploadResult(Kind.RETRY, DimseStatus(Status.PROCESSING_FAILURE), "HTTP 500",
                            http_status=500)
