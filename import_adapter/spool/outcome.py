@@ -78,6 +78,10 @@ class UploadResult:
         reason: why, for logs and the dead-letter sidecar (no patient data).
         http_status: the HTTP status, when there was one.
         retry_after: seconds the server asked us to wait (``Retry-After``).
+        answer_waiting_scu: an UNREACHABLE outcome a C-STORE would not retry (the failure
+            table's *retried at once* is off: credentials, the store known down): an SCU
+            waiting for this upload is answered with ``status`` now, as without a spool,
+            while an entry nobody waits for stays queued.
     """
 
     kind: Kind
@@ -85,6 +89,7 @@ class UploadResult:
     reason: str = ""
     http_status: int | None = None
     retry_after: float | None = None
+    answer_waiting_scu: bool = False
 
 
 def kind_for_http(status: int, retry_codes: frozenset[int]) -> Kind:
@@ -113,11 +118,18 @@ def result_for_error(error: BaseException, retry_codes: frozenset[int]) -> Uploa
     reason = f"{type(error).__name__}: {error}"
     if isinstance(error, DicomwebHttpError):
         kind = kind_for_http(error.status, retry_codes)
-        return UploadResult(kind, status, reason, error.status, error.retry_after)
+        return UploadResult(
+            kind, status, reason, error.status, error.retry_after,
+            answer_waiting_scu=kind is Kind.UNREACHABLE and not rule_for_http(error.status).retried,
+        )  # fmt: skip
     if isinstance(error, DatasetError | FileNotFoundError):
         return UploadResult(Kind.DEAD, status, reason)
     if isinstance(error, PeerUnavailableError):
         return UploadResult(Kind.UNREACHABLE, status, reason)
     if isinstance(error, DimseError):  # association rejected, no acceptable context
         return UploadResult(Kind.RETRY, status, reason)
-    return UploadResult(_KINDS[rule_for_error(error).spool], status, reason)
+    rule = rule_for_error(error)
+    kind = _KINDS[rule.spool]
+    return UploadResult(
+        kind, status, reason, answer_waiting_scu=kind is Kind.UNREACHABLE and not rule.retried
+    )

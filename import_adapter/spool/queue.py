@@ -346,7 +346,6 @@ class DestinationQueue:
                 started = time.monotonic()
                 results: list[UploadResult | None]
                 try:
-                    size = sum(path.stat().st_size for path in paths)
                     if len(paths) == 1:
                         results = [uploader.upload(paths[0])]
                     else:
@@ -355,12 +354,12 @@ class DestinationQueue:
                     LOG.exception(
                         "upload of %s to %s crashed", entries[0].sop_instance_uid, self.key
                     )
-                    size = 0
                     crashed = UploadResult(
                         Kind.RETRY, DimseStatus(Status.PROCESSING_FAILURE, "Internal error"),
                         f"internal error: {type(exc).__name__}",
                     )
                     results = [crashed] * len(entries)
+                size = sum(entry.size for entry in entries)
                 self._finish(entries, results, time.monotonic() - started, size)
         finally:
             uploader.close()
@@ -412,11 +411,9 @@ class DestinationQueue:
                     entry.solo = True
                     heapq.heappush(self._ready, entry)
                 elif (result.kind is Kind.UNREACHABLE or _is_overload(result)) and not (
-                    entry.receipt is not None and result.status.code == Status.NOT_AUTHORIZED
+                    entry.receipt is not None and result.answer_waiting_scu
                 ):
-                    # About the destination, not the instance: no retry used up. (Credentials
-                    # refused while an SCU waits: it is answered 0x0124 now, as without a
-                    # spool, rather than at the end of its wait.)
+                    # About the destination, not the instance: no retry used up.
                     heapq.heappush(self._ready, entry)
                     kept.append((entry, result))
                 elif result.kind is Kind.RETRY and entry.attempts < settings.retry_amount:

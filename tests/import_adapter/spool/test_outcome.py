@@ -156,3 +156,23 @@ def test_status_comes_from_the_table() -> None:
     assert result_for_error(StoreUnavailableError("x"), NONE).status.code == (
         Status.OUT_OF_RESOURCES
     )
+
+
+@pytest.mark.parametrize(
+    ("error", "answered_now"),
+    [
+        (DicomwebHttpError(403), True),
+        (DicomwebHttpError(401), True),
+        (AuthError("no credentials"), True),
+        (DicomwebConnectionError("refused"), False),
+        (DicomwebTimeoutError("read timed out"), False),
+        (DicomwebHttpError(503), False),
+    ],
+)
+def test_a_waiting_scu_is_answered_now_where_a_c_store_would_not_retry(
+    error: Exception, answered_now: bool
+) -> None:
+    result = result_for_error(error, frozenset())
+    assert result.answer_waiting_scu is answered_now
+    if answered_now:
+        assert result.kind is Kind.UNREACHABLE  # nobody waiting: the entry stays queued

@@ -250,9 +250,8 @@ def test_unreachable_does_not_use_up_retries_and_order_is_kept(tmp_path: Path) -
 def test_refused_credentials_answer_a_waiting_scu_at_once_and_keep_the_others(
     tmp_path: Path,
 ) -> None:
-    denied = UploadResult(
-        Kind.UNREACHABLE, DimseStatus(Status.NOT_AUTHORIZED), "HTTP 403", http_status=403
-    )
+    denied = result_for_error(DicomwebHttpError(403), frozenset())  # as the table says
+    assert denied.kind is Kind.UNREACHABLE and denied.answer_waiting_scu
     seen: list[str] = []
     manager = _manager(tmp_path / "s", [denied] * 2, seen)
     manager.start()
