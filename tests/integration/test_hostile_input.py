@@ -36,6 +36,7 @@ from common.dimse.fast.transport import pdata_pdus, release_pdu
 from tests.support import dcmtk
 from tests.support.adapters import IMPORT_AET, AdapterProcess
 from tests.support.http_fault_server import HttpFaultServer
+from tests.support.raw_pdu import read_pdu
 from tests.support.samples import (
     MULTIFRAME_GRAYSCALE_WORD_SC,
     SampleInstance,
@@ -204,27 +205,13 @@ STORAGE_CONTEXTS = MIXED_CONTEXTS[:3]
 PROPOSALS = ["mixed", "storage"]
 
 
-def _read_pdu(sock: socket.socket) -> bytes:
-    def exactly(count: int) -> bytes:
-        data = b""
-        while len(data) < count:
-            chunk = sock.recv(count - len(data))
-            if not chunk:
-                raise ConnectionError(f"closed after {len(data)} of {count} bytes")
-            data += chunk
-        return data
-
-    header = exactly(6)
-    return header + exactly(int.from_bytes(header[2:6], "big"))
-
-
 def _associate(adapter: AdapterProcess, proposal: str) -> socket.socket:
     """A connection with an established association proposing ``proposal``'s contexts."""
     contexts = MIXED_CONTEXTS if proposal == "mixed" else STORAGE_CONTEXTS
     sock = socket.create_connection((LOCALHOST, adapter.port), timeout=10)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.sendall(encode_associate_rq("HOSTILE", IMPORT_AET, contexts, 16384))
-    accept = _read_pdu(sock)
+    accept = read_pdu(sock)
     assert accept[:1] == bytes([PduType.ASSOCIATE_AC]), accept[:10]
     assert IMPLEMENTATION_CLASS_UID.encode() in accept  # our engine, whatever was proposed
     return sock
@@ -360,7 +347,7 @@ def test_too_large_cstore_is_drained_and_answered_out_of_resources(
     sock.sendall(b"".join(pdata_pdus(5, CEchoRq(2).encode(), True, 16000)))
     assert _response_status(sock) == 0
     sock.sendall(release_pdu(PduType.RELEASE_RQ))
-    assert _read_pdu(sock)[:1] == bytes([PduType.RELEASE_RP])
+    assert read_pdu(sock)[:1] == bytes([PduType.RELEASE_RP])
     sock.close()
     assert len(sink.requests) == uploads_before
     assert re.search(rf"C-STORE of 1\.2\.3\.4 refused: dataset larger than {limit} bytes",
@@ -398,7 +385,7 @@ def _response_status(sock: socket.socket) -> int:
     """The status of the response that comes next."""
     command = b""
     while True:
-        pdu = _read_pdu(sock)
+        pdu = read_pdu(sock)
         assert pdu[:1] == bytes([PduType.P_DATA_TF]), pdu[:10]
         command += pdu[12:]
         if pdu[11] & PdvControl.LAST_FRAGMENT:
@@ -424,7 +411,7 @@ def test_a_steady_64kb_per_second_sender_with_pauses_is_served(
     assert _response_status(sock) == 0
     assert time.monotonic() - started > len(dataset) / (80 << 10)  # it was slow indeed
     sock.sendall(release_pdu(PduType.RELEASE_RQ))
-    assert _read_pdu(sock)[:1] == bytes([PduType.RELEASE_RP])
+    assert read_pdu(sock)[:1] == bytes([PduType.RELEASE_RP])
     sock.close()
 
 

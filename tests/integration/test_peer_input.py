@@ -54,6 +54,7 @@ from common.logs import CONTINUATION
 from common.status import Status
 from tests.support.adapters import IMPORT_AET, AdapterProcess
 from tests.support.orthanc import OrthancServer
+from tests.support.raw_pdu import read_pdu
 
 LOCALHOST = "127.0.0.1"
 SECONDARY_CAPTURE = str(SecondaryCaptureImageStorage)
@@ -124,25 +125,11 @@ def _request(called: bytes, calling: bytes, contexts: list[ProposedContext]) -> 
     return pdu[:10] + called + calling + pdu[42:]
 
 
-def _read_pdu(sock: socket.socket) -> bytes:
-    def exactly(count: int) -> bytes:
-        data = b""
-        while len(data) < count:
-            chunk = sock.recv(count - len(data))
-            if not chunk:
-                raise ConnectionError(f"closed after {len(data)} of {count} bytes")
-            data += chunk
-        return data
-
-    header = exactly(6)
-    return header + exactly(int.from_bytes(header[2:6], "big"))
-
-
 def _connect(adapter: AdapterProcess, request: bytes) -> tuple[socket.socket, bytes]:
     sock = socket.create_connection((LOCALHOST, adapter.port), timeout=10)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.sendall(request)
-    return sock, _read_pdu(sock)
+    return sock, read_pdu(sock)
 
 
 def _until_closed(sock: socket.socket) -> bytes:
@@ -165,7 +152,7 @@ def _response(sock: socket.socket) -> tuple[CommandSet, bytes | None]:
     command, dataset = b"", b""
     done_command = False
     while True:
-        pdu = _read_pdu(sock)
+        pdu = read_pdu(sock)
         assert pdu[:1] == bytes([PduType.P_DATA_TF]), pdu[:10]
         offset = 6
         while offset < len(pdu):
@@ -187,7 +174,7 @@ def _response(sock: socket.socket) -> tuple[CommandSet, bytes | None]:
 
 def _release(sock: socket.socket) -> None:
     sock.sendall(release_pdu(PduType.RELEASE_RQ))
-    assert _read_pdu(sock)[:1] == bytes([PduType.RELEASE_RP])
+    assert read_pdu(sock)[:1] == bytes([PduType.RELEASE_RP])
     sock.close()
 
 

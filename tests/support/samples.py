@@ -378,3 +378,17 @@ def pixel_data_sha256(path: str | Path) -> str:
             digest.update(chunk)
             remaining -= len(chunk)
     return digest.hexdigest()
+
+
+def write_minimal_instance(path: Path, sop_class_uid: str, patient_id: str = "TEST") -> Path:
+    """Write a Part 10 file with no pixel data: a SOP class, a fresh SOP instance, a patient ID."""
+    ds = Dataset()
+    ds.SOPClassUID = sop_class_uid
+    ds.SOPInstanceUID = generate_uid()
+    ds.PatientID = patient_id
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = UID(sop_class_uid)
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.save_as(path, enforce_file_format=True)
+    return path

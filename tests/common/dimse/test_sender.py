@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, StoragePresentationContexts, evt
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
@@ -15,24 +14,12 @@ from common.dicom.reference import InstanceReference
 from common.dimse.sender import MAX_CONTEXTS, PeerAddress, SenderSettings, StoreSender
 from import_adapter.retrieve.plan import COMMON_SYNTAXES, destination_pairs
 from tests.support.ports import free_port
+from tests.support.samples import write_minimal_instance
 
 CLASSES = [
     str(cx.abstract_syntax) for cx in StoragePresentationContexts
     if uid_to_service_class(str(cx.abstract_syntax)) is StorageServiceClass
 ][:40]
-
-
-def _write(path: Path, sop_class: str) -> Path:
-    ds = Dataset()
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = generate_uid()
-    ds.PatientID = "SENDER"
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 def test_every_class_of_a_move_is_delivered_past_the_context_budget(tmp_path: Path) -> None:
@@ -61,7 +48,7 @@ def test_every_class_of_a_move_is_delivered_past_the_context_budget(tmp_path: Pa
             for i, sop_class in enumerate(CLASSES)
         ))
         sender.open()
-        statuses = [sender.send(_write(tmp_path / f"{i}.dcm", sop_class))
+        statuses = [sender.send(write_minimal_instance(tmp_path / f"{i}.dcm", sop_class, "SENDER"))
                     for i, sop_class in enumerate(CLASSES)]
     finally:
         sender.close()

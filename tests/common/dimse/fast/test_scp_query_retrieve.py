@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, build_role, evt
 from pynetdicom.dsutils import decode, encode
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -44,6 +44,7 @@ from common.dimse.fast.scp import (
     QRResponse,
 )
 from common.status import SUCCESS, DimseStatus, Status
+from tests.support.samples import write_minimal_instance
 
 MOVE = str(StudyRootQueryRetrieveInformationModelMove)
 FIND = str(StudyRootQueryRetrieveInformationModelFind)
@@ -52,19 +53,6 @@ COMMIT = str(StorageCommitmentPushModel)
 CT = str(CTImageStorage)
 SYNTAXES = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
 SUB_OPERATIONS = 5
-
-
-def _write_ct(path: Path) -> Path:
-    ds = Dataset()
-    ds.SOPClassUID = CT
-    ds.SOPInstanceUID = generate_uid()
-    ds.PatientID = "GET"
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = UID(CT)
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 class _Handlers:
@@ -162,7 +150,7 @@ class _Handlers:
 
 @pytest.fixture
 def fast_scp(tmp_path: Path) -> Iterator[tuple[int, _Handlers]]:
-    handlers = _Handlers([_write_ct(tmp_path / f"{index}.dcm") for index in range(3)])
+    handlers = _Handlers([write_minimal_instance(tmp_path / f"{index}.dcm", CT, "GET") for index in range(3)])
     listener = socket.create_server(("127.0.0.1", 0))
     served = {MOVE: SYNTAXES, FIND: SYNTAXES, GET: SYNTAXES, COMMIT: SYNTAXES}
     policy = AcceptorPolicy("FASTSCP", 16384, 5.0, 5.0, 5.0, served_syntaxes=served)
