@@ -138,11 +138,10 @@ class DimseStatus:
 
 
 SUCCESS = DimseStatus(Status.SUCCESS)
+#: What a DIMSE request that no service of the adapter handles gets.
+NOT_SERVED = DimseStatus(Status.UNABLE_TO_PROCESS, "service not offered")
 #: A C-STORE answered before its upload finished (without ``--auto_ack_cstore``).
 UPLOAD_NOT_CONFIRMED = DimseStatus(Status.PROCESSING_FAILURE, "Upload not confirmed in time")
-#: A C-STORE refused at once because the store is known down (circuit breaker open): 0xA700
-#: Out of Resources, which SCUs read as "try again later", rather than 0x0110.
-STORE_UNAVAILABLE = DimseStatus(Status.OUT_OF_RESOURCES, "DICOMweb store unreachable, retry later")
 
 
 class SpoolAction(Enum):
@@ -432,8 +431,6 @@ def store_status_for_error(error: BaseException) -> DimseStatus:
     if isinstance(error, MalformedDatasetError | TranscodeError):
         return DimseStatus(Status.CANNOT_UNDERSTAND, str(error))
     rule = rule_for_error(error)
-    if rule is STORE_DOWN:
-        return STORE_UNAVAILABLE
     return DimseStatus(rule.status, _comment(rule, error, "store"))
 
 

@@ -22,15 +22,22 @@ from common.dimse.fast.scp import (
     GetSubOperations,
     QRResponse,
 )
-from common.status import SUCCESS, DimseStatus, Status, store_status_for_error
+from common.status import (
+    NOT_SERVED,
+    SUCCESS,
+    DimseStatus,
+    Status,
+    commitment_request_status,
+    find_status_for_error,
+    retrieve_status_for_error,
+    store_status_for_error,
+)
 from import_adapter.access import AccessPolicy
 from import_adapter.dimse_service import DimseService
 
 LOG = logging.getLogger(__name__)
 
 _H = TypeVar("_H")
-#: What a request that no service handles gets.
-NOT_SERVED = DimseStatus(Status.UNABLE_TO_PROCESS, "service not offered")
 
 
 def _first(services: Sequence[DimseService], pick: Callable[[DimseService], _H | None]) -> (
@@ -125,9 +132,9 @@ class Dispatcher:
             return refusal
         try:
             return handler(assoc, request, context, information)
-        except Exception:  # an N-ACTION always gets an answer
+        except Exception as exc:  # an N-ACTION always gets an answer
             LOG.exception("exception in the N-ACTION handler")
-            return DimseStatus(Status.PROCESSING_FAILURE)
+            return commitment_request_status(exc)
 
     def c_find(
         self,
@@ -139,10 +146,11 @@ class Dispatcher:
     ) -> Iterator[QRResponse]:
         """C-FIND: the query service's responses."""
         if self._find is None:
-            return _answered("C-FIND", None)
+            return _answered("C-FIND", find_status_for_error, None)
         service, handler = self._find
         return _answered(
             "C-FIND",
+            find_status_for_error,
             self._refusal(service, assoc)
             or (lambda: handler(assoc, request, context, identifier, is_cancelled)),
         )
@@ -157,10 +165,11 @@ class Dispatcher:
     ) -> Iterator[QRResponse]:
         """C-MOVE: the retrieve service's responses."""
         if self._move is None:
-            return _answered("C-MOVE", None)
+            return _answered("C-MOVE", retrieve_status_for_error, None)
         service, handler = self._move
         return _answered(
             "C-MOVE",
+            retrieve_status_for_error,
             self._refusal(service, assoc)
             or (lambda: handler(assoc, request, context, identifier, is_cancelled)),
         )
@@ -176,10 +185,11 @@ class Dispatcher:
     ) -> Iterator[QRResponse]:
         """C-GET: the retrieve service's responses."""
         if self._get is None:
-            return _answered("C-GET", None)
+            return _answered("C-GET", retrieve_status_for_error, None)
         service, handler = self._get
         return _answered(
             "C-GET",
+            retrieve_status_for_error,
             self._refusal(service, assoc)
             or (lambda: handler(
                 assoc, request, context, identifier, is_cancelled, sub_operations
@@ -188,13 +198,16 @@ class Dispatcher:
 
 
 def _answered(
-    name: str, source: DimseStatus | Callable[[], Iterator[QRResponse]] | None
+    name: str,
+    on_error: Callable[[BaseException], DimseStatus],
+    source: DimseStatus | Callable[[], Iterator[QRResponse]] | None,
 ) -> Iterator[QRResponse]:
     """The responses of ``source``, always ending with a final one.
 
     ``source``: a refusal status (the only response), the handler's responses, or None (no
     service handles the request). A handler that fails before its final response is
-    answered 0xC000.
+    answered with ``on_error``'s status for the exception (the one failure mapping of
+    :mod:`common.status`).
     """
     if source is None:
         yield QRResponse(NOT_SERVED)
@@ -209,10 +222,10 @@ def _answered(
         for response in responses:
             final = response.status.code not in (Status.PENDING, Status.PENDING_WITH_WARNINGS)
             yield response
-    except Exception:  # a request always gets a final answer
+    except Exception as exc:  # a request always gets a final answer
         LOG.exception("exception in the %s handler", name)
         if not final:
-            yield QRResponse(DimseStatus(Status.UNABLE_TO_PROCESS))
+            yield QRResponse(on_error(exc))
     finally:
         close = getattr(responses, "close", None)
         if close is not None:

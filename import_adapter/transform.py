@@ -23,7 +23,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pydicom.uid import UID
@@ -129,6 +129,8 @@ class TransformingSink:
                 current, warning = self._transcoded(current, transcoded_path, origin)
             if current is not instance:
                 origin = Origin(origin.source_aet, current.dataset_path)
+                # The study it was received in: what the spool batches STOW-RS requests by.
+                current = replace(current, study_instance_uid=instance.study_instance_uid)
             return combine(warning, self._inner.deliver(current, origin))
 
     def _transcoded(

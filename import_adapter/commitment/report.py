@@ -18,12 +18,12 @@ from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom.dsutils import encode
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
 
 from common.dimse.fast.acse import ProposedContext, RoleProposal
 from common.dimse.fast.scu import Timeouts
 from common.dimse.fast.transport import DimseProtocolError, ReleaseRequestedError
+from common.dimse.identifiers import encode_dataset
 from common.dimse.sender import PeerAddress, request_association
 from common.errors import MalformedDatasetError, PeerRejectedError, PeerUnavailableError
 from common.status import DimseStatus
@@ -88,18 +88,20 @@ def send_report(
                 "%s did not grant us the Storage Commitment SCP role (%s); reporting anyway",
                 requester, "no reply" if granted is None else "refused",
             )
-        syntax = UID(context.transfer_syntax)
-        information = encode(report, syntax.is_implicit_VR, syntax.is_little_endian)
-        if information is None:
-            raise MalformedDatasetError("the storage commitment report cannot be encoded")
+        try:
+            information = encode_dataset(report, context.transfer_syntax)
+        except ValueError as exc:
+            raise MalformedDatasetError("the storage commitment report cannot be encoded") from exc
         try:
             response = assoc.n_event_report(
                 _MESSAGE_ID, context, event_type, STORAGE_COMMITMENT_INSTANCE_UID, information
             )
         except (OSError, DimseProtocolError, ReleaseRequestedError) as exc:
             raise PeerUnavailableError(f"N-EVENT-REPORT to {requester} failed: {exc}") from exc
-        LOG.debug("N-EVENT-REPORT to %s on %s answered 0x%04X", requester, syntax.name,
-                  response.status)
+        LOG.debug(
+            "N-EVENT-REPORT to %s on %s answered 0x%04X",
+            requester, UID(context.transfer_syntax).name, response.status,
+        )  # fmt: skip
         return DimseStatus(response.status, response.error_comment)
     finally:
         assoc.release()

@@ -39,7 +39,6 @@ from import_adapter.query.translate import QidoSearch, Query, attribute_id, tag_
 
 #: The most presentation contexts one association may propose (odd IDs 1-255).
 MAX_CONTEXTS = 128
-NATIVE = (str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian))
 #: Proposed, each in its own context, for a SOP class whose stored syntaxes QIDO did not tell.
 COMMON_SYNTAXES = tuple(
     str(ts)

@@ -163,7 +163,8 @@ class StowUploader:
 
         Only what the answer settles is returned: stored instances are DONE; an answer about
         the request as a whole that is about the destination (no answer, or an outcome the
-        failure table calls transient: overload, 5xx, credentials) applies to every instance.
+        failure table calls transient: overload, 5xx, credentials, an unreadable 2xx) applies to
+        every instance.
         An instance refused in the batch, or a batch refused as a whole (a 4xx, 501), is None:
         sent again alone, its own answer decides (with the 409 check and ``--stow_overwrite``
         of :meth:`upload`).
@@ -192,9 +193,10 @@ class StowUploader:
                 for instance in instances:
                     self._unconfirmed.add(instance.sop_instance_uid)
             if rule_for_error(exc).transient:
-                # The store's state (5xx, 429/503, credentials): the same for every instance.
+                # The store's state (5xx, 429/503, credentials, an answer we cannot read):
+                # the same for every instance, retried as a batch.
                 return _apply(results, batch, result_for_error(exc, self._retry_codes))
-            return results  # a 4xx or an unreadable answer: each is asked again alone
+            return results  # a 4xx or 501: each is asked again alone
         for (index, instance), outcome in zip(batch, stored, strict=True):
             result = result_for_status(outcome.status, outcome.http_status)
             if result.kind is Kind.DONE:

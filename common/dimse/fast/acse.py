@@ -34,7 +34,6 @@ from common.dicom.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 from common.dimse.ae_title import ae_title_from_field, space_padded
 from common.dimse.fast.constants import (
     APPLICATION_CONTEXT_NAME,
-    PDU_HEADER_LENGTH,
     AbortReason,
     ContextResult,
     ItemType,
@@ -486,9 +485,3 @@ def decode_associate_rj(body: bytes | bytearray) -> AssociateReject:
             "truncated A-ASSOCIATE-RJ", AbortReason.INVALID_PDU_PARAMETER_VALUE
         )
     return AssociateReject(result=body[1], source=body[2], reason=body[3])
-
-
-def pdu_length(header: bytes) -> int:
-    """The total length of a PDU (header included) from its 6-byte header."""
-    return PDU_HEADER_LENGTH + int.from_bytes(header[2:6], "big")
-
