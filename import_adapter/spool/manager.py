@@ -27,11 +27,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydicom.filereader import read_file_meta_info
-
-from common.dicom.part10 import Part10Instance, dataset_offset
+from common.dicom.part10 import Part10Instance
 from common.dicom.scan import scan_dataset
-from common.errors import ConfigError, SpoolError
+from common.dimse.fast.meta import read_file_meta
+from common.errors import ConfigError, MalformedDatasetError, SpoolError
 from common.metrics import NULL_IMPORT_OBSERVER, ImportObserver
 from common.sinks import Origin
 from import_adapter.routing.destinations import Destination, destination_from_description
@@ -69,21 +68,20 @@ class SpoolSettings:
 def _recovered_entry(path: Path, receipt: Receipt | None) -> QueueEntry:
     """The queue entry of a spooled file found on disk (its UIDs, study and size read back)."""
     try:
-        meta = read_file_meta_info(path)
-        uid, sop_class = str(meta.MediaStorageSOPInstanceUID), str(meta.MediaStorageSOPClassUID)
-        syntax = str(meta.TransferSyntaxUID)
-    except Exception:  # an unreadable file is dead-lettered by its upload attempt
-        return QueueEntry(path.name, "", "", receipt)
-    study, size = "", 0
-    try:
+        meta = read_file_meta(path)
         size = path.stat().st_size
-        offset = dataset_offset(path)
+    except (MalformedDatasetError, OSError):  # dead-lettered by its upload attempt
+        return QueueEntry(path.name, "", "", receipt)
+    try:
         with path.open("rb") as fp:
-            fp.seek(offset)
-            study = scan_dataset(fp, size - offset, syntax).study_instance_uid
-    except Exception:  # unknown study: the entry is sent alone; its upload judges the file
+            fp.seek(meta.dataset_offset)
+            summary = scan_dataset(fp, size - meta.dataset_offset, meta.transfer_syntax_uid)
+        study = summary.study_instance_uid
+    except (MalformedDatasetError, OSError):  # unknown study: sent alone, its upload judges it
         study = ""
-    return QueueEntry(path.name, uid, sop_class, receipt, study=study, size=size)
+    return QueueEntry(
+        path.name, meta.sop_instance_uid, meta.sop_class_uid, receipt, study=study, size=size
+    )
 
 
 class SpoolManager:

@@ -18,12 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from pydicom.errors import InvalidDicomError
-from pydicom.filereader import read_file_meta_info
-
 from common.dicom.part10 import Part10Instance
 from common.dicom.scan import scan_dataset
 from common.dicomweb.client import DicomwebApi, stored_after_conflict
+from common.dimse.fast.meta import read_file_meta
 from common.dimse.sender import SenderSettings, StoreSender
 from common.errors import (
     AdapterError,
@@ -31,7 +29,6 @@ from common.errors import (
     DicomwebHttpError,
     DicomwebResponseError,
     DicomwebTimeoutError,
-    MalformedDatasetError,
 )
 from common.status import SUCCESS, is_duplicate_store_status, rule_for_error
 from import_adapter.routing.destinations import DimseDestination
@@ -66,27 +63,23 @@ class Uploader(Protocol):
 def spooled_instance(path: Path) -> Part10Instance:
     """Describe a spooled file for STOW-RS, with file meta rebuilt from its own.
 
+    The meta is read by the project's one Part 10 meta reader (no pydicom dataset for three
+    UIDs); the source AE title comes from the entry name (:func:`entry_calling_aet`).
+
     Raises:
+        FileNotFoundError: the file is gone.
         MalformedDatasetError: the file has no usable file meta.
     """
-    try:
-        meta = read_file_meta_info(path)
-        sop_class = str(meta.MediaStorageSOPClassUID)
-        sop_instance = str(meta.MediaStorageSOPInstanceUID)
-        syntax = str(meta.TransferSyntaxUID)
-        source_aet = entry_calling_aet(path.name) or str(
-            meta.get("SourceApplicationEntityTitle", "") or ""
-        )
-    except (OSError, AttributeError, ValueError, InvalidDicomError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
-        raise MalformedDatasetError(f"spooled file {path.name} has no usable meta") from exc
+    if not path.exists():
+        raise FileNotFoundError(path)
+    meta = read_file_meta(path)
     return Part10Instance.from_spooled(
         path,
-        sop_class_uid=sop_class,
-        sop_instance_uid=sop_instance,
-        transfer_syntax_uid=syntax,
-        source_aet=source_aet,
+        sop_class_uid=meta.sop_class_uid,
+        sop_instance_uid=meta.sop_instance_uid,
+        transfer_syntax_uid=meta.transfer_syntax_uid,
+        source_aet=entry_calling_aet(path.name),
+        offset=meta.dataset_offset,
     )
 
 
