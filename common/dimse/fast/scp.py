@@ -551,9 +551,12 @@ class AcceptorAssociation:
         raise _Ended
 
     def _release(self) -> None:
+        # Not established from here on, before the requestor reads our answer: it may ask for
+        # another association at once, which the association limits must not count this one
+        # against (it did, now and then, under load).
+        self.is_established = False
         with contextlib.suppress(OSError):  # the requestor left without waiting for our answer
             self._send(release_pdu(PduType.RELEASE_RP))
-        self.is_established = False
         self._handlers.notify(AssociationEvent.RELEASED, self)
 
     def _c_echo(self, request: CEchoRq, context: AcceptedContext) -> None:
