@@ -20,12 +20,15 @@ from pynetdicom import AE, _config
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from common.dicom.part10 import build_file_meta, meta_end
+from common.dimse.fast.acse import decode_associate_rj
+from common.dimse.fast.constants import PduType, RejectReason
 from common.status import Status
 from tests.support import dcmtk
 from tests.support.adapters import IMPORT_AET, running_import_adapter
 from tests.support.http_fault_server import HttpFaultServer
 from tests.support.orthanc import OrthancServer
 from tests.support.ports import wait_until
+from tests.support.raw_pdu import association_answer
 from tests.support.samples import SampleInstance, make_corpus, pixel_data_bytes
 
 
@@ -81,8 +84,10 @@ def test_sockets_have_nodelay_and_associations_are_limited(orthanc: OrthancServe
             for serving in running.server.active_associations:
                 sock = serving.socket
                 assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
-            third = ae.associate("127.0.0.1", running.server.port, ae_title=IMPORT_AET)
-            assert third.is_rejected
+            third = association_answer(running.server.port, IMPORT_AET)
+            assert third[0] == PduType.ASSOCIATE_RJ
+            reject = decode_associate_rj(third[6:])
+            assert reject.reason == RejectReason.LOCAL_LIMIT_EXCEEDED
         finally:
             for assoc in held:
                 assoc.release()

@@ -21,9 +21,14 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from common.dicom.part10 import IN_MEMORY_LIMIT
 from common.dimse.after_response import defer
-from common.dimse.fast.acse import AcceptedContext, AssociateRequest, ProposedContext
+from common.dimse.fast.acse import (
+    AcceptedContext,
+    AssociateRequest,
+    ProposedContext,
+    decode_associate_rj,
+)
 from common.dimse.fast.commands import CEchoRq, CFindRq, CGetRq, CMoveRq, CStoreRq, NActionRq
-from common.dimse.fast.constants import RejectReason, RejectResult, RejectSource
+from common.dimse.fast.constants import PduType, RejectReason, RejectResult, RejectSource
 from common.dimse.fast.meta import read_file_meta
 from common.dimse.fast.scp import (
     AcceptorAssociation,
@@ -35,6 +40,7 @@ from common.dimse.fast.scp import (
 )
 from common.dimse.fast.scu import AssociationRejected, RequestorAssociation, Timeouts
 from common.status import SUCCESS, DimseStatus
+from tests.support.raw_pdu import association_answer
 
 CT = str(CTImageStorage)
 
@@ -284,19 +290,17 @@ def test_fast_scp_rejects_wrong_called_ae_and_over_limit(
     fast_scp: tuple[int, _Recorder]
 ) -> None:
     port, recorder = fast_scp
-    ae = AE(ae_title="PYSCU")
-    ae.add_requested_context(Verification)
-    assoc = ae.associate("127.0.0.1", port, ae_title="SOMEONE")
-    assert assoc.is_rejected
-    rj = assoc.acceptor.primitive
-    assert (rj.result, rj.result_source, rj.diagnostic) == (
+    answer = association_answer(port, "SOMEONE")
+    assert answer[0] == PduType.ASSOCIATE_RJ
+    rj = decode_associate_rj(answer[6:])
+    assert (rj.result, rj.source, rj.reason) == (
         RejectResult.PERMANENT, RejectSource.SERVICE_USER, RejectReason.CALLED_AE_NOT_RECOGNIZED
     )
     recorder.active = 2
-    assoc = ae.associate("127.0.0.1", port, ae_title="FASTSCP")
-    assert assoc.is_rejected
-    rj = assoc.acceptor.primitive
-    assert (rj.result, rj.result_source, rj.diagnostic) == (
+    answer = association_answer(port, "FASTSCP")
+    assert answer[0] == PduType.ASSOCIATE_RJ
+    rj = decode_associate_rj(answer[6:])
+    assert (rj.result, rj.source, rj.reason) == (
         RejectResult.TRANSIENT,
         RejectSource.SERVICE_PROVIDER_PRESENTATION,
         RejectReason.LOCAL_LIMIT_EXCEEDED,
@@ -309,7 +313,7 @@ def test_a_partial_dataset_of_an_aborted_association_leaves_no_file(
     """A dataset too large to keep in memory is written as it arrives; when the association
     is aborted before its end, the file goes with it."""
     from common.dimse.fast.acse import encode_associate_rq
-    from common.dimse.fast.constants import AbortSource, PduType
+    from common.dimse.fast.constants import AbortSource
     from common.dimse.fast.transport import abort_pdu, pdata_pdus
 
     port, recorder = fast_scp
