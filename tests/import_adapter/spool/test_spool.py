@@ -193,20 +193,26 @@ class ScriptedUploader:
     def __init__(self, script: list[UploadResult], seen: list[str]) -> None:
         self.script = script
         self.seen = seen
+        self.maybe_stored: list[bool] = []
         self.lock = threading.Lock()
 
-    def upload(self, path: Path) -> UploadResult:
+    def upload(self, path: Path, *, maybe_stored: bool = False) -> UploadResult:
         with self.lock:
             self.seen.append(path.name)
+            self.maybe_stored.append(maybe_stored)
             return self.script.pop(0) if self.script else UploadResult(Kind.DONE, SUCCESS)
 
     def close(self) -> None:
         pass
 
 
-def _manager(root: Path, script: list[UploadResult], seen: list[str], **upload: object) -> (
-    SpoolManager
-):
+def _manager(
+    root: Path,
+    script: list[UploadResult],
+    seen: list[str],
+    uploader: ScriptedUploader | None = None,
+    **upload: object,
+) -> SpoolManager:
     settings = SpoolSettings(
         root, auto_ack=True, limits=SpoolLimits(min_free_bytes=0),
         upload=UploadSettings(
@@ -214,8 +220,8 @@ def _manager(root: Path, script: list[UploadResult], seen: list[str], **upload: 
             rescan_interval=0.05, **{"batch": BatchSettings.off(), **upload},  # type: ignore[arg-type]
         ),
     )
-    uploader = ScriptedUploader(script, seen)
-    return SpoolManager(settings, [DEST_A], lambda _d: lambda: uploader)
+    scripted = uploader if uploader is not None else ScriptedUploader(script, seen)
+    return SpoolManager(settings, [DEST_A], lambda _d: lambda: scripted)
 
 
 def _submit(manager: SpoolManager, receipt: Receipt | None = None) -> StoreRequest:
@@ -228,6 +234,30 @@ def _drained(manager: SpoolManager) -> None:
     deadline = time.monotonic() + 5
     while manager.queue(DEST_A.key).depth and time.monotonic() < deadline:
         time.sleep(0.01)
+
+
+def test_a_file_found_at_start_is_uploaded_as_maybe_stored(tmp_path: Path) -> None:
+    """Its upload may have been under way when the last process stopped (see StowUploader)."""
+    refused = UploadResult(Kind.UNREACHABLE, DimseStatus(Status.PROCESSING_FAILURE), "refused")
+    first = ScriptedUploader([refused] * 1000, [])
+    manager = _manager(tmp_path / "s", [], [], first)
+    manager.start()
+    try:
+        _submit(manager)
+        deadline = time.monotonic() + 5
+        while not first.maybe_stored and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        manager.stop()
+    assert first.maybe_stored and not any(first.maybe_stored)  # received by this process
+    second = ScriptedUploader([], [])
+    manager = _manager(tmp_path / "s", [], [], second)
+    manager.start()
+    try:
+        _drained(manager)
+    finally:
+        manager.stop()
+    assert second.maybe_stored == [True]
 
 
 def test_unreachable_does_not_use_up_retries_and_order_is_kept(tmp_path: Path) -> None:
