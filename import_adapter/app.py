@@ -29,6 +29,7 @@ from common.sinks import InstanceSink, StowSink
 from import_adapter.access import Service
 from import_adapter.associations import AssociationMetrics, log_association
 from import_adapter.commitment.handlers import commitment_service
+from import_adapter.commitment.known_studies import KnownStudies
 from import_adapter.commitment.service import CommitmentService
 from import_adapter.config import ImportConfig
 from import_adapter.dimse_service import DimseService
@@ -93,7 +94,10 @@ class ImportAdapter:
         if config.transform.enabled:
             # Transformed files are written next to each received one (same file system).
             sink = TransformingSink(sink, config.transform)
-        store = StoreService(sink, self.lifecycle, self.metrics)
+        # The study of each instance received, for Storage Commitment's lookups; not kept when
+        # de-identifying: the store then holds other UIDs than those received and committed.
+        self.known_studies = None if config.transform.redaction is not None else KnownStudies()
+        store = StoreService(sink, self.lifecycle, self.metrics, known_studies=self.known_studies)
         access = config.access
         services = [
             storage_service(store),
@@ -127,6 +131,7 @@ class ImportAdapter:
             config.commitment,
             self.spooling.manager if self.spooling else None,
             observer=self.metrics,
+            known_studies=self.known_studies,
         )
         if access.enabled(Service.COMMIT):
             services.append(commitment_service(self.commitment))

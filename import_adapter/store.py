@@ -24,6 +24,7 @@ from common.lifecycle import Lifecycle
 from common.metrics import NULL_IMPORT_OBSERVER, ImportObserver
 from common.sinks import InstanceSink, Origin
 from common.status import DimseStatus, store_status_for_error
+from import_adapter.commitment.known_studies import KnownStudies
 
 LOG = logging.getLogger(__name__)
 
@@ -138,10 +139,17 @@ class StoreService:
         sink: InstanceSink,
         lifecycle: Lifecycle,
         metrics: ImportObserver = NULL_IMPORT_OBSERVER,
+        *,
+        known_studies: KnownStudies | None = None,
     ) -> None:
+        """Deliver to ``sink``; record each received instance's study in ``known_studies``.
+
+        ``known_studies`` serves Storage Commitment's lookups (None: nothing is recorded).
+        """
         self._sink = sink
         self._lifecycle = lifecycle
         self._metrics = metrics
+        self._known_studies = known_studies
 
     def handle(self, request: StoreRequest) -> DimseStatus:
         """Check and deliver one instance; always returns a status.
@@ -155,6 +163,12 @@ class StoreService:
             with self._lifecycle.operation():
                 instance = check_instance(request)
                 size, received = instance.size, instance.dataset_length
+                if self._known_studies is not None:
+                    # Before delivery: its answer, then the requester's N-ACTION, may follow
+                    # at once. A failed delivery leaves a hint that costs a lookup, no more.
+                    self._known_studies.record(
+                        instance.sop_instance_uid, instance.study_instance_uid
+                    )
                 status = self._sink.deliver(instance, request.origin)
         except Exception as exc:  # every failure must become a C-STORE status
             status = store_status_for_error(exc)

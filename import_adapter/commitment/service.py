@@ -5,7 +5,11 @@ UID) to commit. It is answered Success as soon as it is understood; then, in a w
 until the transaction's *deadline* (``wait`` seconds after the request arrived):
 
 1. each instance is looked up with QIDO-RS in the store (the ``--dicomweb_address`` store):
-   found with the same SOP class -> committed; found with another class -> 0x0119 at once;
+   found with the same SOP class -> committed; found with another class -> 0x0119 at once.
+   Instances whose study this process knows (it received them: :mod:`.known_studies`) are
+   looked up together, one listing of the study's instances (``studies/{uid}/instances``) for
+   all those of one study; the others, and any its study's listing did not settle, with one
+   search each (``instances?SOPInstanceUID=``) - see :meth:`CommitmentService._look_up`;
 2. an instance not found (or whose lookup failed) is looked up again, on a backoff schedule
    (``lookup_initial_delay`` doubling up to ``lookup_max_delay``), until it is found or the
    deadline comes: with several replicas behind one load balancer, the request may reach a
@@ -30,9 +34,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from itertools import islice
 from typing import Any, Protocol
 
 from pydicom.dataset import Dataset
@@ -52,6 +57,7 @@ from common.status import (
     commitment_failure_reason,
     commitment_request_status,
 )
+from import_adapter.commitment.known_studies import KnownStudies
 from import_adapter.commitment.report import (
     EVENT_ALL_COMMITTED,
     EVENT_SOME_FAILED,
@@ -64,7 +70,15 @@ LOG = logging.getLogger(__name__)
 #: The only N-ACTION type of Storage Commitment Push Model: "Request Storage Commitment".
 ACTION_REQUEST_COMMITMENT = 1
 _SOP_CLASS_TAG = "00080016"
+_SOP_INSTANCE_TAG = "00080018"
 _LOOKUPS_IN_PARALLEL = 4
+#: Unsettled instances of one known study from which it is listed instead of searched one by
+#: one (for a single instance, its own search costs a request too, and reads less).
+_STUDY_LISTING_MIN = 2
+#: The ``limit`` of each page of a study's listing; a listing stops after as many pages as it
+#: has instances to find (then those not seen yet are searched one by one: never more
+#: requests than that, however large the study).
+_STUDY_PAGE_SIZE = 1000
 #: While waiting for instances in the spool, how often shutdown is looked at (seconds).
 _SPOOL_POLL = 0.2
 #: At shutdown, the longest pause between two tries of an unreachable requester (seconds).
@@ -183,6 +197,66 @@ def _item(ref: InstanceReference) -> Dataset:
     return item
 
 
+#: One lookup's outcome: None (committed) or a FailureReason, per instance settled or failed.
+Verdicts = dict[InstanceReference, int | None]
+
+
+def verdict(ref: InstanceReference, classes: set[str | None]) -> int | None:
+    """An instance the store lists, with these SOP classes: None (committed) or 0x0119.
+
+    A store that does not return the SOP Class UID (``{None}``) is taken at its word.
+    """
+    if ref.sop_class_uid in classes or classes == {None}:
+        return None
+    return int(Status.CLASS_INSTANCE_CONFLICT)
+
+
+def group_by_study(
+    refs: Iterable[InstanceReference], studies: Mapping[str, str]
+) -> tuple[dict[str, list[InstanceReference]], list[InstanceReference]]:
+    """Split ``refs`` into those to find in their study's listing and those to search alone.
+
+    ``studies`` maps SOP Instance UIDs to their Study Instance UID where known. A study is
+    listed when at least ``_STUDY_LISTING_MIN`` of ``refs`` are in it; every other instance
+    (study unknown, or alone in its study) is searched by itself. Order is kept within each.
+    """
+    by_study: dict[str, list[InstanceReference]] = {}
+    alone: list[InstanceReference] = []
+    for ref in refs:
+        study = studies.get(ref.sop_instance_uid)
+        if study is None:
+            alone.append(ref)
+        else:
+            by_study.setdefault(study, []).append(ref)
+    for study in [s for s, members in by_study.items() if len(members) < _STUDY_LISTING_MIN]:
+        alone.extend(by_study.pop(study))
+    return by_study, alone
+
+
+def settle_from_listing(
+    refs: Sequence[InstanceReference], listing: Iterable[dict[str, Any]]
+) -> tuple[Verdicts, list[InstanceReference]]:
+    """Settle ``refs`` from a study's instance listing (DICOM JSON results).
+
+    Returns the verdict of each instance listed (committed, or 0x0119 when listed with another
+    SOP class) and, in order, those not listed. Stops reading the listing (and so requesting
+    its pages) once every one of ``refs`` has been seen.
+    """
+    wanted = {ref.sop_instance_uid for ref in refs}
+    classes: dict[str, set[str | None]] = {}
+    for result in listing:
+        uid = _first_value(result, _SOP_INSTANCE_TAG)
+        if uid in wanted:
+            classes.setdefault(uid, set()).add(_first_value(result, _SOP_CLASS_TAG))
+            if len(classes) == len(wanted):
+                break
+    found = {
+        ref: verdict(ref, seen) for ref in refs
+        if (seen := classes.get(ref.sop_instance_uid)) is not None
+    }  # fmt: skip
+    return found, [ref for ref in refs if ref not in found]
+
+
 def _wait_event(event: threading.Event, seconds: float) -> bool:
     return event.wait(seconds)
 
@@ -190,8 +264,10 @@ def _wait_event(event: threading.Event, seconds: float) -> bool:
 class CommitmentService:
     """The Storage Commitment SCP's logic, independent of the protocol.
 
-    ``clock`` and ``wait`` (wait on an event for some seconds; True once it is set) are the
-    time it runs on, replaceable in tests.
+    ``known_studies``: the study of each instance this process received (the C-STORE path
+    records it), so that instances are looked up per study; None: each by itself. ``clock``
+    and ``wait`` (wait on an event for some seconds; True once it is set) are the time it runs
+    on, replaceable in tests.
     """
 
     def __init__(
@@ -203,10 +279,12 @@ class CommitmentService:
         sender: Callable[[PeerAddress, int, Dataset, ReportSettings], DimseStatus] = send_report,
         *,
         observer: ImportObserver = NULL_IMPORT_OBSERVER,
+        known_studies: KnownStudies | None = None,
         clock: Callable[[], float] = time.monotonic,
         wait: Callable[[threading.Event, float], bool] = _wait_event,
     ) -> None:
         self._observer = observer
+        self._known_studies = known_studies
         self._client = client
         self._requesters = requesters
         self._settings = settings
@@ -287,6 +365,7 @@ class CommitmentService:
         settled: dict[InstanceReference, int | None] = {}  # None: committed
         last_failure: dict[InstanceReference, int] = {}
         unsettled = list(dict.fromkeys(request.instances))
+        alone: set[InstanceReference] = set()  # not settled by their study's listing
         rounds = 0
         while True:
             final = self._finishing.is_set() or self._clock() >= deadline
@@ -294,7 +373,7 @@ class CommitmentService:
             in_spool: set[str] = set() if final else self._queued_here(unsettled)
             batch = [ref for ref in unsettled if ref.sop_instance_uid not in in_spool]
             rounds += 1 if batch else 0
-            for ref, reason in zip(batch, self._lookups.map(self._lookup, batch), strict=True):
+            for ref, reason in self._look_up(batch, alone).items():
                 if reason is None or reason == Status.CLASS_INSTANCE_CONFLICT:
                     settled[ref] = reason
                 else:
@@ -351,6 +430,57 @@ class CommitmentService:
             if not in_spool:
                 return  # uploaded: look them up now
 
+    def _look_up(self, batch: list[InstanceReference], alone: set[InstanceReference]) -> Verdicts:
+        """One round of lookups: the verdict or failure reason of each instance in ``batch``.
+
+        Instances of a study this process knows, two or more of them in the batch, are found
+        in one listing of that study's instances; the others are searched one by one. An
+        instance its study's listing did not settle (absent from it, or the listing failed) is
+        searched by itself, at once and in later rounds (it joins ``alone``), so its verdict is
+        the one a search by itself gives. The known study is a hint, not a fact: the store may
+        hold that SOP Instance UID under another study (stored before, or de-identified on the
+        way) or return shorter pages than asked, and a listing may fail for reasons of its own
+        (a store that refuses study-scoped searches); when the store itself is down, the
+        searches fail too and give their own failure reason. So the listings change no
+        verdict; they save requests. Up to ``_LOOKUPS_IN_PARALLEL`` requests run at once.
+        """
+        known = {} if self._known_studies is None else self._known_studies.studies_of(
+            ref.sop_instance_uid for ref in batch if ref not in alone
+        )
+        by_study, single = group_by_study(batch, known)
+        # Listings first (they settle the most per request), searches alongside them.
+        listings = [
+            self._lookups.submit(self._lookup_study, study, refs)
+            for study, refs in by_study.items()
+        ]
+        searches = [(ref, self._lookups.submit(self._lookup, ref)) for ref in single]
+        verdicts: Verdicts = {}
+        for listing in listings:
+            found, unlisted = listing.result()
+            verdicts.update(found)
+            alone.update(unlisted)
+            searches += [(ref, self._lookups.submit(self._lookup, ref)) for ref in unlisted]
+        verdicts.update((ref, search.result()) for ref, search in searches)
+        return verdicts
+
+    def _lookup_study(
+        self, study: str, refs: list[InstanceReference]
+    ) -> tuple[Verdicts, list[InstanceReference]]:
+        """Settle ``refs`` from the listing of ``study``; returns those it did not settle."""
+        listing = self._client.search(
+            ("studies", study, "instances"),
+            [("includefield", _SOP_CLASS_TAG)],
+            page_size=_STUDY_PAGE_SIZE,
+        )
+        try:
+            return settle_from_listing(refs, islice(listing, len(refs) * _STUDY_PAGE_SIZE))
+        except AdapterError as exc:
+            LOG.warning(
+                "QIDO listing of study %s failed: %s; its %d instances are searched one by one",
+                study, exc, len(refs),
+            )
+            return {}, refs
+
     def _lookup(self, ref: InstanceReference) -> int | None:
         """None when the store holds the instance with its class, else the FailureReason."""
         try:
@@ -362,10 +492,7 @@ class CommitmentService:
             return int(commitment_failure_reason(exc))
         if not results:
             return int(commitment_failure_reason(None))
-        classes = {_first_value(r, _SOP_CLASS_TAG) for r in results}
-        if ref.sop_class_uid in classes or classes == {None}:
-            return None
-        return int(Status.CLASS_INSTANCE_CONFLICT)
+        return verdict(ref, {_first_value(r, _SOP_CLASS_TAG) for r in results})
 
     def _report_settings(self) -> ReportSettings:
         """At shutdown, report associations time out within the shutdown window."""

@@ -9,8 +9,9 @@ from common.dicom.part10 import Part10Instance
 from common.lifecycle import Lifecycle
 from common.sinks import Origin
 from common.status import SUCCESS, DimseStatus
+from import_adapter.commitment.known_studies import KnownStudies
 from import_adapter.store import StoreRequest, StoreService
-from tests.support.samples import make_samples
+from tests.support.samples import SampleInstance, make_samples
 
 
 class Recording:
@@ -29,7 +30,10 @@ class Recording:
 
 
 def request_for(tmp_path: Path) -> StoreRequest:
-    (sample,) = make_samples(tmp_path / "incoming", ["explicit_le"])
+    return _request(make_samples(tmp_path / "incoming", ["explicit_le"])[0])
+
+
+def _request(sample: SampleInstance) -> StoreRequest:
     return StoreRequest(
         calling_aet="MODALITY",
         called_aet="IMPORTADAPTER",
@@ -61,3 +65,14 @@ def test_a_dataset_received_into_memory_has_no_file(tmp_path: Path) -> None:
     ((instance, origin),) = sink.delivered
     assert origin == Origin("MODALITY", None)
     assert instance.loaded is not None and not request.spool_path.exists()
+
+
+def test_the_study_of_each_received_instance_is_recorded_for_commitment(tmp_path: Path) -> None:
+    samples = make_samples(tmp_path / "incoming", ["explicit_le", "implicit_le"])
+    known = KnownStudies()
+    service = StoreService(Recording(), Lifecycle(), known_studies=known)
+    for sample in samples:
+        assert service.handle(_request(sample)) == SUCCESS
+    assert known.studies_of(s.sop_instance_uid for s in samples) == {
+        s.sop_instance_uid: s.study_uid for s in samples
+    }
