@@ -22,6 +22,7 @@ from import_adapter.commitment.service import CommitmentSettings
 from tests.integration.commitment_support import REQUESTER, Requester
 from tests.integration.spool_support import send_files, spool_settings
 from tests.support.adapters import IMPORT_AET, running_import_adapter
+from tests.support.http_fault_server import HttpFaultServer
 from tests.support.orthanc import OrthancServer
 from tests.support.samples import SampleInstance, make_corpus
 
@@ -146,3 +147,100 @@ def test_unknown_requester_and_bad_request_are_refused(
     with running_import_adapter(orthanc.dicomweb_url, commitment=_settings()) as adapter:
         _, status = scu.request(adapter.server.port, [("1.2.3", "4.5.6")])
     assert status == Status.PROCESSING_FAILURE  # COMMITSCU is not in the AET dictionary
+
+
+# -- lookups per study, counted on the wire ----------------------------------------------------
+
+
+def _qido_gets(proxy: HttpFaultServer) -> list[str]:
+    return [r.path for r in proxy.requests if r.method == "GET"]
+
+
+def test_instances_received_here_are_looked_up_once_per_study(
+    fresh_orthanc: Callable[..., OrthancServer],
+    fault_server: Callable[..., HttpFaultServer],
+    requester: Callable[..., Requester],
+    tmp_path: Path,
+) -> None:
+    """30 instances of 2 studies stored through the adapter: 2 study listings, not 30 searches.
+
+    One more instance, stored in Orthanc directly (as another replica would have), is unknown
+    to this adapter: it gets its own search. The QIDO-RS requests are counted by a proxy
+    between the adapter and Orthanc.
+    """
+    store = fresh_orthanc()
+    proxy = fault_server(upstream=store.http_url)
+    scu = requester()
+    corpus = make_corpus(tmp_path / "c", 30, studies=2)
+    studies = sorted({s.study_uid for s in corpus})
+    (elsewhere,) = make_corpus(tmp_path / "elsewhere", 1)
+    store.upload(elsewhere.path)
+    with running_import_adapter(
+        f"{proxy.url}/dicom-web", aet_dictionary=_dictionary(scu), commitment=_settings()
+    ) as adapter:
+        acked = send_files(adapter.server.port, [s.path for s in corpus])
+        assert set(acked.values()) == {Status.SUCCESS} and len(acked) == 30
+        proxy.reset()
+        transaction, status = scu.request(adapter.server.port, _refs([*corpus, elsewhere]))
+        assert status == Status.SUCCESS
+        event_type, info = scu.report()
+        gets = _qido_gets(proxy)
+    assert event_type == 1 and info.TransactionUID == transaction
+    assert "FailedSOPSequence" not in info
+    assert {i.ReferencedSOPInstanceUID for i in info.ReferencedSOPSequence} == {
+        s.sop_instance_uid for s in [*corpus, elsewhere]
+    }
+    listings = sorted(path for path in gets if "/instances?" in path and "/studies/" in path)
+    assert [path.split("/studies/")[1].split("/")[0] for path in listings] == studies
+    assert all("includefield=00080016" in path for path in listings)
+    searches = [path for path in gets if "/dicom-web/instances?" in path]
+    assert len(searches) == 1 and f"SOPInstanceUID={elsewhere.sop_instance_uid}" in searches[0]
+    assert len(gets) == 3
+
+
+def test_study_lookups_keep_the_per_instance_verdicts(
+    fresh_orthanc: Callable[..., OrthancServer],
+    fault_server: Callable[..., HttpFaultServer],
+    requester: Callable[..., Requester],
+    tmp_path: Path,
+) -> None:
+    """Listed with another SOP class -> 0x0119 from the listing; an instance received but
+    refused by the store (its study absent from Orthanc) is still searched by itself and
+    reported 0x0112; a stored one of the same study is committed."""
+    store = fresh_orthanc()
+    proxy = fault_server(upstream=store.http_url)
+    scu = requester()
+    corpus = make_corpus(tmp_path / "c", 4, kinds=("CT",), studies=1)
+    refused = make_corpus(tmp_path / "r", 2, kinds=("CT",), studies=1)
+    settings = replace(_settings(), wait=2.0)
+    with running_import_adapter(
+        f"{proxy.url}/dicom-web", aet_dictionary=_dictionary(scu), commitment=settings
+    ) as adapter:
+        assert set(send_files(adapter.server.port, [s.path for s in corpus]).values()) == {
+            Status.SUCCESS
+        }
+        proxy.fail_next(400, times=2, method="POST", body=b"refused")
+        statuses = send_files(adapter.server.port, [s.path for s in refused])
+        assert len(statuses) == 2 and Status.SUCCESS not in statuses.values()
+        proxy.reset()
+        mr = "1.2.840.10008.5.1.4.1.1.4"
+        refs = [*_refs(corpus[:3]), (mr, corpus[3].sop_instance_uid), *_refs(refused)]
+        _, status = scu.request(adapter.server.port, refs)
+        assert status == Status.SUCCESS
+        event_type, info = scu.report()
+        gets = _qido_gets(proxy)
+    assert event_type == 2
+    assert [i.ReferencedSOPInstanceUID for i in info.ReferencedSOPSequence] == [
+        s.sop_instance_uid for s in corpus[:3]
+    ]
+    failures = {i.ReferencedSOPInstanceUID: i.FailureReason for i in info.FailedSOPSequence}
+    assert failures == {
+        corpus[3].sop_instance_uid: Status.CLASS_INSTANCE_CONFLICT,
+        refused[0].sop_instance_uid: Status.NO_SUCH_OBJECT_INSTANCE,
+        refused[1].sop_instance_uid: Status.NO_SUCH_OBJECT_INSTANCE,
+    }
+    searched = {path.split("SOPInstanceUID=")[1].split("&")[0]
+                for path in gets if "/dicom-web/instances?" in path}
+    assert searched == {s.sop_instance_uid for s in refused}  # the stored study: listed only
+    first_listings = [path for path in gets if "/studies/" in path]
+    assert len(first_listings) == 2  # each study listed once, in the first round
