@@ -45,18 +45,16 @@ from common.dimse.aet_dictionary import AetDictionary
 from common.dimse.fast.commands import SubOperationCounts
 from common.dimse.fast.meta import read_file_meta
 from common.dimse.sender import SenderSettings, StoreSender
-from common.errors import (
-    AdapterError,
-    AssociationRejectedError,
-    PeerUnavailableError,
-)
+from common.errors import AdapterError
 from common.lifecycle import Lifecycle
 from common.metrics import NULL_IMPORT_OBSERVER, ImportObserver
 from common.status import (
     SUCCESS,
     DimseStatus,
     Status,
+    SubOperationAction,
     retrieve_status_for_error,
+    rule_for_error,
     too_many_instances_status,
 )
 from import_adapter.query.model import InformationModel, Level
@@ -454,17 +452,19 @@ class RetrieveService:
                             outcome.path
                         ).dataset_offset
                         status = sender.send(outcome.path, move_originator=move_originator)
-                    except (PeerUnavailableError, AssociationRejectedError) as exc:
-                        LOG.warning("%s: destination lost: %s", label, exc)
-                        lost = True
                     except Exception as exc:  # a sub-operation failure, never the move's
+                        # The peer failure table says whether the destination is gone
+                        # (unreachable, aborted, rejected) or only this instance failed.
+                        lost = rule_for_error(exc).sub_operation is SubOperationAction.LOST
                         LOG.warning(
-                            "%s: %s not sent: %s", label, outcome.ref.sop_instance_uid, exc,
+                            "%s: %s: %s", label,
+                            "destination lost" if lost else
+                            f"{outcome.ref.sop_instance_uid} not sent", exc,
                             exc_info=not isinstance(exc, AdapterError),
-                        )
+                        )  # fmt: skip
                 done = tally.record(status, size if status is not None else 0)
                 self._observer.cmove_sub_cstore(destination, done.size, done.ok)
-                if status is None or status.is_failure:
+                if not done.ok:
                     failed.append(outcome.ref.sop_instance_uid)
                 yield RetrieveUpdate(DimseStatus(Status.PENDING), counts(remaining=True))
         LOG.info(
