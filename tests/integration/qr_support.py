@@ -5,6 +5,7 @@
 - :class:`Pair`: two Orthancs loaded with the same files: ``backend`` (the adapter's DICOMweb
   store) and ``oracle`` (queried directly over DIMSE).
 - :func:`find_matches`: run ``findscu -X`` and return the response identifiers.
+- :func:`c_move`: a C-MOVE with pynetdicom, every response status dataset.
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelMove,
+)
 
 from common.auth import AuthConfig, AuthKind
 from common.dicomweb.address import parse_dicomweb_address
@@ -136,3 +142,36 @@ class ScriptedStoreSCP:
     def stop(self) -> None:
         """Stop listening."""
         self._server.shutdown()
+
+
+def c_move(port: int, keys: Dataset, destination: str, *,
+          model: str = StudyRootQueryRetrieveInformationModelMove,
+          cancel_after: int | None = None) -> list[Dataset]:
+    """C-MOVE with pynetdicom; returns every response status dataset."""
+    ae = AE(ae_title="MOVESCU")
+    ae.add_requested_context(model)
+    assoc = ae.associate(LOCALHOST, port, ae_title=ADAPTER_AET)
+    assert assoc.is_established
+    statuses = []
+    try:
+        for index, (status, identifier) in enumerate(
+            assoc.send_c_move(keys, destination, model, msg_id=7)
+        ):
+            if status is None:
+                break
+            if identifier is not None:
+                status.update(identifier)
+            statuses.append(status)
+            if cancel_after is not None and index + 1 == cancel_after:
+                assoc.send_c_cancel(7, query_model=model)
+    finally:
+        assoc.release()
+    return statuses
+
+
+def study_keys(uid: str) -> Dataset:
+    """C-MOVE/C-GET keys of one study."""
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    ds.StudyInstanceUID = uid
+    return ds
