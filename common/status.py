@@ -59,6 +59,7 @@ class Status(IntEnum):
     PROCESSING_FAILURE = 0x0110
     DUPLICATE_SOP_INSTANCE = 0x0111
     NO_SUCH_OBJECT_INSTANCE = 0x0112
+    INVALID_OBJECT_INSTANCE = 0x0117
     NO_SUCH_SOP_CLASS = 0x0118
     CLASS_INSTANCE_CONFLICT = 0x0119
     SOP_CLASS_NOT_SUPPORTED = 0x0122
@@ -705,18 +706,34 @@ def commitment_request_status(error: BaseException) -> DimseStatus:
     return DimseStatus(Status.PROCESSING_FAILURE, "Internal error in adapter")
 
 
+#: The general failures (PS3.7 C) a STOW-RS FailureReason may carry as they are.
+_GENERAL_STORAGE_FAILURES = frozenset({
+    Status.PROCESSING_FAILURE,
+    Status.DUPLICATE_SOP_INSTANCE,
+    Status.INVALID_OBJECT_INSTANCE,
+    Status.SOP_CLASS_NOT_SUPPORTED,
+    Status.NOT_AUTHORIZED,
+})
+#: The Storage failure ranges of PS3.4 B.2.3 besides Cannot Understand (0xCxxx).
+_STORAGE_FAILURE_RANGES = frozenset({
+    Status.OUT_OF_RESOURCES, Status.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+})
+
+
 def is_storage_failure_reason(code: int) -> bool:
     """Whether a STOW FailureReason is a storage failure code we can pass through unchanged."""
-    high = code & 0xFF00
-    return code in (0x0110, 0x0111, 0x0117, 0x0122, 0x0124, 0xC122) or high in (
-        0xA700,
-        0xA900,
-    ) or (code & 0xF000) == 0xC000
+    return (
+        code in _GENERAL_STORAGE_FAILURES
+        or (code & STATUS_RANGE_MASK) in _STORAGE_FAILURE_RANGES
+        or (code & STATUS_CLASS_MASK) == Status.CANNOT_UNDERSTAND
+    )
 
 
 def is_storage_warning_reason(code: int) -> bool:
     """Whether a STOW WarningReason is a storage warning code (0xB000, 0xB006, 0xB007...)."""
-    return (code & 0xF000) == 0xB000 or code == 0x0001
+    return (
+        code & STATUS_CLASS_MASK
+    ) == Status.COERCION_OF_DATA_ELEMENTS or code == Status.OPTIONAL_ATTRIBUTES_NOT_SUPPORTED
 
 
 def failure_table_markdown(rules: Iterable[FailureRule] = FAILURE_TABLE) -> str:
