@@ -132,7 +132,7 @@ def test_movescu_delivers_identical_instances_in_every_syntax(
         _assert_identical(received[sample.sop_instance_uid], sample.path)
 
 
-def test_same_instances_as_orthancs_ownc_move(
+def test_same_instances_as_orthancs_own_move(
     adapter: ImportAdapter, backend: OrthancServer, scps: dict[str, StoreSCP],
     data: dict[str, list[SampleInstance]], tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
@@ -275,7 +275,7 @@ def test_keyless_move_is_refused(adapter: ImportAdapter, scripted: ScriptedStore
     assert len(scripted.received) == before
 
 
-def test_cancel_stops_thec_move(adapter: ImportAdapter, scripted: ScriptedStoreSCP,
+def test_cancel_stops_the_move(adapter: ImportAdapter, scripted: ScriptedStoreSCP,
                                data: dict[str, list[SampleInstance]]) -> None:
     corpus = data["corpus"]
     before = len(scripted.received)
