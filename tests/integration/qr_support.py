@@ -103,47 +103,6 @@ def find_matches(
     return dcmtk.read_responses(out), result
 
 
-class ScriptedStoreSCP:
-    """A pynetdicom C-STORE SCP answering each instance with a scripted status (default 0).
-
-    ``statuses`` maps SOP Instance UIDs to the status to answer; received UIDs are recorded,
-    with the calling AE title of the association each came on (``callers``) and the Move
-    Originator AE title and message ID of its C-STORE-RQ (``originators``).
-    """
-
-    def __init__(self, aet: str = "SCRIPTED", statuses: dict[str, int] | None = None) -> None:
-        from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
-
-        self.aet = aet
-        self.port = free_port()
-        self.statuses = dict(statuses or {})
-        self.received: list[str] = []
-        self.callers: list[str] = []
-        self.originators: list[tuple[str | None, int | None]] = []
-        self._ae = AE(ae_title=aet)
-        for cx in AllStoragePresentationContexts:
-            self._ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-
-        def on_store(event: Any) -> int:
-            uid = str(event.request.AffectedSOPInstanceUID)
-            self.received.append(uid)
-            self.callers.append(str(event.assoc.requestor.ae_title).strip())
-            request = event.request
-            originator = request.MoveOriginatorApplicationEntityTitle
-            self.originators.append(
-                (str(originator).strip() if originator else None, request.MoveOriginatorMessageID)
-            )
-            return self.statuses.get(uid, 0x0000)
-
-        self._server = self._ae.start_server(
-            (LOCALHOST, self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
-        )
-
-    def stop(self) -> None:
-        """Stop listening."""
-        self._server.shutdown()
-
-
 def c_move(port: int, keys: Dataset, destination: str, *,
           model: str = StudyRootQueryRetrieveInformationModelMove,
           cancel_after: int | None = None) -> list[Dataset]:

@@ -23,7 +23,6 @@ from import_adapter.app import ImportAdapter
 from tests.integration.qr_support import (
     ADAPTER_AET,
     LOCALHOST,
-    ScriptedStoreSCP,
     c_move,
     start_adapter,
     study_keys,
@@ -34,6 +33,7 @@ from tests.support.http_fault_server import HttpFaultServer
 from tests.support.orthanc import OrthancServer
 from tests.support.ports import free_port
 from tests.support.samples import SampleInstance, make_corpus, make_samples
+from tests.support.scripted_pacs import ScriptedPacs
 
 
 @pytest.fixture(scope="module")
@@ -68,15 +68,15 @@ def backend(data: dict[str, list[SampleInstance]],
 
 
 @pytest.fixture(scope="module")
-def scripted() -> Iterator[ScriptedStoreSCP]:
-    server = ScriptedStoreSCP()
+def scripted() -> Iterator[ScriptedPacs]:
+    server = ScriptedPacs()
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
 def adapter(backend: OrthancServer, scps: dict[str, StoreSCP],
-            scripted: ScriptedStoreSCP) -> Iterator[ImportAdapter]:
+            scripted: ScriptedPacs) -> Iterator[ImportAdapter]:
     destinations = [
         ("ALLSCP", LOCALHOST, scps["ALL"].port),
         ("PLAINSCP", LOCALHOST, scps["PLAIN"].port),
@@ -227,7 +227,7 @@ def test_destination_refusing_compressed_syntaxes_gets_decompressed_pixels(
 
 
 def test_destination_warnings_and_failures(
-    adapter: ImportAdapter, scripted: ScriptedStoreSCP, data: dict[str, list[SampleInstance]]
+    adapter: ImportAdapter, scripted: ScriptedPacs, data: dict[str, list[SampleInstance]]
 ) -> None:
     """One instance answered 0xA700, one 0xB000: the move goes on; final 0xB000 with the
     failed UID, Completed/Failed/Warning counted."""
@@ -244,7 +244,7 @@ def test_destination_warnings_and_failures(
 
 
 def test_every_sub_operation_failing_is_a702(
-    adapter: ImportAdapter, scripted: ScriptedStoreSCP, data: dict[str, list[SampleInstance]]
+    adapter: ImportAdapter, scripted: ScriptedPacs, data: dict[str, list[SampleInstance]]
 ) -> None:
     sample = data["samples"][0]
     scripted.statuses[sample.sop_instance_uid] = 0xA700
@@ -265,7 +265,7 @@ def test_destination_down_fails(adapter: ImportAdapter,
     assert statuses[0].Status == 0xA801  # pynetdicom: cannot associate with the destination
 
 
-def test_keyless_move_is_refused(adapter: ImportAdapter, scripted: ScriptedStoreSCP) -> None:
+def test_keyless_move_is_refused(adapter: ImportAdapter, scripted: ScriptedPacs) -> None:
     keys = Dataset()
     keys.QueryRetrieveLevel = "STUDY"
     keys.StudyInstanceUID = ""
@@ -275,7 +275,7 @@ def test_keyless_move_is_refused(adapter: ImportAdapter, scripted: ScriptedStore
     assert len(scripted.received) == before
 
 
-def test_cancel_stops_the_move(adapter: ImportAdapter, scripted: ScriptedStoreSCP,
+def test_cancel_stops_the_move(adapter: ImportAdapter, scripted: ScriptedPacs,
                                data: dict[str, list[SampleInstance]]) -> None:
     corpus = data["corpus"]
     before = len(scripted.received)

@@ -11,13 +11,14 @@ every instance (stored, dead-lettered, kept) and how often the PACS was asked mu
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import pydicom
 import pytest
 from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from common.status import PROCESSING_FAILURE_ATTEMPTS, Status
 from import_adapter.app import ImportAdapter
@@ -65,10 +66,15 @@ def instances(tmp_path_factory: pytest.TempPathFactory) -> list[SampleInstance]:
     return [*cts, mr]
 
 
+def _ct_pacs(script: Mapping[str, Sequence[int]] | None = None) -> ScriptedPacs:
+    """The PACS of these tests: it takes CT Image Storage only (no context for MR)."""
+    return ScriptedPacs(script, aet="PACS", sop_classes=[CTImageStorage])
+
+
 def _routing(pacs: ScriptedPacs) -> RoutingConfig:
     rules = [{
         "filter": "",
-        "dicom_destination": {"name": pacs.ae_title, "host": "127.0.0.1", "port": pacs.port},
+        "dicom_destination": {"name": pacs.aet, "host": "127.0.0.1", "port": pacs.port},
     }]  # fmt: skip
     return RoutingConfig(parse_destination_config(json.dumps(rules), source="test"), None, False)
 
@@ -130,6 +136,7 @@ def _decision(uid: str, pacs: ScriptedPacs, dead: set[str], kept: set[str]) -> s
 
 
 def _attempts(pacs: ScriptedPacs, uids: list[str]) -> dict[str, int]:
+    """C-STOREs the PACS received per instance."""
     return {uid: pacs.count(uid) for uid in uids}
 
 
@@ -176,7 +183,7 @@ def test_peer_answers_get_the_same_decision_from_spool_and_export(
 
     # The spool (auto-ack: the SCU is answered at once, the queue decides).
     spool = tmp_path / "spool"
-    with ScriptedPacs(script) as pacs, spooling_to(pacs, fault_server, spool) as adapter:
+    with _ct_pacs(script) as pacs, spooling_to(pacs, fault_server, spool) as adapter:
         sent = send_files(adapter.server.port, [s.path for s in instances])
         assert set(sent.values()) == {Status.SUCCESS} and len(sent) == len(instances)
         wait_until(lambda: not queued_files(spool), timeout=30, message="spool settled")
@@ -199,8 +206,8 @@ def test_peer_answers_get_the_same_decision_from_spool_and_export(
     topic, subscription = pubsub_emulator.new_topic_and_subscription("peer-answers")
     dlq_topic, dlq_subscription = pubsub_emulator.new_topic_and_subscription("peer-answers-dlq")
     dead_count = sum(1 for decision in expected.values() if decision == DEAD)
-    with ScriptedPacs(script) as pacs, running_adapter(
-        subscription, orthanc, dimse_peer(pacs.ae_title, pacs.port), dead_letter_topic=dlq_topic
+    with _ct_pacs(script) as pacs, running_adapter(
+        subscription, orthanc, dimse_peer(pacs.aet, pacs.port), dead_letter_topic=dlq_topic
     ) as exporter:
         publish_all(pubsub_emulator, topic, [bare_notification(s) for s in instances])
         wait_counters(
@@ -236,14 +243,14 @@ def test_c_move_sub_operations_follow_the_same_table(
     cts, mr = instances[:9], instances[9]
     uid = [s.sop_instance_uid for s in cts]
     orthanc.upload_all(s.path for s in instances)
-    with ScriptedPacs(_script(uid)) as pacs:
+    with _ct_pacs(_script(uid)) as pacs:
         adapter = start_adapter(
-            orthanc.dicomweb_url, destinations=[(pacs.ae_title, LOCALHOST, pacs.port)]
+            orthanc.dicomweb_url, destinations=[(pacs.aet, LOCALHOST, pacs.port)]
         )
         try:
-            statuses = c_move(adapter.server.port, study_keys(cts[0].study_uid), pacs.ae_title)
+            statuses = c_move(adapter.server.port, study_keys(cts[0].study_uid), pacs.aet)
             pacs.refuse_calling = True
-            rejected = c_move(adapter.server.port, study_keys(cts[0].study_uid), pacs.ae_title)
+            rejected = c_move(adapter.server.port, study_keys(cts[0].study_uid), pacs.aet)
         finally:
             adapter.stop()
     final = statuses[-1]
@@ -296,7 +303,7 @@ def test_a_rejected_association_keeps_the_work_on_both_paths(
                 yield
 
     spool = tmp_path / "spool"
-    with ScriptedPacs() as pacs, spooling_to(pacs, fault_server, spool) as adapter:
+    with _ct_pacs() as pacs, spooling_to(pacs, fault_server, spool) as adapter:
         with rejecting(pacs):
             sent = send_files(adapter.server.port, [s.path for s in samples])
             assert set(sent.values()) == {Status.SUCCESS}
@@ -309,8 +316,8 @@ def test_a_rejected_association_keeps_the_work_on_both_paths(
     orthanc.upload_all(s.path for s in samples)
     topic, subscription = pubsub_emulator.new_topic_and_subscription("peer-rejects")
     dlq_topic, _ = pubsub_emulator.new_topic_and_subscription("peer-rejects-dlq")
-    with ScriptedPacs() as pacs, running_adapter(
-        subscription, orthanc, dimse_peer(pacs.ae_title, pacs.port), dead_letter_topic=dlq_topic
+    with _ct_pacs() as pacs, running_adapter(
+        subscription, orthanc, dimse_peer(pacs.aet, pacs.port), dead_letter_topic=dlq_topic
     ) as exporter:
         with rejecting(pacs):
             publish_all(pubsub_emulator, topic, [bare_notification(s) for s in samples])
@@ -353,7 +360,7 @@ def test_an_scu_waiting_for_the_spool_is_answered_what_the_table_says(
         cts[0].sop_instance_uid: [Status.CANNOT_UNDERSTAND],
         cts[1].sop_instance_uid: [Status.ELEMENTS_DISCARDED],
     }
-    with ScriptedPacs(script) as pacs, spooling_to(
+    with _ct_pacs(script) as pacs, spooling_to(
         pacs, fault_server, tmp_path / "spool", auto_ack=False
     ) as adapter:
         port = adapter.server.port

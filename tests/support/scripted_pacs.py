@@ -1,8 +1,11 @@
 """A PACS whose answers a test scripts: a pynetdicom Storage SCP on loopback, on a free port.
 
-It takes CT Image Storage only (any other SOP class gets no presentation context), answers each
-C-STORE with the next status scripted for its SOP Instance UID (Success once the script is used
-up), and can reject associations: rejected-permanent (calling AE title not recognized) while
+It listens from construction until :meth:`ScriptedPacs.stop` (or the end of a ``with`` block).
+Each C-STORE is answered with what :attr:`ScriptedPacs.statuses` holds for its SOP Instance UID:
+one status (answered every time), or a list of statuses answered in turn (Success once it is
+used up); Success for an instance not listed. It takes every storage SOP class in every
+transfer syntax, or only ``sop_classes`` (any other class then gets no presentation context),
+and can reject associations: rejected-permanent (calling AE title not recognized) while
 :attr:`ScriptedPacs.refuse_calling` is set, rejected-transient (local limit exceeded) while a
 test holds its only association (:meth:`ScriptedPacs.holding_the_only_association`).
 """
@@ -10,45 +13,66 @@ test holds its only association (:meth:`ScriptedPacs.holding_the_only_associatio
 from __future__ import annotations
 
 import threading
-from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from pynetdicom import AE, evt
-from pynetdicom.sop_class import (  # type: ignore[attr-defined]
-    CTImageStorage,
-    Verification,
-)
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from common.status import SUCCESS, DimseStatus
 from tests.support.ports import free_port
 
-_UNCOMPRESSED = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
+LOCALHOST = "127.0.0.1"
 
 
 class ScriptedPacs:
-    """A Storage SCP whose statuses, refused SOP classes and rejections are scripted.
+    """A Storage SCP whose statuses, SOP classes and association rejections are scripted.
 
     Attributes:
-        attempts: C-STOREs received, by SOP Instance UID (every try counts).
-        stored: SOP Instance UIDs answered with success or a warning, in order.
+        statuses: SOP Instance UID -> a status, or the statuses to answer in turn (mutable).
+        received: SOP Instance UIDs of every C-STORE, in order (every try counts).
+        stored: those answered with success or a warning.
+        callers: the calling AE title of the association each C-STORE came on.
+        originators: the Move Originator AE title and message ID of each C-STORE-RQ.
         rejected: associations rejected so far.
     """
 
     def __init__(
-        self, statuses: Mapping[str, Sequence[int]] | None = None, *, ae_title: str = "PACS"
+        self,
+        statuses: Mapping[str, int | Sequence[int]] | None = None,
+        *,
+        aet: str = "SCRIPTED",
+        sop_classes: Sequence[str] | None = None,
     ) -> None:
-        self.ae_title = ae_title
+        self.aet = aet
         self.port = free_port()
-        self.attempts: Counter[str] = Counter()
+        self.statuses: dict[str, int | list[int]] = {
+            uid: status if isinstance(status, int) else list(status)
+            for uid, status in (statuses or {}).items()
+        }
+        self.received: list[str] = []
         self.stored: list[str] = []
+        self.callers: list[str] = []
+        self.originators: list[tuple[str | None, int | None]] = []
         self.rejected = 0
-        self._script = {uid: list(codes) for uid, codes in (statuses or {}).items()}
         self._lock = threading.Lock()
-        self.ae = AE(ae_title=ae_title)
-        self.ae.add_supported_context(CTImageStorage, _UNCOMPRESSED)
+        self.ae = AE(ae_title=aet)
+        self.ae.maximum_associations = 10
+        classes = sop_classes or [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts]
+        for sop_class in classes:
+            self.ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
         self.ae.add_supported_context(Verification)
-        self._server: Any = None
+        server = self.ae.start_server(
+            (LOCALHOST, self.port),
+            block=False,
+            evt_handlers=[
+                (evt.EVT_C_STORE, self._on_store),
+                (evt.EVT_REJECTED, self._on_rejected),
+            ],
+        )
+        assert server is not None  # block=False returns the running server
+        self._server = server
 
     # -- scripted behaviour ----------------------------------------------------------------
 
@@ -67,7 +91,7 @@ class ScriptedPacs:
         self.ae.maximum_associations = 1
         holder = AE(ae_title="HOLDER")
         holder.add_requested_context(Verification)
-        assoc = holder.associate("127.0.0.1", self.port, ae_title=self.ae_title)
+        assoc = holder.associate(LOCALHOST, self.port, ae_title=self.aet)
         assert assoc.is_established, "the holding association was not accepted"
         try:
             yield
@@ -78,17 +102,28 @@ class ScriptedPacs:
     def count(self, uid: str) -> int:
         """C-STOREs received for one instance so far."""
         with self._lock:
-            return self.attempts[uid]
+            return self.received.count(uid)
 
     # -- server ------------------------------------------------------------------------------
 
+    def _next_status(self, uid: str) -> int:
+        script = self.statuses.get(uid)
+        if isinstance(script, int):
+            return script
+        return script.pop(0) if script else int(SUCCESS.code)
+
     def _on_store(self, event: Any) -> int:
         uid = str(event.request.AffectedSOPInstanceUID)
+        request = event.request
+        originator = request.MoveOriginatorApplicationEntityTitle
         with self._lock:
-            self.attempts[uid] += 1
-            script = self._script.get(uid)
-            status = script.pop(0) if script else 0x0000
-            if status == 0x0000 or (status & 0xF000) == 0xB000:
+            self.received.append(uid)
+            self.callers.append(str(event.assoc.requestor.ae_title).strip())
+            self.originators.append(
+                (str(originator).strip() if originator else None, request.MoveOriginatorMessageID)
+            )
+            status = self._next_status(uid)
+            if not DimseStatus(status).is_failure:
                 self.stored.append(uid)
         return status
 
@@ -96,17 +131,12 @@ class ScriptedPacs:
         with self._lock:
             self.rejected += 1
 
+    def stop(self) -> None:
+        """Stop listening."""
+        self._server.shutdown()
+
     def __enter__(self) -> ScriptedPacs:
-        self.ae.maximum_associations = 10
-        self._server = self.ae.start_server(
-            ("127.0.0.1", self.port),
-            block=False,
-            evt_handlers=[
-                (evt.EVT_C_STORE, self._on_store),
-                (evt.EVT_REJECTED, self._on_rejected),
-            ],
-        )
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
+        self.stop()
