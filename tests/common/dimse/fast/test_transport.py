@@ -24,6 +24,7 @@ from common.dimse.fast.transport import (
     ReleaseRequestedError,
     abort_pdu,
     max_pdv_data,
+    message_pdus,
     pdata_pdus,
     release_pdu,
 )
@@ -83,6 +84,20 @@ def test_file_stream_matches_pynetdicom(
     # pynetdicom needs a finite PDU size; 0 means "ours", i.e. 1 MiB fragments.
     expected = b"".join(_pynetdicom_pdus(dataset, max_pdu or (1 << 20)))
     assert bytes(received) == expected
+
+
+@pytest.mark.parametrize("max_pdu", [16384, 1000])
+@pytest.mark.parametrize("size", [1, 999, 40000])
+def test_message_matches_pynetdicom(max_pdu: int, size: int) -> None:
+    dataset = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    command = CStoreRq(1, CT, "1.2.3").encode()
+    message = message_pdus(3, command, dataset, max_pdv_data(max_pdu))
+    assert message == b"".join(_pynetdicom_pdus(dataset, max_pdu))
+
+
+def test_message_without_dataset_is_its_command_alone() -> None:
+    command = CEchoRq(4).encode()
+    assert message_pdus(1, command, None, 10) == b"".join(pdata_pdus(1, command, True, 10))
 
 
 def test_reader_reassembles_fragments_across_pdus(
