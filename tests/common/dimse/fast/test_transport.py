@@ -6,7 +6,6 @@ import io
 import socket
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 from pynetdicom.dimse_messages import C_STORE_RQ
@@ -30,14 +29,6 @@ from common.dimse.fast.transport import (
 )
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
-
-
-@pytest.fixture
-def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    a, b = socket.socketpair()
-    yield a, b
-    a.close()
-    b.close()
 
 
 def _pynetdicom_pdus(dataset: bytes, max_pdu: int) -> list[bytes]:
