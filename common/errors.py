@@ -112,19 +112,11 @@ class TranscodeError(DatasetError):
 
 
 class DimseError(AdapterError):
-    """An association we requested failed.
-
-    Attributes:
-        transient: whether the same request may succeed if tried again later.
-    """
-
-    transient: bool = False
+    """An association we requested failed."""
 
 
 class PeerUnavailableError(DimseError):
     """The peer cannot be reached, or the association was aborted or timed out."""
-
-    transient = True
 
 
 class PeerRejectedError(DimseError):
@@ -146,7 +138,6 @@ class AssociationRejectedError(PeerRejectedError):
         self.permanent = permanent
         self.source = source
         self.reason = reason
-        self.transient = not permanent
 
 
 class NoAcceptableContextError(PeerRejectedError):
