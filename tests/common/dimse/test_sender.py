@@ -1,16 +1,19 @@
-"""StoreSender beyond one association's 128 presentation contexts (a pynetdicom SCP as the peer)."""
+"""StoreSender, a pynetdicom SCP as the peer: past 128 contexts; a file sent with its meta."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, StoragePresentationContexts, evt
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
+import common.dimse.sender as sender_module
 from common.dicom.reference import InstanceReference
+from common.dimse.fast.meta import FileMeta, read_file_meta
 from common.dimse.sender import MAX_CONTEXTS, PeerAddress, SenderSettings, StoreSender
 from import_adapter.retrieve.plan import COMMON_SYNTAXES, destination_pairs
 from tests.support.ports import free_port
@@ -55,3 +58,37 @@ def test_every_class_of_a_move_is_delivered_past_the_context_budget(tmp_path: Pa
         server.shutdown()
     assert all(status.is_success for status in statuses)
     assert received == CLASSES
+
+
+def test_a_file_sent_with_its_meta_is_not_read_for_it_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A C-MOVE's prefetcher has read the meta: the sender takes it as given.
+    sop_class = CLASSES[0]
+    path = write_minimal_instance(tmp_path / "one.dcm", sop_class, "SENDER")
+    meta = read_file_meta(path)
+
+    def no_second_read(_path: Path) -> FileMeta:
+        raise AssertionError("the file meta was read again")
+
+    monkeypatch.setattr(sender_module, "read_file_meta", no_second_read)
+    received: list[str] = []
+
+    def on_store(event: Any) -> int:
+        received.append(str(event.request.AffectedSOPInstanceUID))
+        return 0x0000
+
+    ae = AE(ae_title="DEST")
+    ae.add_supported_context(sop_class, [ExplicitVRLittleEndian])
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False,
+                             evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert server is not None
+    sender = StoreSender(PeerAddress("DEST", "127.0.0.1", port), SenderSettings("MOVER"))
+    try:
+        status = sender.send(path, meta=meta)
+    finally:
+        sender.close()
+        server.shutdown()
+    assert status.is_success
+    assert received == [meta.sop_instance_uid]
