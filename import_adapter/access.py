@@ -33,13 +33,13 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.config_source import parse_json
 from common.dimse.ae_title import validate_ae_title
 from common.errors import ConfigError
 from common.status import DimseStatus, not_authorized_status, service_disabled_status
@@ -256,12 +256,7 @@ def parse_access_policy(
     )
     rules = dict.fromkeys(Service, default)
     if text is not None:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(
-                f"{source} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-            ) from exc
+        data = parse_json(text, source)
         if not isinstance(data, dict):
             raise ConfigError(f'{source} must be a JSON object like {{"store": {{...}}}}')
         names = {s.value: s for s in Service}

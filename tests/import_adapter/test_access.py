@@ -10,6 +10,7 @@ import pytest
 
 import import_adapter.access as access_module
 from common.dimse.fast.scp import Admission, PeerInfo
+from common.errors import ConfigError
 from common.status import SUCCESS, DimseStatus, Status
 from import_adapter.access import (
     AccessPolicy,
@@ -117,3 +118,8 @@ def test_the_requester_address_is_parsed_once_per_association(
     ]
     assert stored == ["10.0.0.5"] * 3
     assert parsed == ["10.0.0.5", "11.0.0.5"]  # once per association, not per C-STORE
+
+
+def test_a_policy_that_is_not_json_is_refused_with_where() -> None:
+    with pytest.raises(ConfigError, match=r"policy.json is not valid JSON \(line 2, column 1"):
+        parse_access_policy('{"store":\n}', source="policy.json")
