@@ -140,6 +140,17 @@ def test_instance_without_a_file_to_take_over_is_copied_with_its_own_meta(
     assert copy.read_bytes()[: len(instance.meta)] == instance.meta
 
 
+def test_instance_without_a_file_is_written_once_for_several_queues(tmp_path: Path) -> None:
+    spool = spool_at(tmp_path / "s")
+    instance = check_instance(received(tmp_path / "elsewhere"))
+    name = spool.commit(instance, Origin("SCU1"), [DEST_A.key, DEST_B.key])
+    whole = b"".join(instance.iter_chunks())
+    first, second = (spool.layout.queue(key) / name for key in (DEST_A.key, DEST_B.key))
+    assert first.read_bytes() == whole and first.samefile(second)
+    assert list(spool.layout.staging.iterdir()) == []  # committed
+    assert spool.queued_bytes == len(whole)
+
+
 def test_no_destination_is_refused(tmp_path: Path) -> None:
     spool = spool_at(tmp_path / "s")
     request = received(spool.layout.incoming)
