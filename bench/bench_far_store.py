@@ -46,6 +46,11 @@ Run from the repository root, best in a private network namespace like the tests
     unshare -n -- bash -c 'ip link set lo up && python -m bench.bench_far_store'
     python -m bench.bench_far_store --small 50 --large 2 --rtts 0,50     # a quick run
     python -m bench.bench_far_store --tls tls --adapter-arg=--upload_concurrency=32
+    python -m bench.bench_far_store --small 0 --repeat 3   # large only, medians of 3
+
+``--repeat N`` runs the whole list of phases N times over, interleaved (so a slow minute of a
+noisy machine hits every row alike), prints every run, then each row's median with the range of
+its per-repetition ratios.
 
 It exits non-zero only when a phase failed to deliver.
 """
@@ -62,6 +67,7 @@ import platform
 import shlex
 import shutil
 import ssl
+import statistics
 import sys
 import tempfile
 import time
@@ -272,6 +278,7 @@ class Result:
     far_cpu_s: float = 0.0
     proxy: dict[str, int] = field(default_factory=dict)
     error: str = ""
+    repetition: int = 0
 
     @property
     def key(self) -> tuple[str, bool, str, int, int]:
@@ -362,11 +369,52 @@ class Bench:
         self._serial = 0
 
     def ceiling(self, result: Result) -> Result | None:
-        """The same row at 0 ms in this run, if there is one (and it is not this one)."""
+        """The same row at 0 ms in this run and repetition, if there is one (not this one)."""
         for other in self.results:
-            if other.key == result.key and other.rtt_ms == 0 and other is not result:
+            if (
+                other.key == result.key
+                and other.repetition == result.repetition
+                and other.rtt_ms == 0
+                and other is not result
+            ):
                 return other if not other.error else None
         return None
+
+    def medians(self) -> list[tuple[Result, Result | None, tuple[float, float]]]:
+        """Each row's median over its repetitions, its 0 ms median, and its ratios' range.
+
+        The median row takes the median SCU and stored seconds of the repetitions that did not
+        fail; the range is the lowest and highest stored ratio of one repetition to the 0 ms
+        row of the same repetition.
+        """
+        rows: dict[tuple[Any, ...], list[Result]] = {}
+        for result in self.results:
+            if not result.error:
+                rows.setdefault((*result.key, result.rtt_ms), []).append(result)
+        merged: dict[tuple[Any, ...], Result] = {}
+        for row_key, runs in rows.items():
+            first = runs[0]
+            merged[row_key] = Result(
+                first.corpus, first.tls, first.rtt_ms, first.mode, first.streams, first.variant,
+                first.sent, first.nbytes, ok=first.ok, stored=first.stored,
+                scu_seconds=statistics.median(r.scu_seconds for r in runs),
+                stored_seconds=statistics.median(r.stored_seconds for r in runs),
+                peak_rss_mb=max((r.peak_rss_mb or 0.0 for r in runs), default=None),
+                adapter_cpu_s=statistics.median(r.adapter_cpu_s or 0.0 for r in runs),
+                far_cpu_s=statistics.median(r.far_cpu_s for r in runs),
+                proxy=first.proxy,
+            )  # fmt: skip
+        summary = []
+        for row_key, median in merged.items():
+            ceiling = merged.get((*row_key[:-1], 0.0)) if median.rtt_ms else None
+            ratios = [
+                r.stored_rate / c.stored_rate
+                for r in rows[row_key]
+                if (c := self.ceiling(r)) is not None and c.stored_rate
+            ]
+            spread = (min(ratios), max(ratios)) if ratios else (0.0, 0.0)
+            summary.append((median, ceiling, spread))
+        return summary
 
     @contextmanager
     def _orthanc(self) -> Iterator[OrthancServer]:
@@ -404,9 +452,19 @@ class Bench:
             time.sleep(POLL)
 
     def run(
-        self, corpus: Corpus, tls: bool, rtt: float, mode: str, streams: int, variant: int
+        self,
+        corpus: Corpus,
+        tls: bool,
+        rtt: float,
+        mode: str,
+        streams: int,
+        variant: int,
+        repetition: int = 0,
     ) -> Result:
-        result = Result(corpus.name, tls, rtt, mode, streams, variant, corpus.count, corpus.nbytes)
+        result = Result(
+            corpus.name, tls, rtt, mode, streams, variant, corpus.count, corpus.nbytes,
+            repetition=repetition,
+        )  # fmt: skip
         self._serial += 1
         try:
             with (
@@ -547,6 +605,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="CPUs for the far store (Orthanc, the WAN model); the adapter and the SCUs get the "
         "others: the store is another machine in the field (default: all share all CPUs)",
     )  # fmt: skip
+    parser.add_argument(
+        "--repeat", type=int, default=1,
+        help="run every phase this many times, interleaved, and print each row's median (1)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the results here as JSON")
     parser.add_argument("--orthanc-dir", type=Path, help="where Orthancs store (the work dir)")
     parser.add_argument("--workdir", type=Path, help="where corpora and servers live (tmp)")
@@ -559,6 +621,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("counts must be >= 0, --large-mb and --window-mib > 0")
     if min(args.associations) < 1:
         parser.error("--associations: numbers >= 1")
+    if args.repeat < 1:
+        parser.error("--repeat: a number >= 1")
     cpus = os.sched_getaffinity(0)
     if args.store_cpus and not (args.store_cpus < cpus):
         parser.error(f"--store-cpus: a proper subset of this process's CPUs {sorted(cpus)}")
@@ -615,9 +679,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"variant v{index}: {shlex.join(flags) or '(default flags)'}")
         for corpus in corpora:
             print(f"\n{corpus.name}: {corpus.describe()}\n{HEADER}", flush=True)
-            for tls, rtt, mode, streams, variant in phases(args, len(variants)):
-                result = bench.run(corpus, tls, rtt, mode, streams, variant)
-                print(format_row(result, bench.ceiling(result)), flush=True)
+            for repetition in range(args.repeat):  # interleaved: drifts hit every row alike
+                for tls, rtt, mode, streams, variant in phases(args, len(variants)):
+                    result = bench.run(corpus, tls, rtt, mode, streams, variant, repetition)
+                    print(format_row(result, bench.ceiling(result)), flush=True)
+        if args.repeat > 1:
+            print(
+                f"\nmedians over {args.repeat} repetitions (range: the lowest and highest "
+                f"stored x0ms of one repetition against its own 0 ms row)\n{HEADER}  range"
+            )
+            for median, ceiling, (low, high) in bench.medians():
+                spread = f"  {low:.2f}-{high:.2f}" if median.rtt_ms else ""
+                print(format_row(median, ceiling) + spread)
         env = environment(args, variants)
         print(f"\nenvironment: {json.dumps(env)}")
         print(
@@ -635,6 +708,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "environment": env,
                 "corpora": {c.name: {"instances": c.count, "bytes": c.nbytes} for c in corpora},
                 "results": [r.as_json(bench.ceiling(r)) for r in bench.results],
+                "medians": [
+                    {**median.as_json(ceiling), "stored_ratio_range": [low, high]}
+                    for median, ceiling, (low, high) in bench.medians()
+                ],
             }
             args.json.write_text(json.dumps(report, indent=2) + "\n")
     finally:

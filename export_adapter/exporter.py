@@ -27,7 +27,7 @@ from common.errors import AdapterError, ShuttingDownError
 from common.lifecycle import Lifecycle
 from common.metrics import NULL_EXPORT_OBSERVER, ExportObserver
 from common.sinks import InstanceSink
-from common.status import DimseStatus
+from common.status import DimseStatus, ExportAction, rule_for_store_status
 from export_adapter.counters import ExportCounters
 from export_adapter.deadletter import DeadLetterError, DeadLetterSink
 from export_adapter.errors import PeerRefusedInstanceError
@@ -174,7 +174,7 @@ class Exporter:
             status = self._sink.deliver(fetched.instance, fetched.origin)
         finally:
             path.unlink(missing_ok=True)
-        if status.is_failure:
+        if rule_for_store_status(status).export is not ExportAction.ACK:  # the peer table's
             raise PeerRefusedInstanceError(status, self._sink.describe())
         return status, fetched
 

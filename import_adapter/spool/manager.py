@@ -71,7 +71,7 @@ def _recovered_entry(path: Path, receipt: Receipt | None) -> QueueEntry:
         meta = read_file_meta(path)
         size = path.stat().st_size
     except (MalformedDatasetError, OSError):  # dead-lettered by its upload attempt
-        return QueueEntry(path.name, "", "", receipt)
+        return QueueEntry(path.name, "", "", receipt, recovered=True)
     try:
         with path.open("rb") as fp:
             fp.seek(meta.dataset_offset)
@@ -80,8 +80,9 @@ def _recovered_entry(path: Path, receipt: Receipt | None) -> QueueEntry:
     except (MalformedDatasetError, OSError):  # unknown study: sent alone, its upload judges it
         study = ""
     return QueueEntry(
-        path.name, meta.sop_instance_uid, meta.sop_class_uid, receipt, study=study, size=size
-    )
+        path.name, meta.sop_instance_uid, meta.sop_class_uid, receipt, study=study, size=size,
+        recovered=True,
+    )  # fmt: skip
 
 
 class SpoolManager:

@@ -151,6 +151,9 @@ class QueueEntry:
     ``study`` and ``size`` decide which entries may share a batch ('' and 0 when unknown: such
     an entry goes alone). ``solo``: the store refused it inside a batch, or refused a batch as
     a whole; from then on it is sent alone, so that its own answer decides its fate.
+    ``recovered``: found in the spool at start (or by a rescan), not received by this process:
+    its upload may have been under way when the last one stopped, so the store may hold it
+    already (see :meth:`Uploader.upload`'s ``maybe_stored``).
     """
 
     name: str
@@ -161,6 +164,7 @@ class QueueEntry:
     study: str = field(compare=False, default="")
     size: int = field(compare=False, default=0)
     solo: bool = field(compare=False, default=False)
+    recovered: bool = field(compare=False, default=False)
 
 
 class DestinationQueue:
@@ -347,7 +351,7 @@ class DestinationQueue:
                 results: list[UploadResult | None]
                 try:
                     if len(paths) == 1:
-                        results = [uploader.upload(paths[0])]
+                        results = [uploader.upload(paths[0], maybe_stored=entries[0].recovered)]
                     else:
                         results = list(uploader.upload_batch(paths))
                 except Exception as exc:  # an uploader bug must not kill the worker

@@ -43,8 +43,13 @@ _HTTP_NOT_FOUND = 404
 class Uploader(Protocol):
     """Sends spooled files to one destination (one instance per worker thread)."""
 
-    def upload(self, path: Path) -> UploadResult:
-        """Send one spooled Part 10 file; never raises for a failed upload."""
+    def upload(self, path: Path, *, maybe_stored: bool = False) -> UploadResult:
+        """Send one spooled Part 10 file; never raises for a failed upload.
+
+        ``maybe_stored``: the destination may hold this very instance already (a file found in
+        the spool at start, whose upload may have been under way when the process stopped), so
+        a refusal because it exists is checked before it counts as a conflict.
+        """
         ...
 
     def upload_batch(self, paths: Sequence[Path]) -> list[UploadResult | None]:
@@ -140,12 +145,14 @@ class StowUploader:
         # Shared by the destination's uploaders (the spool's wiring passes one per destination).
         self._unconfirmed = unconfirmed if unconfirmed is not None else UnconfirmedStores()
 
-    def upload(self, path: Path) -> UploadResult:
+    def upload(self, path: Path, *, maybe_stored: bool = False) -> UploadResult:
         """STOW-RS the file; on 409 (or 0x0111) delete and store again when overwriting."""
         try:
             instance = spooled_instance(path)
         except (AdapterError, OSError) as exc:
             return result_for_error(exc, self._retry_codes)
+        if maybe_stored:  # as if its last upload had ended unanswered (it may have, in a
+            self._unconfirmed.add(instance.sop_instance_uid)  # process that stopped since)
         result = self._upload(instance)
         if result.kind in (Kind.DONE, Kind.DEAD):
             self._unconfirmed.discard(instance.sop_instance_uid)
@@ -280,8 +287,12 @@ class CStoreUploader:
     def __init__(self, destination: DimseDestination, settings: SenderSettings) -> None:
         self._sender = StoreSender(destination.peer, settings)
 
-    def upload(self, path: Path) -> UploadResult:
-        """C-STORE the file (converted if the peer refuses its transfer syntax)."""
+    def upload(self, path: Path, *, maybe_stored: bool = False) -> UploadResult:
+        """C-STORE the file (converted if the peer refuses its transfer syntax).
+
+        ``maybe_stored`` changes nothing here: a DIMSE peer answers a C-STORE of an instance it
+        holds itself (most store it again or answer a warning).
+        """
         try:
             status = self._sender.send(path)
         except (AdapterError, OSError) as exc:

@@ -37,7 +37,7 @@ class Fetcher:
             destination, sop_class_uid="1.2.840.10008.5.1.4.1.1.7", sop_instance_uid="1.4",
             transfer_syntax_uid="1.2.840.10008.1.2.1", offset=0,
         )
-        return FetchedInstance(destination, 10, part10)
+        return FetchedInstance(part10)
 
 
 class Sink:

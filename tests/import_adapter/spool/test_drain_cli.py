@@ -23,7 +23,7 @@ from tests.support.http_fault_server import HttpFaultServer
 class Refusing:
     """An uploader for a store that cannot be reached."""
 
-    def upload(self, path: Path) -> UploadResult:
+    def upload(self, path: Path, *, maybe_stored: bool = False) -> UploadResult:
         return UploadResult(Kind.UNREACHABLE, DimseStatus(Status.PROCESSING_FAILURE), "down")
 
     def close(self) -> None:

@@ -54,7 +54,7 @@ class BatchStore:
             self.requests.append([_uid(path) for path in paths])
             return self.whole.pop(0) if self.whole else None
 
-    def upload(self, path: Path) -> UploadResult:
+    def upload(self, path: Path, *, maybe_stored: bool = False) -> UploadResult:
         whole = self._record([path])
         if whole is not None:
             return whole

@@ -54,7 +54,7 @@ class FarStore:
         # start).
         self.together = threading.Barrier(len(self.script)) if together and script else None
 
-    def upload(self, path: Path) -> UploadResult:
+    def upload(self, path: Path, *, maybe_stored: bool = False) -> UploadResult:
         with self.lock:
             self.in_flight += 1
             self.peak = max(self.peak, self.in_flight)

@@ -140,6 +140,17 @@ def test_instance_without_a_file_to_take_over_is_copied_with_its_own_meta(
     assert copy.read_bytes()[: len(instance.meta)] == instance.meta
 
 
+def test_instance_without_a_file_is_written_once_for_several_queues(tmp_path: Path) -> None:
+    spool = spool_at(tmp_path / "s")
+    instance = check_instance(received(tmp_path / "elsewhere"))
+    name = spool.commit(instance, Origin("SCU1"), [DEST_A.key, DEST_B.key])
+    whole = b"".join(instance.iter_chunks())
+    first, second = (spool.layout.queue(key) / name for key in (DEST_A.key, DEST_B.key))
+    assert first.read_bytes() == whole and first.samefile(second)
+    assert list(spool.layout.staging.iterdir()) == []  # committed
+    assert spool.queued_bytes == len(whole)
+
+
 def test_no_destination_is_refused(tmp_path: Path) -> None:
     spool = spool_at(tmp_path / "s")
     request = received(spool.layout.incoming)
@@ -193,20 +204,26 @@ class ScriptedUploader:
     def __init__(self, script: list[UploadResult], seen: list[str]) -> None:
         self.script = script
         self.seen = seen
+        self.maybe_stored: list[bool] = []
         self.lock = threading.Lock()
 
-    def upload(self, path: Path) -> UploadResult:
+    def upload(self, path: Path, *, maybe_stored: bool = False) -> UploadResult:
         with self.lock:
             self.seen.append(path.name)
+            self.maybe_stored.append(maybe_stored)
             return self.script.pop(0) if self.script else UploadResult(Kind.DONE, SUCCESS)
 
     def close(self) -> None:
         pass
 
 
-def _manager(root: Path, script: list[UploadResult], seen: list[str], **upload: object) -> (
-    SpoolManager
-):
+def _manager(
+    root: Path,
+    script: list[UploadResult],
+    seen: list[str],
+    uploader: ScriptedUploader | None = None,
+    **upload: object,
+) -> SpoolManager:
     settings = SpoolSettings(
         root, auto_ack=True, limits=SpoolLimits(min_free_bytes=0),
         upload=UploadSettings(
@@ -214,8 +231,8 @@ def _manager(root: Path, script: list[UploadResult], seen: list[str], **upload: 
             rescan_interval=0.05, **{"batch": BatchSettings.off(), **upload},  # type: ignore[arg-type]
         ),
     )
-    uploader = ScriptedUploader(script, seen)
-    return SpoolManager(settings, [DEST_A], lambda _d: lambda: uploader)
+    scripted = uploader if uploader is not None else ScriptedUploader(script, seen)
+    return SpoolManager(settings, [DEST_A], lambda _d: lambda: scripted)
 
 
 def _submit(manager: SpoolManager, receipt: Receipt | None = None) -> StoreRequest:
@@ -228,6 +245,30 @@ def _drained(manager: SpoolManager) -> None:
     deadline = time.monotonic() + 5
     while manager.queue(DEST_A.key).depth and time.monotonic() < deadline:
         time.sleep(0.01)
+
+
+def test_a_file_found_at_start_is_uploaded_as_maybe_stored(tmp_path: Path) -> None:
+    """Its upload may have been under way when the last process stopped (see StowUploader)."""
+    refused = UploadResult(Kind.UNREACHABLE, DimseStatus(Status.PROCESSING_FAILURE), "refused")
+    first = ScriptedUploader([refused] * 1000, [])
+    manager = _manager(tmp_path / "s", [], [], first)
+    manager.start()
+    try:
+        _submit(manager)
+        deadline = time.monotonic() + 5
+        while not first.maybe_stored and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        manager.stop()
+    assert first.maybe_stored and not any(first.maybe_stored)  # received by this process
+    second = ScriptedUploader([], [])
+    manager = _manager(tmp_path / "s", [], [], second)
+    manager.start()
+    try:
+        _drained(manager)
+    finally:
+        manager.stop()
+    assert second.maybe_stored == [True]
 
 
 def test_unreachable_does_not_use_up_retries_and_order_is_kept(tmp_path: Path) -> None:

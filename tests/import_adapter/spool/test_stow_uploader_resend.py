@@ -165,3 +165,17 @@ def test_unconfirmed_stores_are_bounded() -> None:
     assert "1" not in own and "2" in own and "3" in own and len(own) == 2
     own.discard("2")
     assert len(own) == 1
+
+
+def test_a_file_found_in_the_spool_answered_409_is_looked_up_and_done(
+    entry: Path, transport: HttpTransport
+) -> None:
+    """Recovered at start, its upload may have been under way when the last process stopped."""
+    release = threading.Event()
+    responder = _store(_uid(entry), stall_first_post=False, qido_found=True, release=release)
+    with RawHttpServer(responder) as server:
+        unconfirmed, new_uploader = _uploaders(server, transport)
+        result = new_uploader().upload(entry, maybe_stored=True)
+        assert result.kind is Kind.DONE and result.status.code == Status.SUCCESS
+        assert _methods(server) == ["POST", "GET"]
+        assert _uid(entry) not in unconfirmed
