@@ -413,7 +413,7 @@ REFUSED_FOR_NOW = FailureRule(
     "failure 0xA7xx Refused: Out of Resources", Status.OUT_OF_RESOURCES, True, False, _RETRY,
     _NACK, sub_operation=_FAILED,
 )
-#: 0x0110 Processing Failure is PS3.7 C.4's general failure: it says nothing about why. PACSs
+#: 0x0110 Processing Failure is PS3.7 Annex C's general failure: it says nothing about why. PACSs
 #: answer it for a fault of their own that passes (a database or file system hiccup) as well
 #: as for an instance they will never take, so neither "retry" nor "give up" fits alone: a few
 #: attempts (:data:`PROCESSING_FAILURE_ATTEMPTS`) let the passing fault heal without retrying a
@@ -426,7 +426,7 @@ PROCESSING_FAILED = FailureRule(
 )
 #: 0xA9xx Data Set does not match SOP Class and 0xCxxx Cannot Understand (PS3.4 B.2.3) are
 #: verdicts on the instance: the same bytes get the same answer. So are the other failures
-#: (PS3.7 C: 0x0111 duplicate, 0x0117 invalid instance, 0x0122 SOP class not supported,
+#: (PS3.7 Annex C: 0x0111 duplicate, 0x0117 invalid instance, 0x0122 SOP class not supported,
 #: 0x0124 not authorized for this instance): dead-lettered at once.
 REFUSED = FailureRule(
     "failure 0xA9xx Data Set does not match SOP Class, 0xCxxx Cannot Understand, any other "
@@ -454,7 +454,7 @@ PEER_BUSY = FailureRule(
 #: context not supported...), or a TLS certificate we do not trust: permanent until someone
 #: changes a configuration, for every instance alike, the instance not at fault. As for HTTP
 #: 401/403 the work is kept (the spool used to dead-letter its whole queue after a few retries
-#: each; without ``--dead_letter_topic`` the export adapter would ack messages away): the
+#: each; a dead letter without ``--dead_letter_topic`` is a message acked away): the
 #: destination waits; an SCU waiting for its upload is answered at once (a wait cannot help).
 PEER_REFUSED_ASSOCIATION = FailureRule(
     "DIMSE peer rejected the association, rejected-permanent (AE title not recognized...), or "
