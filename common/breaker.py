@@ -65,6 +65,7 @@ from common.errors import (
 )
 from common.http import Transport, redact_url
 from common.metrics import NULL_BREAKER_OBSERVER, BreakerObserver
+from common.retry import RetryPolicy
 
 LOG = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ class CircuitBreaker:
         observer: BreakerObserver = NULL_BREAKER_OBSERVER,
         *,
         clock: Callable[[], float] = time.monotonic,
+        wait: Callable[[threading.Event, float], bool] = threading.Event.wait,
     ) -> None:
         #: The root, without credentials: for logs, error messages and metric labels.
         self.name = name
@@ -135,6 +137,7 @@ class CircuitBreaker:
         self._probe = probe
         self._observer = observer
         self._clock = clock
+        self._wait = wait  # (shutdown event, seconds) -> whether shutdown came first
         self._lock = threading.Lock()
         self._failures = 0  # in a row, while closed
         self._opened_at: float | None = None
@@ -242,8 +245,14 @@ class CircuitBreaker:
         )
 
     def _run_probes(self) -> None:
-        delay = self._settings.probe_initial_delay
-        while not self._shutdown.wait(delay * random.uniform(0.9, 1.1)):
+        schedule = RetryPolicy(
+            initial_delay=self._settings.probe_initial_delay,
+            max_delay=self._settings.probe_max_delay,
+        ).backoff()
+        for delay in schedule:
+            # Jitter: the breakers of several replicas do not probe a store in step.
+            if self._wait(self._shutdown, delay * random.uniform(0.9, 1.1)):
+                return
             failure = self._probe_once()
             if failure is None:
                 self._close_circuit()
@@ -251,7 +260,6 @@ class CircuitBreaker:
             with self._lock:
                 self._last_error = failure
             LOG.debug("DICOMweb store %s still unreachable: %s", self.name, failure)
-            delay = min(self._settings.probe_max_delay, delay * 2)
 
     def _probe_once(self) -> str | None:
         """None when the store answered, else why not."""

@@ -1,10 +1,15 @@
-"""JSON configuration given the reference adapter's three ways: a file, inline, or an env var."""
+"""JSON configuration given the reference adapter's three ways: a file, inline, or an env var.
+
+:func:`parse_json` parses any of them with the one error message that says where.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from common.errors import ConfigError
 
@@ -53,3 +58,21 @@ class JsonSource:
         if value is not None and value.strip():
             return value, self.env_var
         return None
+
+
+def parse_json(text: str, source: str) -> Any:
+    """The JSON value of a configuration text.
+
+    Args:
+        text: the JSON.
+        source: where it came from, for the error message (a flag, a file, a variable).
+
+    Raises:
+        ConfigError: the text is not valid JSON (the message gives line and column).
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{source} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from exc

@@ -17,7 +17,7 @@ ever see these::
     │   └── UidMismatchError        command set and dataset disagree on a UID
     │   └── TranscodeError          the dataset cannot be converted to the syntax needed
     ├── DimseError                  an association we requested did not do what we asked
-    │   ├── PeerUnavailableError    cannot connect, association aborted or timed out (transient)
+    │   ├── PeerUnavailableError    cannot connect, association aborted or timed out
     │   └── PeerRejectedError       association rejected, or no acceptable presentation context
     │       ├── AssociationRejectedError  A-ASSOCIATE-RJ: result (permanent?), source, reason
     │       └── NoAcceptableContextError  accepted, but no context for this SOP class
@@ -29,9 +29,10 @@ ever see these::
     │   └── DicomwebResponseError   the server answered 2xx with a body we cannot understand
     └── ShuttingDownError           the service is draining and takes no new work
 
-What a DICOMweb failure means (transient or not, retried at once, its DIMSE status, what the
-spool and the export adapter do) is decided by one table, ``common.status.FAILURE_TABLE``;
-these classes only say what happened.
+What a failure means (transient or not, retried at once, its DIMSE status, what the spool, the
+export adapter and a C-MOVE/C-GET do) is decided by the failure tables of :mod:`common.status`
+(``FAILURE_TABLE`` for DICOMweb, ``PEER_FAILURE_TABLE`` for a DIMSE peer and a peer's answer
+about an instance); these classes only say what happened.
 """
 
 from __future__ import annotations
@@ -112,19 +113,11 @@ class TranscodeError(DatasetError):
 
 
 class DimseError(AdapterError):
-    """An association we requested failed.
-
-    Attributes:
-        transient: whether the same request may succeed if tried again later.
-    """
-
-    transient: bool = False
+    """An association we requested failed."""
 
 
 class PeerUnavailableError(DimseError):
     """The peer cannot be reached, or the association was aborted or timed out."""
-
-    transient = True
 
 
 class PeerRejectedError(DimseError):
@@ -146,7 +139,6 @@ class AssociationRejectedError(PeerRejectedError):
         self.permanent = permanent
         self.source = source
         self.reason = reason
-        self.transient = not permanent
 
 
 class NoAcceptableContextError(PeerRejectedError):

@@ -69,6 +69,15 @@ def escape(text: str) -> str:
     return "".join(map(_escape_char, text))
 
 
+def peer_label(ae_title: str, address: str, port: int) -> str:
+    """A DIMSE peer as logs and error messages name it: ``AE@address:port``, escaped.
+
+    An empty AE title (a requestor whose association request has not been read yet) is
+    written ``-``.
+    """
+    return escape(f"{ae_title or '-'}@{address}:{port}")
+
+
 def escape_block(text: str) -> str:
     """:func:`escape` for multi-line text (a traceback): its line feeds are kept."""
     return "\n".join(escape(line) for line in text.split("\n"))

@@ -6,7 +6,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -36,14 +36,24 @@ class RetryPolicy:
     budget: float = 30.0
     multiplier: float = 2.0
 
+    def backoff(self) -> Iterator[float]:
+        """The nominal delays without end: ``initial_delay`` growing to ``max_delay`` (no jitter).
+
+        For a caller whose waiting ends otherwise than by the budget (a deadline, shutdown).
+        """
+        delay = self.initial_delay
+        while True:
+            yield delay
+            delay = min(self.max_delay, delay * self.multiplier)
+
     def delays(self) -> list[float]:
         """The nominal delay schedule within the budget (without jitter)."""
         out: list[float] = []
-        delay, total = self.initial_delay, 0.0
-        while total + delay <= self.budget:
+        total = 0.0
+        backoff = self.backoff()
+        while total + (delay := next(backoff)) <= self.budget:
             out.append(delay)
             total += delay
-            delay = min(self.max_delay, delay * self.multiplier)
         return out
 
 
@@ -70,7 +80,7 @@ def call_with_retry(
     circuit breaker opens, so that the next attempt fails fast.
     """
     start = time.monotonic()
-    delay = policy.initial_delay
+    delays = policy.backoff()
     attempt = 1
     while True:
         try:
@@ -78,7 +88,7 @@ def call_with_retry(
         except DicomwebError as exc:
             if not is_retried_at_once(exc):
                 raise
-            wait = delay * random.uniform(0.8, 1.2)
+            wait = next(delays) * random.uniform(0.8, 1.2)
             if isinstance(exc, DicomwebHttpError) and exc.retry_after is not None:
                 wait = max(wait, exc.retry_after)
             elapsed = time.monotonic() - start
@@ -91,7 +101,6 @@ def call_with_retry(
                 on_retry(exc)
             if _wait(wait, stop, wake):
                 raise
-            delay = min(policy.max_delay, delay * policy.multiplier)
             attempt += 1
 
 

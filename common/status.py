@@ -21,6 +21,7 @@ from enum import Enum, IntEnum
 from pydicom.dataset import Dataset
 
 from common.errors import (
+    AssociationRejectedError,
     AuthError,
     CommitmentRequestError,
     DicomwebConnectionError,
@@ -28,8 +29,11 @@ from common.errors import (
     DicomwebHttpError,
     DicomwebResponseError,
     DicomwebTimeoutError,
+    DimseError,
     InvalidIdentifierError,
     MalformedDatasetError,
+    NoAcceptableContextError,
+    PeerRejectedError,
     RoutingError,
     ShuttingDownError,
     SpoolError,
@@ -44,6 +48,10 @@ class Status(IntEnum):
     """Named DIMSE status codes used by this adapter."""
 
     SUCCESS = 0x0000
+    # General warnings (PS3.7 Annex C)
+    OPTIONAL_ATTRIBUTES_NOT_SUPPORTED = 0x0001
+    ATTRIBUTE_LIST_ERROR = 0x0107
+    ATTRIBUTE_VALUE_OUT_OF_RANGE = 0x0116
     PENDING = 0xFF00
     PENDING_WITH_WARNINGS = 0xFF01
     CANCEL = 0xFE00
@@ -51,6 +59,7 @@ class Status(IntEnum):
     PROCESSING_FAILURE = 0x0110
     DUPLICATE_SOP_INSTANCE = 0x0111
     NO_SUCH_OBJECT_INSTANCE = 0x0112
+    INVALID_OBJECT_INSTANCE = 0x0117
     NO_SUCH_SOP_CLASS = 0x0118
     CLASS_INSTANCE_CONFLICT = 0x0119
     SOP_CLASS_NOT_SUPPORTED = 0x0122
@@ -76,6 +85,17 @@ class Status(IntEnum):
     DUPLICATE_TRANSACTION_UID = 0x0131
     RESOURCE_LIMITATION = 0x0213
 
+
+#: The code of a status range such as "0xA7xx" is the code with its low byte masked off; a
+#: class of statuses such as "0xBxxx" or "0xCxxx" keeps only the high nibble (PS3.7 C.1).
+STATUS_RANGE_MASK = 0xFF00
+STATUS_CLASS_MASK = 0xF000
+#: The general warnings of PS3.7 Annex C that are not in the 0xBxxx class.
+_GENERAL_WARNINGS = frozenset({
+    Status.OPTIONAL_ATTRIBUTES_NOT_SUPPORTED,
+    Status.ATTRIBUTE_LIST_ERROR,
+    Status.ATTRIBUTE_VALUE_OUT_OF_RANGE,
+})
 
 #: The longest Error Comment (LO) a status dataset may carry.
 _MAX_COMMENT = 64
@@ -113,7 +133,9 @@ class DimseStatus:
     @property
     def is_warning(self) -> bool:
         """True for a warning status (0x0001, 0x0107, 0x0116, 0xBxxx)."""
-        return self.code in (0x0001, 0x0107, 0x0116) or (self.code & 0xF000) == 0xB000
+        return self.code in _GENERAL_WARNINGS or (
+            self.code & STATUS_CLASS_MASK
+        ) == Status.COERCION_OF_DATA_ELEMENTS
 
     @property
     def is_failure(self) -> bool:
@@ -173,9 +195,28 @@ class ExportAction(Enum):
     DEAD_LETTER = "dead-letter"
 
 
+class SubOperationAction(Enum):
+    """What a C-MOVE/C-GET makes of a C-STORE sub-operation that ended so (PS3.4 C.4.2.1.4)."""
+
+    #: counted as completed.
+    COMPLETED = "completed"
+    #: stored, counted as a warning (the final status is then 0xB000).
+    WARNING = "warning"
+    #: counted as failed (its UID in the Failed SOP Instance UID List, for the SCU to ask
+    #: again); the next instance is sent.
+    FAILED = "failed, next one sent"
+    #: the destination is gone: this one and every one left are counted as failed, without
+    #: sending them.
+    LOST = "failed with all the rest"
+
+
 @dataclass(frozen=True)
 class FailureRule:
-    """One row of the failure table: what one DICOMweb outcome means on every path.
+    """One row of a failure table: what one outcome means on every path.
+
+    The rows of :data:`FAILURE_TABLE` are DICOMweb outcomes; those of
+    :data:`PEER_FAILURE_TABLE` are a peer's answer about one instance and the failures of a
+    DIMSE peer we send to.
 
     Attributes:
         outcome: the outcome, as the README names it.
@@ -185,9 +226,18 @@ class FailureRule:
             instance or the request itself).
         retried: retried at once, with capped backoff, within the request's retry budget
             (``--stow_retry_budget`` for a C-STORE, ``--dicomweb_retry_budget`` for the
-            export adapter's requests) before the outcome is final.
+            export adapter's requests) before the outcome is final. For a DIMSE peer (no
+            retry loop of its own): an SCU waiting for the spool's upload keeps waiting while
+            the spool tries again; when off, a destination-wide outcome (*treat as
+            unreachable*) answers the waiting SCU at once.
         spool: what the durable spool does with the upload.
         export: what the export adapter does with the message.
+        attempts: at most this many attempts in all, on the paths that try again (the spool's
+            *retry with backoff*, the export adapter's *nack*), then the failure is final
+            (dead-letter); None: each path's own bound
+            (``--persistent_file_upload_retry_amount``; Pub/Sub's redelivery).
+        sub_operation: what a C-MOVE/C-GET sub-operation that ended so counts as (None: not
+            a sub-operation's outcome).
         http: the HTTP statuses of the row.
         http_class: 4 or 5 for the row taking the 4xx or 5xx statuses no other row names.
         comment: the Error Comment, ``{what}`` standing for the request ("store", "search");
@@ -203,6 +253,8 @@ class FailureRule:
     http: frozenset[int] = frozenset()
     http_class: int | None = None
     comment: str = ""
+    attempts: int | None = None
+    sub_operation: SubOperationAction | None = None
 
 
 _RETRY, _PAUSE, _UNREACHABLE, _DEAD = (
@@ -215,25 +267,6 @@ _NACK, _DEAD_LETTER = ExportAction.NACK, ExportAction.DEAD_LETTER
 # origin server answers, 503 meaning "busy") and Google's "Request latency and error handling
 # best practices" for the Cloud Healthcare API (a 4xx about the request is a final state;
 # 408, 429 and 5xx server errors are retried with exponential backoff, honouring Retry-After).
-STORED = FailureRule(
-    "200/202, instance in ReferencedSOPSequence", Status.SUCCESS, False, False,
-    SpoolAction.DONE, ExportAction.ACK,
-)
-STORED_WITH_WARNING = FailureRule(
-    "200/202, instance with WarningReason (e.g. coercion)", Status.COERCION_OF_DATA_ELEMENTS,
-    False, False, SpoolAction.DONE, ExportAction.ACK,
-)
-#: Out of Resources (0xA7xx) from the store or a DIMSE peer is a condition of the receiver, not
-#: a verdict on the instance (PS3.4 B.2.3): kept for a later try, on every path.
-REFUSED_FOR_NOW = FailureRule(
-    "instance in FailedSOPSequence (or a DIMSE peer's answer) with a 0xA7xx reason",
-    Status.OUT_OF_RESOURCES, True, False, _RETRY, _NACK,
-)
-REFUSED = FailureRule(
-    "instance in FailedSOPSequence (or a DIMSE peer's answer) with another reason "
-    "(0x0110 when none), or missing from the STOW response",
-    Status.PROCESSING_FAILURE, False, False, _DEAD, _DEAD_LETTER,
-)
 #: 401/403 say the credentials or their permissions are wrong, for every instance alike: a
 #: configuration fix heals them, the instance is not at fault. The spool used to dead-letter
 #: (every queued instance, within seconds) and the export adapter nacked: both now keep the
@@ -323,13 +356,10 @@ OTHER_FAILURE = FailureRule(
 )
 
 #: The failure table: every DICOMweb outcome, what it means for a C-STORE, the spool and the
-#: export adapter. :func:`rule_for_error`, :func:`rule_for_http` and
-#: :func:`rule_for_store_status` pick a row; the README's table is :func:`failure_table_markdown`.
+#: export adapter. :func:`rule_for_error` and :func:`rule_for_http` pick a row; the README's
+#: table is :func:`failure_table_markdown`. A store's answer about each instance is a row of
+#: :data:`PEER_FAILURE_TABLE`.
 FAILURE_TABLE: tuple[FailureRule, ...] = (
-    STORED,
-    STORED_WITH_WARNING,
-    REFUSED_FOR_NOW,
-    REFUSED,
     UNAUTHORIZED,
     CONFLICT,
     TOO_LARGE,
@@ -344,6 +374,118 @@ FAILURE_TABLE: tuple[FailureRule, ...] = (
     MALFORMED_RESPONSE,
     CREDENTIALS,
     OTHER_FAILURE,
+)
+
+
+# -- The peer failure table ------------------------------------------------------------------
+# A peer's answer about one instance (a DIMSE peer's C-STORE response status, or the
+# FailureReason/WarningReason of a STOW-RS response, which uses the Storage statuses of
+# PS3.4 B.2.3), then what can go wrong with a DIMSE peer we send to (PS3.8). Same shape as the
+# failure table; the consumers: the spool's destination queues (STOW-RS and C-STORE uploads),
+# the export adapter (its C-STORE or STOW-RS peer), C-MOVE/C-GET sub-operations. The status is
+# what the SCU waiting for the spool's upload is answered (a peer's answer is passed on as it
+# came; the row's status names its range).
+
+#: How many attempts in all a 0x0110 Processing Failure gets (see :data:`PROCESSING_FAILED`).
+PROCESSING_FAILURE_ATTEMPTS = 3
+
+_COMPLETED, _WARNING, _FAILED, _LOST = (
+    SubOperationAction.COMPLETED, SubOperationAction.WARNING, SubOperationAction.FAILED,
+    SubOperationAction.LOST,
+)
+
+STORED = FailureRule(
+    "0x0000 Success (STOW-RS: the instance in ReferencedSOPSequence)", Status.SUCCESS, False,
+    False, SpoolAction.DONE, ExportAction.ACK, sub_operation=_COMPLETED,
+)
+#: A warning says the instance *was* stored (PS3.4 B.2.3: coerced, not matching its SOP class,
+#: elements discarded): done on every path, the warning passed on to the SCU.
+STORED_WITH_WARNING = FailureRule(
+    "warning 0xB000 Coercion of Data Elements, 0xB006 Elements Discarded, 0xB007 Data Set does "
+    "not match SOP Class (any 0xBxxx, 0x0001, 0x0107, 0x0116; STOW-RS: a WarningReason)",
+    Status.COERCION_OF_DATA_ELEMENTS, False, False, SpoolAction.DONE, ExportAction.ACK,
+    sub_operation=_WARNING,
+)
+#: 0xA7xx Refused: Out of Resources (PS3.4 B.2.3) is a state of the receiver (disk, licence,
+#: load), not a verdict on the instance: tried again later on every path. A C-MOVE counts the
+#: sub-operation failed and goes on (its SCU may ask again for the failed UIDs).
+REFUSED_FOR_NOW = FailureRule(
+    "failure 0xA7xx Refused: Out of Resources", Status.OUT_OF_RESOURCES, True, False, _RETRY,
+    _NACK, sub_operation=_FAILED,
+)
+#: 0x0110 Processing Failure is PS3.7 Annex C's general failure: it says nothing about why. PACSs
+#: answer it for a fault of their own that passes (a database or file system hiccup) as well
+#: as for an instance they will never take, so neither "retry" nor "give up" fits alone: a few
+#: attempts (:data:`PROCESSING_FAILURE_ATTEMPTS`) let the passing fault heal without retrying a
+#: poison instance forever. A STOW-RS failure without a FailureReason, or an instance missing
+#: from the answer, is 0x0110 too and treated alike. Both paths used to dead-letter it at once.
+PROCESSING_FAILED = FailureRule(
+    "failure 0x0110 Processing Failure (STOW-RS: also a failure without a reason, or the "
+    "instance missing from the answer)", Status.PROCESSING_FAILURE, True, False, _RETRY, _NACK,
+    attempts=PROCESSING_FAILURE_ATTEMPTS, sub_operation=_FAILED,
+)
+#: 0xA9xx Data Set does not match SOP Class and 0xCxxx Cannot Understand (PS3.4 B.2.3) are
+#: verdicts on the instance: the same bytes get the same answer. So are the other failures
+#: (PS3.7 Annex C: 0x0111 duplicate, 0x0117 invalid instance, 0x0122 SOP class not supported,
+#: 0x0124 not authorized for this instance): dead-lettered at once.
+REFUSED = FailureRule(
+    "failure 0xA9xx Data Set does not match SOP Class, 0xCxxx Cannot Understand, any other "
+    "failure (0x0111, 0x0122, 0x0124...)", Status.CANNOT_UNDERSTAND, False, False, _DEAD,
+    _DEAD_LETTER, sub_operation=_FAILED,
+)
+#: A DIMSE peer that cannot be reached, or dropped the association (PS3.8 7.3: an A-ABORT, a
+#: closed connection or a timeout says nothing about the instance): the destination waits with
+#: capped backoff and is probed, the entry keeps its retries, an SCU waiting for the upload
+#: keeps waiting; a C-MOVE/C-GET has lost its destination. As a DICOMweb connection failure.
+PEER_UNREACHABLE = FailureRule(
+    "DIMSE peer unreachable: connection refused/reset, connect/association/DIMSE timeout, "
+    "association aborted or closed (A-ABORT)", Status.PROCESSING_FAILURE, True, True,
+    _UNREACHABLE, _NACK, comment="DIMSE destination unreachable", sub_operation=_LOST,
+)
+#: A-ASSOCIATE-RJ rejected-transient (PS3.8 7.1.1.7; reasons such as temporary congestion or
+#: local limit exceeded, 9.3.4): the peer says "later", as a DICOMweb 503. Treated as
+#: unreachable; Out of Resources tells an SCU to try again later.
+PEER_BUSY = FailureRule(
+    "DIMSE peer rejected the association, rejected-transient (congestion, local limit "
+    "exceeded)", Status.OUT_OF_RESOURCES, True, True, _UNREACHABLE, _NACK,
+    comment="DIMSE destination busy, retry later", sub_operation=_LOST,
+)
+#: A-ASSOCIATE-RJ rejected-permanent (calling or called AE title not recognized, application
+#: context not supported...), or a TLS certificate we do not trust: permanent until someone
+#: changes a configuration, for every instance alike, the instance not at fault. As for HTTP
+#: 401/403 the work is kept (the spool used to dead-letter its whole queue after a few retries
+#: each; a dead letter without ``--dead_letter_topic`` is a message acked away): the
+#: destination waits; an SCU waiting for its upload is answered at once (a wait cannot help).
+PEER_REFUSED_ASSOCIATION = FailureRule(
+    "DIMSE peer rejected the association, rejected-permanent (AE title not recognized...), or "
+    "its TLS certificate is not trusted", Status.PROCESSING_FAILURE, True, False, _UNREACHABLE,
+    _NACK, comment="DIMSE destination rejected the association", sub_operation=_LOST,
+)
+#: The association was accepted without a presentation context for the instance's SOP class
+#: (PS3.8 9.3.3.2: abstract syntax not supported; a transfer syntax refused alone is handled
+#: by converting the instance): the peer does not take this kind of object, however often it
+#: is asked. Dead-lettered on every path (the spool used to retry it, the export adapter
+#: dead-lettered it); a C-MOVE/C-GET sends the other instances.
+NO_PRESENTATION_CONTEXT = FailureRule(
+    "DIMSE peer accepted no presentation context for the instance's SOP class",
+    Status.SOP_CLASS_NOT_SUPPORTED, False, False, _DEAD, _DEAD_LETTER,
+    comment="DIMSE destination does not take this SOP class", sub_operation=_FAILED,
+)
+
+#: The peer failure table: a peer's answer about one instance and a DIMSE peer's failures, what
+#: they mean for the spool, the export adapter and C-MOVE/C-GET sub-operations.
+#: :func:`rule_for_store_status` and :func:`rule_for_error` pick a row; the README's table is
+#: :func:`peer_failure_table_markdown`.
+PEER_FAILURE_TABLE: tuple[FailureRule, ...] = (
+    STORED,
+    STORED_WITH_WARNING,
+    REFUSED_FOR_NOW,
+    PROCESSING_FAILED,
+    REFUSED,
+    PEER_UNREACHABLE,
+    PEER_BUSY,
+    PEER_REFUSED_ASSOCIATION,
+    NO_PRESENTATION_CONTEXT,
 )
 
 _BY_HTTP = {code: rule for rule in FAILURE_TABLE for code in rule.http}
@@ -365,11 +507,15 @@ def rule_for_http(status: int) -> FailureRule:
 
 
 def rule_for_error(error: BaseException) -> FailureRule:
-    """The row of an error raised by a DICOMweb request (or while getting its credentials).
+    """The row of an error raised by a DICOMweb request or a DIMSE peer we send to.
 
-    Errors of no DICOMweb kind (a bug) get :data:`OTHER_FAILURE`; the callers decide about
-    their own errors (spool, dataset, DIMSE peer) before asking.
+    DICOMweb errors (and credentials) have rows of :data:`FAILURE_TABLE`, a DIMSE peer's
+    failures rows of :data:`PEER_FAILURE_TABLE`. Errors of neither kind (a bug) get
+    :data:`OTHER_FAILURE`; the callers decide about their own errors (spool, dataset) before
+    asking.
     """
+    if isinstance(error, DimseError):
+        return _rule_for_peer_error(error)
     if isinstance(error, DicomwebHttpError):
         return rule_for_http(error.status)
     if isinstance(error, StoreUnavailableError):
@@ -385,14 +531,29 @@ def rule_for_error(error: BaseException) -> FailureRule:
     return OTHER_FAILURE
 
 
+def _rule_for_peer_error(error: DimseError) -> FailureRule:
+    if isinstance(error, NoAcceptableContextError):
+        return NO_PRESENTATION_CONTEXT
+    if isinstance(error, AssociationRejectedError):
+        return PEER_REFUSED_ASSOCIATION if error.permanent else PEER_BUSY
+    if isinstance(error, PeerRejectedError):  # an untrusted TLS certificate
+        return PEER_REFUSED_ASSOCIATION
+    return PEER_UNREACHABLE
+
+
 def rule_for_store_status(status: DimseStatus) -> FailureRule:
-    """The row of a store's answer about one instance (STOW-RS per-instance, a C-STORE status)."""
+    """The row of a peer's answer about one instance (a C-STORE status, STOW-RS per-instance).
+
+    A row of :data:`PEER_FAILURE_TABLE`.
+    """
     if status.is_success:
         return STORED
     if not status.is_failure:
         return STORED_WITH_WARNING
-    if (status.code & 0xFF00) == Status.OUT_OF_RESOURCES:
+    if (status.code & STATUS_RANGE_MASK) == Status.OUT_OF_RESOURCES:
         return REFUSED_FOR_NOW
+    if status.code == Status.PROCESSING_FAILURE:
+        return PROCESSING_FAILED
     return REFUSED
 
 
@@ -545,18 +706,34 @@ def commitment_request_status(error: BaseException) -> DimseStatus:
     return DimseStatus(Status.PROCESSING_FAILURE, "Internal error in adapter")
 
 
+#: The general failures (PS3.7 C) a STOW-RS FailureReason may carry as they are.
+_GENERAL_STORAGE_FAILURES = frozenset({
+    Status.PROCESSING_FAILURE,
+    Status.DUPLICATE_SOP_INSTANCE,
+    Status.INVALID_OBJECT_INSTANCE,
+    Status.SOP_CLASS_NOT_SUPPORTED,
+    Status.NOT_AUTHORIZED,
+})
+#: The Storage failure ranges of PS3.4 B.2.3 besides Cannot Understand (0xCxxx).
+_STORAGE_FAILURE_RANGES = frozenset({
+    Status.OUT_OF_RESOURCES, Status.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+})
+
+
 def is_storage_failure_reason(code: int) -> bool:
     """Whether a STOW FailureReason is a storage failure code we can pass through unchanged."""
-    high = code & 0xFF00
-    return code in (0x0110, 0x0111, 0x0117, 0x0122, 0x0124, 0xC122) or high in (
-        0xA700,
-        0xA900,
-    ) or (code & 0xF000) == 0xC000
+    return (
+        code in _GENERAL_STORAGE_FAILURES
+        or (code & STATUS_RANGE_MASK) in _STORAGE_FAILURE_RANGES
+        or (code & STATUS_CLASS_MASK) == Status.CANNOT_UNDERSTAND
+    )
 
 
 def is_storage_warning_reason(code: int) -> bool:
     """Whether a STOW WarningReason is a storage warning code (0xB000, 0xB006, 0xB007...)."""
-    return (code & 0xF000) == 0xB000 or code == 0x0001
+    return (
+        code & STATUS_CLASS_MASK
+    ) == Status.COERCION_OF_DATA_ELEMENTS or code == Status.OPTIONAL_ATTRIBUTES_NOT_SUPPORTED
 
 
 def failure_table_markdown(rules: Iterable[FailureRule] = FAILURE_TABLE) -> str:
@@ -571,6 +748,27 @@ def failure_table_markdown(rules: Iterable[FailureRule] = FAILURE_TABLE) -> str:
             f"| {rule.outcome} | `0x{rule.status.value:04X}` {rule.status.name} "
             f"| {_yes_no(rule.transient)} | {_yes_no(rule.retried)} | {rule.spool.value} "
             f"| {rule.export.value} |"
+        )
+    return "\n".join(lines)
+
+
+def peer_failure_table_markdown(rules: Iterable[FailureRule] = PEER_FAILURE_TABLE) -> str:
+    """The peer failure table as Markdown, as published in the README."""
+    lines = [
+        "| peer's answer or failure | status upstream | transient | durable spool "
+        "| export adapter | C-MOVE/C-GET sub-operation |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for rule in rules:
+        bound = "" if rule.attempts is None else f" (at most {rule.attempts} attempts)"
+        spool = rule.spool.value + (bound if rule.spool is SpoolAction.RETRY else "")
+        if rule.spool is SpoolAction.UNREACHABLE and not rule.retried:
+            spool += ", a waiting SCU answered at once"
+        export = rule.export.value + (bound if rule.export is ExportAction.NACK else "")
+        move = rule.sub_operation.value if rule.sub_operation is not None else ""
+        lines.append(
+            f"| {rule.outcome} | `0x{rule.status.value:04X}` {rule.status.name} "
+            f"| {_yes_no(rule.transient)} | {spool} | {export} | {move} |"
         )
     return "\n".join(lines)
 

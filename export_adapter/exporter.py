@@ -15,7 +15,9 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +27,7 @@ from common.errors import AdapterError, ShuttingDownError
 from common.lifecycle import Lifecycle
 from common.metrics import NULL_EXPORT_OBSERVER, ExportObserver
 from common.sinks import InstanceSink
-from common.status import DimseStatus
+from common.status import DimseStatus, ExportAction, rule_for_store_status
 from export_adapter.counters import ExportCounters
 from export_adapter.deadletter import DeadLetterError, DeadLetterSink
 from export_adapter.errors import PeerRefusedInstanceError
@@ -53,6 +55,35 @@ class ReceivedMessage:
     data: bytes
     attributes: Mapping[str, str] = field(default_factory=dict)
     delivery_attempt: int | None = None
+
+
+class FailedAttempts:
+    """How many times each message failed to export in this process (thread-safe, bounded).
+
+    A failure whose row bounds its attempts (:attr:`common.status.FailureRule.attempts`) is
+    final on its last one. Pub/Sub counts deliveries only for a subscription with a dead-letter
+    policy (``delivery_attempt``), so the exporter counts too; the larger count wins. The count
+    is this replica's: with several replicas a message may get that many tries on each.
+    """
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._limit = limit
+        self._counts: OrderedDict[str, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def failed(self, message_id: str) -> int:
+        """Count one more failed attempt of a message; returns its failed attempts so far."""
+        with self._lock:
+            count = self._counts.pop(message_id, 0) + 1
+            self._counts[message_id] = count
+            while len(self._counts) > self._limit:
+                self._counts.popitem(last=False)  # the oldest: most likely settled elsewhere
+            return count
+
+    def forget(self, message_id: str) -> None:
+        """Forget a message that was acknowledged."""
+        with self._lock:
+            self._counts.pop(message_id, None)
 
 
 class Fetcher(Protocol):
@@ -101,6 +132,7 @@ class Exporter:
         self._lifecycle = lifecycle
         self._spool_dir = spool_dir
         self._transient_backoff = transient_backoff
+        self._attempts = FailedAttempts()
 
     def handle(self, message: ReceivedMessage) -> Disposition:
         """Export one message's instance; ACK when done or hopeless, NACK to try again."""
@@ -120,6 +152,7 @@ class Exporter:
                 status, fetched = self._export(notification.instance)
         except Exception as exc:  # every failure becomes a disposition here
             return self._failed(message, exc, started)
+        self._attempts.forget(message.message_id)
         self._exported(fetched.size, started)
         LOG.info(
             "exported message=%s sop_instance=%s to=%s status=%s bytes=%d ms=%.1f",
@@ -141,7 +174,7 @@ class Exporter:
             status = self._sink.deliver(fetched.instance, fetched.origin)
         finally:
             path.unlink(missing_ok=True)
-        if status.is_failure:
+        if rule_for_store_status(status).export is not ExportAction.ACK:  # the peer table's
             raise PeerRefusedInstanceError(status, self._sink.describe())
         return status, fetched
 
@@ -169,7 +202,10 @@ class Exporter:
         self._observer.retry(self._destination)
 
     def _failed(self, message: ReceivedMessage, error: Exception, started: float) -> Disposition:
-        kind = classify(error)
+        attempt = max(self._attempts.failed(message.message_id), message.delivery_attempt or 0)
+        kind = classify(error, attempt)
+        if kind.permanent:
+            self._attempts.forget(message.message_id)
         ours = isinstance(error, AdapterError)
         if not kind.permanent:
             self._transient(started)

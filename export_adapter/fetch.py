@@ -26,14 +26,21 @@ class FetchedInstance:
     """A retrieved instance on disk, as the source sent it.
 
     Attributes:
-        path: the Part 10 file.
-        size: its size in bytes.
-        instance: the instance, as sinks take it (UIDs and dataset offset from the file meta).
+        instance: the instance, as sinks take it: its ``dataset_path`` is the retrieved Part 10
+            file, its UIDs and dataset offset come from that file's meta.
     """
 
-    path: Path
-    size: int
     instance: Part10Instance
+
+    @property
+    def path(self) -> Path:
+        """The retrieved Part 10 file."""
+        return self.instance.dataset_path
+
+    @property
+    def size(self) -> int:
+        """The retrieved file's size in bytes (its meta as the source wrote it, and the dataset)."""
+        return self.instance.dataset_offset + self.instance.dataset_length
 
     @property
     def sop_instance_uid(self) -> str:
@@ -62,12 +69,13 @@ class InstanceFetcher:
             DicomwebError: the request failed (transient ones after the client's retries).
         """
         segments = self._locator.segments(instance)
-        size = -1
+        received = False
         extra = 0
         try:
             for part in self._client.retrieve(segments):
-                if size < 0:
-                    size = part.write_to(destination)
+                if not received:
+                    part.write_to(destination)
+                    received = True
                 else:  # a server should send one part for one instance; ignore the rest
                     extra += 1
                     part.drain()
@@ -77,7 +85,7 @@ class InstanceFetcher:
                     f"source has no instance {instance.sop_instance_uid} (HTTP {exc.status})"
                 ) from exc
             raise
-        if size < 0:
+        if not received:
             raise InstanceNotFoundError(
                 f"source answered with no part for instance {instance.sop_instance_uid}"
             )
@@ -87,10 +95,10 @@ class InstanceFetcher:
                 instance.sop_instance_uid,
                 extra,
             )
-        return describe_part10(destination, size, instance)
+        return describe_part10(destination, instance)
 
 
-def describe_part10(path: Path, size: int, instance: NotifiedInstance) -> FetchedInstance:
+def describe_part10(path: Path, instance: NotifiedInstance) -> FetchedInstance:
     """Read the file meta of a retrieved file and check it is the instance asked for.
 
     Raises:
@@ -109,4 +117,4 @@ def describe_part10(path: Path, size: int, instance: NotifiedInstance) -> Fetche
         transfer_syntax_uid=meta.transfer_syntax_uid,
         offset=meta.dataset_offset,
     )
-    return FetchedInstance(path=path, size=size, instance=part10)
+    return FetchedInstance(part10)

@@ -1,11 +1,14 @@
 """What happens to a message after a failure: the one place that decides ack or nack.
 
-A DICOMweb outcome (from the source's QIDO/WADO-RS, or a STOW-RS peer) and a peer's answer
-about the instance mean what the failure table says (:data:`common.status.FAILURE_TABLE`, its
-"export adapter" column: the README's "How DICOMweb outcomes become C-STORE statuses"); e.g.
-connection failures, timeouts, 401/403, 408/425/429 and 5xx but 501 are nacked, 501, 409,
-413 and other 4xx dead-lettered, a peer's 0xA7xx nacked and its other failure statuses
-dead-lettered. The export adapter's own failures:
+A DICOMweb outcome (from the source's QIDO/WADO-RS, or a STOW-RS peer) means what the failure
+table says (:data:`common.status.FAILURE_TABLE`, its "export adapter" column: the README's "How
+DICOMweb outcomes become C-STORE statuses"); e.g. connection failures, timeouts, 401/403,
+408/425/429 and 5xx but 501 are nacked, 501, 409, 413 and other 4xx dead-lettered. The peer's
+answer about the instance and the failures of a DIMSE peer mean what the peer failure table
+says (:data:`common.status.PEER_FAILURE_TABLE`, the README's "How a peer's answers and DIMSE
+failures are handled"): e.g. a peer's 0xA7xx and an unreachable or busy peer are nacked, its
+0xA9xx/0xCxxx and a missing presentation context dead-lettered, its 0x0110 nacked until the
+row's attempts are used up, then dead-lettered. The export adapter's own failures:
 
 =====================================================  =========  ================================
 Failure                                                Outcome    Why
@@ -13,15 +16,14 @@ Failure                                                Outcome    Why
 malformed message, bad resource name                   permanent  it can never succeed
 instance not in the source (404/410, empty answer)     permanent  it was deleted, or never existed
 retrieved part without usable file meta                permanent  the source stores it that way
-peer accepted no presentation context for the class    permanent  the peer cannot take this class
 conversion to an accepted transfer syntax impossible   permanent  no codec will appear by itself
-peer down, association aborted/refused, timeouts       transient  it may come back
 shutting down                                          transient  another run will take it
 anything unexpected (a bug)                            transient  never lose a message to a bug
 =====================================================  =========  ================================
 
 Permanent failures are acknowledged (after a dead-letter copy when configured); transient ones
-are nacked so that Pub/Sub redelivers them.
+are nacked so that Pub/Sub redelivers them, unless the row bounds its attempts and this was the
+last one.
 """
 
 from __future__ import annotations
@@ -29,20 +31,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from common.errors import (
-    AssociationRejectedError,
-    DatasetError,
-    DicomwebHttpError,
-    NoAcceptableContextError,
-    PeerRejectedError,
-    PeerUnavailableError,
-    ShuttingDownError,
-)
+from common.errors import DatasetError, DicomwebHttpError, ShuttingDownError
 from common.status import (
     CONNECTION_FAILED,
     CREDENTIALS,
     MALFORMED_RESPONSE,
+    NO_PRESENTATION_CONTEXT,
     OTHER_FAILURE,
+    PEER_BUSY,
+    PEER_REFUSED_ASSOCIATION,
+    PEER_UNREACHABLE,
+    PROCESSING_FAILED,
+    REFUSED,
+    REFUSED_FOR_NOW,
     STORE_DOWN,
     TIMED_OUT,
     ExportAction,
@@ -77,7 +78,7 @@ class FailureKind:
     label: str
 
 
-#: Labels for logs and counters of the rows that are not an HTTP status.
+#: Labels for logs, counters and dead-letter copies of the rows that are not an HTTP status.
 _LABELS = {
     CONNECTION_FAILED: "connection-failed",
     TIMED_OUT: "timed-out",
@@ -85,16 +86,28 @@ _LABELS = {
     MALFORMED_RESPONSE: "bad-response",
     CREDENTIALS: "auth",
     OTHER_FAILURE: "internal-error",
+    REFUSED_FOR_NOW: "peer-out-of-resources",
+    PROCESSING_FAILED: "peer-processing-failure",
+    REFUSED: "peer-refused",
+    PEER_UNREACHABLE: "peer-unavailable",
+    PEER_BUSY: "association-rejected-transient",
+    PEER_REFUSED_ASSOCIATION: "association-rejected-permanent",
+    NO_PRESENTATION_CONTEXT: "no-presentation-context",
 }
 
 
-def _kind(rule: FailureRule, label: str) -> FailureKind:
-    """The failure table's export action as a :class:`FailureKind`."""
-    return FailureKind(rule.export is ExportAction.DEAD_LETTER, label)
+def _kind(rule: FailureRule, label: str, attempt: int) -> FailureKind:
+    """The table's export action as a :class:`FailureKind`; a bounded nack ends on its last try."""
+    last = rule.attempts is not None and attempt >= rule.attempts
+    return FailureKind(rule.export is ExportAction.DEAD_LETTER or last, label)
 
 
-def classify(error: BaseException) -> FailureKind:
-    """Whether ``error``, raised while exporting one notification, is permanent."""
+def classify(error: BaseException, attempt: int = 1) -> FailureKind:
+    """Whether ``error``, raised while exporting one notification, is permanent.
+
+    ``attempt``: which try of this message this was (1: the first), for the rows that bound
+    their attempts (:attr:`common.status.FailureRule.attempts`).
+    """
     if isinstance(error, NotificationError):
         return FailureKind(True, "malformed-message")
     if isinstance(error, ShuttingDownError):
@@ -103,22 +116,10 @@ def classify(error: BaseException) -> FailureKind:
         return FailureKind(True, "instance-not-found")
     if isinstance(error, PeerRefusedInstanceError):
         rule = rule_for_store_status(error.status)
-        permanent = rule.export is ExportAction.DEAD_LETTER
-        return _kind(rule, "peer-refused" if permanent else "peer-out-of-resources")
+        return _kind(rule, _LABELS.get(rule, "peer-refused"), attempt)
     if isinstance(error, DatasetError):  # malformed part, transcoding impossible
         return FailureKind(True, "bad-dataset")
-    if isinstance(error, NoAcceptableContextError):
-        return FailureKind(True, "no-presentation-context")
-    if isinstance(error, AssociationRejectedError):
-        # A refused association is usually configuration (AE titles, limits): keep the message
-        # whatever the rejection's result, so nothing is lost to a config error.
-        kind = "permanent" if error.permanent else "transient"
-        return FailureKind(False, f"association-rejected-{kind}")
-    if isinstance(error, PeerRejectedError):
-        return FailureKind(False, "association-rejected")
-    if isinstance(error, PeerUnavailableError):
-        return FailureKind(False, "peer-unavailable")
-    rule = rule_for_error(error)
+    rule = rule_for_error(error)  # DICOMweb and DIMSE peer failures alike
     if isinstance(error, DicomwebHttpError):
-        return _kind(rule, f"http-{error.status}")
-    return _kind(rule, _LABELS.get(rule, "internal-error"))
+        return _kind(rule, f"http-{error.status}", attempt)
+    return _kind(rule, _LABELS.get(rule, "internal-error"), attempt)

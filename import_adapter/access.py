@@ -16,6 +16,9 @@ Enforcement, in the listener:
 - a switched-off query, retrieve or commit service is not offered at all (its contexts are
   refused); switched-off storage answers 0x0124 (storage contexts must stay for C-GET).
 
+The policy judges a :class:`Requester`, its address parsed when the association is admitted
+and once more for its first request, not for every C-STORE.
+
 The JSON policy file (``--access_policy``)::
 
     {"store":    {"calling_aets": ["MODALITY1"], "networks": ["10.0.0.0/8"]},
@@ -30,13 +33,13 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.config_source import parse_json
 from common.dimse.ae_title import validate_ae_title
 from common.errors import ConfigError
 from common.status import DimseStatus, not_authorized_status, service_disabled_status
@@ -44,6 +47,7 @@ from common.status import DimseStatus, not_authorized_status, service_disabled_s
 LOG = logging.getLogger(__name__)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class Service(enum.Enum):
@@ -65,7 +69,7 @@ class Service(enum.Enum):
         }[self]
 
 
-def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def _address(host: str) -> Address | None:
     try:
         ip = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
@@ -73,6 +77,25 @@ def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped  # a dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d
     return ip
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who asks, as the policy judges it: made once per association.
+
+    Attributes:
+        calling_aet: the calling AE title, without padding.
+        address: the source address (an IPv4-mapped IPv6 address as IPv4; None: the host is
+            not an IP address, so it is in no allowed network).
+    """
+
+    calling_aet: str
+    address: Address | None
+
+    @classmethod
+    def of(cls, calling_aet: str, host: str) -> Requester:
+        """The requester with this calling AE title, connected from ``host``."""
+        return cls(calling_aet.strip(), _address(host))
 
 
 @dataclass(frozen=True)
@@ -89,14 +112,14 @@ class ServiceRule:
     calling_aets: frozenset[str] | None = None
     networks: tuple[Network, ...] | None = None
 
-    def allows(self, calling_aet: str, host: str) -> bool:
-        """Whether a requester with this calling AE title and address may use the service."""
+    def allows(self, requester: Requester) -> bool:
+        """Whether ``requester`` may use the service."""
         if not self.enabled:
             return False
-        if self.calling_aets is not None and calling_aet.strip() not in self.calling_aets:
+        if self.calling_aets is not None and requester.calling_aet not in self.calling_aets:
             return False
         if self.networks is not None:
-            ip = _address(host)
+            ip = requester.address
             if ip is None or not any(ip in net for net in self.networks):
                 return False
         return True
@@ -120,20 +143,20 @@ class AccessPolicy:
         """Whether ``service`` is switched on."""
         return self.rule(service).enabled
 
-    def allows(self, service: Service, calling_aet: str, host: str) -> bool:
-        """Whether the requester may use ``service``."""
-        return self.rule(service).allows(calling_aet, host)
+    def allows(self, service: Service, requester: Requester) -> bool:
+        """Whether ``requester`` may use ``service``."""
+        return self.rule(service).allows(requester)
 
-    def allows_any(self, calling_aet: str, host: str) -> bool:
-        """Whether the requester may use at least one service (else: reject the association)."""
-        return any(self.allows(service, calling_aet, host) for service in Service)
+    def allows_any(self, requester: Requester) -> bool:
+        """Whether ``requester`` may use at least one service (else: reject the association)."""
+        return any(self.allows(service, requester) for service in Service)
 
-    def refusal(self, service: Service, calling_aet: str, host: str) -> DimseStatus | None:
+    def refusal(self, service: Service, requester: Requester) -> DimseStatus | None:
         """The 0x0124 status for a request the policy refuses, or None when allowed."""
         rule = self.rule(service)
         if not rule.enabled:
             return service_disabled_status(service.label)
-        if not rule.allows(calling_aet, host):
+        if not rule.allows(requester):
             return not_authorized_status(service.label)
         return None
 
@@ -233,12 +256,7 @@ def parse_access_policy(
     )
     rules = dict.fromkeys(Service, default)
     if text is not None:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(
-                f"{source} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-            ) from exc
+        data = parse_json(text, source)
         if not isinstance(data, dict):
             raise ConfigError(f'{source} must be a JSON object like {{"store": {{...}}}}')
         names = {s.value: s for s in Service}

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from common.dimse.fast.acse import AssociateRequest
 from common.dimse.fast.constants import RejectReason, RejectResult, RejectSource
 from common.dimse.fast.scp import AcceptorAssociation, Admission
-from import_adapter.access import AccessPolicy
+from import_adapter.access import AccessPolicy, Requester
 from import_adapter.dimse_service import DimseService
 
 _NOT_RECOGNIZED = Admission(
@@ -62,9 +62,9 @@ class AdmissionControl:
 
     def admit(self, assoc: AcceptorAssociation, request: AssociateRequest) -> Admission:
         """The verdict on ``request``, which ``assoc`` received."""
-        calling = request.calling_ae_title.strip()
-        host = assoc.requestor.address
-        if not self._access.allows_any(calling, host):
+        requester = Requester.of(request.calling_ae_title, assoc.requestor.address)
+        calling = requester.calling_aet
+        if not self._access.allows_any(requester):
             return _NOT_RECOGNIZED
         established = self._established()
         if self._per_aet and sum(
@@ -78,7 +78,7 @@ class AdmissionControl:
             if (
                 service.access is not None
                 and service.deny_at_negotiation
-                and not self._access.allows(service.access, calling, host)
+                and not self._access.allows(service.access, requester)
             ):
                 refused |= service.deny_at_negotiation
         return Admission(refused=refused)

@@ -11,21 +11,16 @@ from common.metrics import ImportObserver
 LOG = logging.getLogger(__name__)
 
 
-def _peer(assoc: AcceptorAssociation) -> str:
-    requestor = assoc.requestor
-    return f"{requestor.ae_title or '-'}@{requestor.address}:{requestor.port}"
-
-
 def log_association(event: AssociationEvent, assoc: AcceptorAssociation) -> None:
     """Log association lifecycle events with AE titles and addresses."""
     if event is AssociationEvent.ESTABLISHED:
-        LOG.info("association established: %s", _peer(assoc))
+        LOG.info("association established: %s", assoc.requestor.label)
     elif event is AssociationEvent.REJECTED:
-        LOG.warning("association rejected: %s", _peer(assoc))
+        LOG.warning("association rejected: %s", assoc.requestor.label)
     elif event is AssociationEvent.RELEASED:
-        LOG.info("association released: %s", _peer(assoc))
+        LOG.info("association released: %s", assoc.requestor.label)
     elif event is AssociationEvent.ABORTED:
-        LOG.warning("association aborted: %s", _peer(assoc))
+        LOG.warning("association aborted: %s", assoc.requestor.label)
 
 
 class AssociationMetrics:

@@ -2,13 +2,17 @@
 
 :class:`Dispatcher` is what our DIMSE engine calls (`common.dimse.fast.scp.AcceptorHandlers`).
 Per request, a service the requester may not use is answered 0x0124 Not Authorized (C-MOVE's
-contexts are refused at negotiation already: :mod:`import_adapter.admission`); a handler that
-raises still gets its request a final answer, and the exception is logged.
+contexts are refused at negotiation already: :mod:`import_adapter.admission`), judged on the
+association's :class:`~import_adapter.access.Requester`, made at its first request and kept
+while the association lives; a handler that raises still gets its request a final answer, and
+the exception is logged.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -32,7 +36,7 @@ from common.status import (
     retrieve_status_for_error,
     store_status_for_error,
 )
-from import_adapter.access import AccessPolicy
+from import_adapter.access import AccessPolicy, Requester
 from import_adapter.dimse_service import DimseService
 
 LOG = logging.getLogger(__name__)
@@ -61,6 +65,12 @@ class Dispatcher:
     ) -> None:
         self._access = access
         self._admit = admit
+        # Each association's requester, so its address is not parsed again for every request;
+        # an entry goes with its association.
+        self._requesters: weakref.WeakKeyDictionary[AcceptorAssociation, Requester] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._requesters_lock = threading.Lock()
         self._notifiers = [service.notify for service in services if service.notify is not None]
         self._store = _first(services, lambda s: s.c_store)
         self._find = _first(services, lambda s: s.c_find)
@@ -68,12 +78,20 @@ class Dispatcher:
         self._get = _first(services, lambda s: s.c_get)
         self._action = _first(services, lambda s: s.n_action)
 
+    def _requester(self, assoc: AcceptorAssociation) -> Requester:
+        with self._requesters_lock:
+            requester = self._requesters.get(assoc)
+            if requester is None:
+                requester = Requester.of(assoc.requestor.ae_title, assoc.requestor.address)
+                self._requesters[assoc] = requester
+            return requester
+
     def _refusal(self, service: DimseService, assoc: AcceptorAssociation) -> DimseStatus | None:
         if service.access is None:
             return None
-        calling, host = assoc.requestor.ae_title, assoc.requestor.address
-        status = self._access.refusal(service.access, calling, host)
+        status = self._access.refusal(service.access, self._requester(assoc))
         if status is not None:
+            calling, host = assoc.requestor.ae_title, assoc.requestor.address
             LOG.warning("%s from %s@%s refused: %s", service.access.label, calling or "-", host,
                         status)
         return status

@@ -1,4 +1,4 @@
-"""Regenerate the README's generated sections (flag tables, failure table) from the code.
+"""Regenerate the README's generated sections (flag tables, failure tables) from the code.
 
 ``python scripts/gen_docs.py`` rewrites README.md in place; ``--check`` exits 1 when the README
 is out of date (the test suite runs the check, so the docs cannot drift from the CLI).
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from common.cli.main import SUBCOMMANDS  # noqa: E402
-from common.status import failure_table_markdown  # noqa: E402
+from common.status import failure_table_markdown, peer_failure_table_markdown  # noqa: E402
 
 
 def flags_table(command: click.Command) -> str:
@@ -43,7 +43,10 @@ def flags_table(command: click.Command) -> str:
 
 def sections() -> dict[str, str]:
     """Generated section name -> content."""
-    out = {"status-table": failure_table_markdown()}
+    out = {
+        "status-table": failure_table_markdown(),
+        "peer-status-table": peer_failure_table_markdown(),
+    }
     for name, target in SUBCOMMANDS.items():
         module_name, attribute = target.split(":")
         try:

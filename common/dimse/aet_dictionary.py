@@ -17,12 +17,11 @@ optional ``cert``/``key`` (a client certificate) and ``verify_hostname`` (defaul
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from common.config_source import JsonSource
+from common.config_source import JsonSource, parse_json
 from common.dimse.ae_title import validate_ae_title
 from common.dimse.sender import PeerAddress
 from common.dimse.tls import TLS_ENTRY_KEYS, tls_from_entry
@@ -113,12 +112,7 @@ def parse_aet_dictionary(text: str, *, source: str) -> AetDictionary:
     Raises:
         ConfigError: the JSON is malformed or an entry is invalid; the message names the entry.
     """
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"{source} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-        ) from exc
+    data = parse_json(text, source)
     if not isinstance(data, list):
         raise ConfigError(
             f'{source} must be a JSON array like [{{"name": "AET", "host": "h", "port": 104}}]'

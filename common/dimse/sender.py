@@ -164,7 +164,13 @@ class ChannelSender:
         self._peer = peer
         self._message_id = 0
 
-    def send(self, path: Path, *, move_originator: tuple[str, int] | None = None) -> DimseStatus:
+    def send(
+        self,
+        path: Path,
+        *,
+        meta: FileMeta | None = None,
+        move_originator: tuple[str, int] | None = None,
+    ) -> DimseStatus:
         """C-STORE one Part 10 file and return the peer's status (as :meth:`StoreSender.send`)."""
 
         def on_context(source: Path, meta: FileMeta, context: AcceptedContext) -> DimseStatus:
@@ -178,7 +184,11 @@ class ChannelSender:
             return DimseStatus(response.status, response.error_comment)
 
         return store_file(
-            self._channel.contexts, path, read_file_meta(path), on_context, self._peer
+            self._channel.contexts,
+            path,
+            read_file_meta(path) if meta is None else meta,
+            on_context,
+            self._peer,
         )
 
 
@@ -337,8 +347,17 @@ class StoreSender:
 
     # -- sending ------------------------------------------------------------------------------
 
-    def send(self, path: Path, *, move_originator: tuple[str, int] | None = None) -> DimseStatus:
+    def send(
+        self,
+        path: Path,
+        *,
+        meta: FileMeta | None = None,
+        move_originator: tuple[str, int] | None = None,
+    ) -> DimseStatus:
         """C-STORE one Part 10 file and return the peer's status.
+
+        ``meta``: the file's meta header when the caller has read it already (a C-MOVE's
+        prefetcher has); else it is read here.
 
         Raises:
             PeerUnavailableError: the peer cannot be reached or the association failed.
@@ -347,7 +366,8 @@ class StoreSender:
             MalformedDatasetError: the file has no usable file meta.
             TranscodeError: the file needs converting and cannot be converted.
         """
-        meta = read_file_meta(path)
+        if meta is None:
+            meta = read_file_meta(path)
         sop_class, syntax = meta.sop_class_uid, meta.transfer_syntax_uid
         self.propose([(sop_class, syntax)])
         assoc = self._association_for(sop_class, syntax)

@@ -11,7 +11,7 @@ until the transaction's *deadline* (``wait`` seconds after the request arrived):
    all those of one study; the others, and any its study's listing did not settle, with one
    search each (``instances?SOPInstanceUID=``) - see :meth:`CommitmentService._look_up`;
 2. an instance not found (or whose lookup failed) is looked up again, on a backoff schedule
-   (``lookup_initial_delay`` doubling up to ``lookup_max_delay``), until it is found or the
+   (``lookup_backoff``: 0.5 s doubling up to 10 s by default), until it is found or the
    deadline comes: with several replicas behind one load balancer, the request may reach a
    replica other than the one that received the images and is still uploading them; an
    instance still queued in *this* replica's spool is not looked up until its upload ends;
@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from itertools import islice
@@ -95,14 +95,6 @@ class PendingInstances(Protocol):
         ...
 
 
-def lookup_delays(initial: float, cap: float) -> Iterator[float]:
-    """The pauses before each new lookup of missing instances: ``initial`` doubling to ``cap``."""
-    delay = initial
-    while True:
-        yield delay
-        delay = min(cap, delay * 2)
-
-
 @dataclass(frozen=True)
 class CommitmentSettings:
     """How Storage Commitment is served.
@@ -110,8 +102,9 @@ class CommitmentSettings:
     Attributes:
         wait: seconds after a request's arrival until which missing instances are looked up
             again (and instances in the spool waited for); then they are reported failed.
-        lookup_initial_delay: seconds before the first new lookup of a missing instance.
-        lookup_max_delay: the cap on the pause between two lookups (it doubles until then).
+        lookup_backoff: the pauses between lookups of a missing instance (0.5 s doubling up to
+            10 s by default); only its schedule counts (:meth:`RetryPolicy.backoff`): ``wait``,
+            not its budget, ends the lookups.
         report_retry: backoff and time budget for reaching an unreachable requester.
         report: how the report association is requested.
         workers: commitment transactions checked at once (a transaction waiting for its
@@ -120,8 +113,9 @@ class CommitmentSettings:
     """
 
     wait: float = 120.0
-    lookup_initial_delay: float = 0.5
-    lookup_max_delay: float = 10.0
+    lookup_backoff: RetryPolicy = field(
+        default_factory=lambda: RetryPolicy(initial_delay=0.5, max_delay=10.0)
+    )
     report_retry: RetryPolicy = field(
         default_factory=lambda: RetryPolicy(initial_delay=1.0, max_delay=30.0, budget=3600.0)
     )
@@ -361,7 +355,7 @@ class CommitmentService:
         """
         settings = self._settings
         deadline = (self._clock() if arrival is None else arrival) + settings.wait
-        delays = lookup_delays(settings.lookup_initial_delay, settings.lookup_max_delay)
+        delays = settings.lookup_backoff.backoff()
         settled: dict[InstanceReference, int | None] = {}  # None: committed
         last_failure: dict[InstanceReference, int] = {}
         unsettled = list(dict.fromkeys(request.instances))

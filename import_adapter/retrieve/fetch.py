@@ -2,10 +2,10 @@
 
 A :class:`Prefetcher` runs one background thread that retrieves the planned instances with
 WADO-RS (a whole series per request when every instance of it is wanted, else one instance per
-request), writes each multipart part to a spool file as it streams in, parses it (unless the
-consumer sends files as they are: ``decode=False``), and hands it over through a queue of at
-most ``depth`` instances. The consumer therefore never waits for a
-fetch that could have happened while it was sending, and at most ``depth`` instances are held.
+request), writes each multipart part to a spool file as it streams in, reads its file meta
+(once: the sender is handed it with the file) and hands it over through a queue of at most
+``depth`` instances. The consumer therefore never waits for a fetch that could have happened
+while it was sending, and at most ``depth`` instances are held.
 
 Instances that cannot be fetched (HTTP error, missing from the response, unreadable) are handed
 over as :class:`FetchFailure` so the sender can count them as failed sub-operations.
@@ -20,40 +20,41 @@ import queue
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-
-import pydicom
-from pydicom.dataset import Dataset
-from pydicom.filereader import read_file_meta_info
 
 from common.dicom.reference import InstanceReference
 from common.dicomweb.client import DicomwebApi
-from common.errors import DicomwebError
+from common.dimse.fast.meta import FileMeta, read_file_meta
+from common.errors import DicomwebError, MalformedDatasetError
 
 LOG = logging.getLogger(__name__)
 
-#: Values larger than this stay in the spool file until they are encoded for sending.
-DEFER_SIZE = 256 * 1024
-
-
-@dataclass
+@dataclass(frozen=True)
 class Fetched:
-    """One retrieved instance: its spool file (a Part 10 file), decoded on first use."""
+    """One retrieved instance: its spool file (a Part 10 file, as the store sent it).
+
+    Attributes:
+        ref: the listed instance it is.
+        path: the spool file.
+        meta: the file's meta header, read once when the file was written.
+    """
 
     ref: InstanceReference
     path: Path
-    _dataset: Dataset | None = field(default=None, repr=False)
+    meta: FileMeta
 
     @property
-    def dataset(self) -> Dataset:
-        """The instance's dataset, file meta included (large values stay in the file)."""
-        if self._dataset is None:
-            self._dataset = pydicom.dcmread(self.path, defer_size=DEFER_SIZE)
-        return self._dataset
+    def dataset_size(self) -> int:
+        """The dataset's bytes, as a C-STORE carries them (the file meta is not sent).
+
+        Raises:
+            OSError: the spool file is gone.
+        """
+        return self.path.stat().st_size - self.meta.dataset_offset
 
     def release(self) -> None:
-        """Delete the spool file (after the dataset has been sent)."""
+        """Delete the spool file (after the instance has been sent)."""
         self.path.unlink(missing_ok=True)
 
 
@@ -96,10 +97,8 @@ class Prefetcher:
         whole_series: bool,
         depth: int = 8,
         spool_dir: Path | None = None,
-        decode: bool = True,
     ) -> None:
         self._client = client
-        self._decode = decode
         self._groups = _groups(instances, whole_series)
         self._whole_series = whole_series
         self._queue: queue.Queue[object] = queue.Queue(maxsize=max(1, depth))
@@ -189,7 +188,7 @@ class Prefetcher:
                 os.close(fd)
                 path = Path(name)
                 part.write_to(path)
-                outcome = self._read(path, pending, decode=self._decode)
+                outcome = self._read(path, pending)
                 if outcome is None:
                     path.unlink(missing_ok=True)
                     continue
@@ -204,21 +203,13 @@ class Prefetcher:
                 return
 
     @staticmethod
-    def _read(path: Path, pending: dict[str, InstanceReference], *, decode: bool) -> Fetched | None:
+    def _read(path: Path, pending: dict[str, InstanceReference]) -> Fetched | None:
         try:
-            meta = read_file_meta_info(path)
-            uid = str(meta.MediaStorageSOPInstanceUID)
-        except Exception as exc:
+            meta = read_file_meta(path)
+        except MalformedDatasetError as exc:
             LOG.warning("WADO-RS part is not a DICOM Part 10 instance: %s", exc)
             return None
-        ref = pending.get(uid)
+        ref = pending.get(meta.sop_instance_uid)
         if ref is None:
             return None  # stored after the listing, or not asked for
-        fetched = Fetched(ref, path)
-        if decode:  # here, in the prefetch thread, rather than while sending
-            try:
-                _ = fetched.dataset
-            except Exception as exc:
-                LOG.warning("instance %s retrieved but unreadable: %s", uid, exc)
-                return None
-        return fetched
+        return Fetched(ref, path, meta)

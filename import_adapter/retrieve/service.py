@@ -2,13 +2,13 @@
 
 :class:`RetrieveService` lists the request's instances with QIDO at the request's level,
 fetches them with WADO-RS through a bounded :class:`~import_adapter.retrieve.fetch.Prefetcher`
-(fetching overlaps sending) and C-STOREs each spooled file as it is, without decoding it,
-through a :class:`SubOperationSender` (converted only when the peer accepted no context in the
-stored syntax: :func:`common.dimse.sender.store_file`). It yields protocol-free
-:class:`RetrieveUpdate` responses: a Pending with the four counts after each sub-operation,
-then Success (counts, no identifier), 0xB000 / 0xA702 (counts and FailedSOPInstanceUIDList)
-or, after a C-CANCEL, Cancel (with the remaining count too). The two requests differ only in
-where the instances go:
+(fetching overlaps sending) and C-STOREs each spooled file as it is, without decoding it, with
+the file meta the prefetcher read, through a :class:`SubOperationSender` (converted only when
+the peer accepted no context in the stored syntax: :func:`common.dimse.sender.store_file`).
+It yields protocol-free :class:`RetrieveUpdate` responses: a Pending with the four counts
+after each sub-operation, then Success (counts, no identifier), 0xB000 / 0xA702 (counts and
+FailedSOPInstanceUIDList) or, after a C-CANCEL, Cancel (with the remaining count too). The
+two requests differ only in where the instances go:
 
 - :meth:`RetrieveService.move` looks the destination up in the AET dictionary (unknown or
   unreachable: 0xA801) and opens one association to it with a
@@ -43,20 +43,18 @@ from common.dicom.reference import InstanceReference
 from common.dicomweb.client import DicomwebApi
 from common.dimse.aet_dictionary import AetDictionary
 from common.dimse.fast.commands import SubOperationCounts
-from common.dimse.fast.meta import read_file_meta
+from common.dimse.fast.meta import FileMeta
 from common.dimse.sender import SenderSettings, StoreSender
-from common.errors import (
-    AdapterError,
-    AssociationRejectedError,
-    PeerUnavailableError,
-)
+from common.errors import AdapterError
 from common.lifecycle import Lifecycle
 from common.metrics import NULL_IMPORT_OBSERVER, ImportObserver
 from common.status import (
     SUCCESS,
     DimseStatus,
     Status,
+    SubOperationAction,
     retrieve_status_for_error,
+    rule_for_error,
     too_many_instances_status,
 )
 from import_adapter.query.model import InformationModel, Level
@@ -117,8 +115,17 @@ class SubOperationSender(Protocol):
     :class:`~common.dimse.sender.ChannelSender` for C-GET.
     """
 
-    def send(self, path: Path, *, move_originator: tuple[str, int] | None = None) -> DimseStatus:
-        """C-STORE one Part 10 file; raises PeerUnavailableError when the peer is gone."""
+    def send(
+        self,
+        path: Path,
+        *,
+        meta: FileMeta,
+        move_originator: tuple[str, int] | None = None,
+    ) -> DimseStatus:
+        """C-STORE one Part 10 file whose meta header is ``meta``.
+
+        Raises PeerUnavailableError when the peer is gone.
+        """
         ...
 
 
@@ -271,7 +278,6 @@ class RetrieveService:
             whole_series=job.plan.whole_series,
             depth=self._settings.prefetch,
             spool_dir=self._settings.spool_dir,
-            decode=False,
         ) as prefetcher:
             try:
                 for outcome in prefetcher:
@@ -449,22 +455,23 @@ class RetrieveService:
                 size = 0
                 if isinstance(outcome, Fetched) and not lost:
                     try:
-                        # The dataset bytes, as on the wire (the file meta is not sent).
-                        size = outcome.path.stat().st_size - read_file_meta(
-                            outcome.path
-                        ).dataset_offset
-                        status = sender.send(outcome.path, move_originator=move_originator)
-                    except (PeerUnavailableError, AssociationRejectedError) as exc:
-                        LOG.warning("%s: destination lost: %s", label, exc)
-                        lost = True
-                    except Exception as exc:  # a sub-operation failure, never the move's
-                        LOG.warning(
-                            "%s: %s not sent: %s", label, outcome.ref.sop_instance_uid, exc,
-                            exc_info=not isinstance(exc, AdapterError),
+                        size = outcome.dataset_size
+                        status = sender.send(
+                            outcome.path, meta=outcome.meta, move_originator=move_originator
                         )
+                    except Exception as exc:  # a sub-operation failure, never the move's
+                        # The peer failure table says whether the destination is gone
+                        # (unreachable, aborted, rejected) or only this instance failed.
+                        lost = rule_for_error(exc).sub_operation is SubOperationAction.LOST
+                        LOG.warning(
+                            "%s: %s: %s", label,
+                            "destination lost" if lost else
+                            f"{outcome.ref.sop_instance_uid} not sent", exc,
+                            exc_info=not isinstance(exc, AdapterError),
+                        )  # fmt: skip
                 done = tally.record(status, size if status is not None else 0)
                 self._observer.cmove_sub_cstore(destination, done.size, done.ok)
-                if status is None or status.is_failure:
+                if not done.ok:
                     failed.append(outcome.ref.sop_instance_uid)
                 yield RetrieveUpdate(DimseStatus(Status.PENDING), counts(remaining=True))
         LOG.info(

@@ -2,14 +2,15 @@
 
 The retrieval core records each sub-operation as it settles (the peer's status, or none when
 it could not be sent or got no answer) and reads the counts for each response and the final
-status from here.
+status from here. What a status counts as is the peer failure table's
+(:data:`common.status.PEER_FAILURE_TABLE`, its sub-operation column).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.status import SUCCESS, DimseStatus, Status
+from common.status import SUCCESS, DimseStatus, Status, SubOperationAction, rule_for_store_status
 
 
 @dataclass(frozen=True)
@@ -25,9 +26,17 @@ class SubOperation:
     status: DimseStatus | None
 
     @property
+    def action(self) -> SubOperationAction:
+        """What the sub-operation counts as (failed when no status came)."""
+        if self.status is None:
+            return SubOperationAction.FAILED
+        action = rule_for_store_status(self.status).sub_operation
+        return SubOperationAction.FAILED if action is None else action
+
+    @property
     def ok(self) -> bool:
         """The peer stored the instance (success or warning)."""
-        return self.status is not None and not self.status.is_failure
+        return self.action in (SubOperationAction.COMPLETED, SubOperationAction.WARNING)
 
 
 class SubOperationTally:
@@ -45,13 +54,15 @@ class SubOperationTally:
             status: the peer's status, or None when it was not sent or got no answer.
             size: the bytes sent.
         """
-        if status is None or status.is_failure:
-            self.failed += 1
-        elif status.is_warning:
+        done = SubOperation(size, status)
+        action = done.action
+        if action is SubOperationAction.COMPLETED:
+            self.completed += 1
+        elif action is SubOperationAction.WARNING:
             self.warning += 1
         else:
-            self.completed += 1
-        return SubOperation(size, status)
+            self.failed += 1
+        return done
 
     def final_status(self) -> DimseStatus:
         """The final status once every sub-operation was performed (PS3.4 C.4.2.1.4)."""

@@ -13,13 +13,12 @@ It comes from exactly one of ``--destination_config_path`` (a file),
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common.config_source import JsonSource
+from common.config_source import JsonSource, parse_json
 from common.errors import ConfigError
 from import_adapter.routing.destinations import (
     Destination,
@@ -81,12 +80,7 @@ def parse_destination_config(text: str, *, source: str) -> tuple[DestinationRule
     Raises:
         ConfigError: malformed JSON or an invalid entry; the message names the entry.
     """
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"{source} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-        ) from exc
+    data = parse_json(text, source)
     if not isinstance(data, list):
         raise ConfigError(
             f'{source} must be a JSON array like [{{"filter": "Modality=CT", '

@@ -2,8 +2,9 @@
 
 Commit protocol for a received instance (every step before the answer is on stable storage):
 
-1. the received file is fsynced (the DIMSE engine wrote it in ``incoming/``; when a transform
-   produced another file, that file is copied into ``staging/`` and fsynced instead);
+1. the instance's file is fsynced: the origin's file (the one the DIMSE engine wrote in
+   ``incoming/``, or the file a transform wrote), taken over as it is; an instance
+   held in memory only (a small C-STORE) is first written to ``staging/``;
 2. one destination: it is renamed into ``queues/KEY/NAME`` and the folder fsynced - done;
 3. several: it is renamed to ``staging/NAME`` (fsynced), hard-linked into each
    ``queues/KEY/NAME`` (folders fsynced), and ``staging/NAME`` is removed (fsynced). That
@@ -224,12 +225,11 @@ class DurableSpool:
         staged = self.layout.staging / name
         linked: list[Path] = []
         try:
-            if origin.file is not None:
-                fsync_file(origin.file)
-                source = origin.file
-            else:
-                _write_instance(instance, staged)
+            source = origin.file
+            if source is None:  # held in memory only
+                instance.write_to(staged)
                 source = staged
+            fsync_file(source)
             size = source.stat().st_size
             if len(keys) == 1:
                 target = self.layout.queue(keys[0]) / name
@@ -295,14 +295,6 @@ class DurableSpool:
         except OSError as exc:
             LOG.error("cannot dead-letter spool entry %s/%s: %s", key, name, exc)
         self._release(name)
-
-
-def _write_instance(instance: Part10Instance, path: Path) -> None:
-    with path.open("wb") as out:
-        for chunk in instance.iter_chunks():
-            out.write(chunk)
-        out.flush()
-        os.fsync(out.fileno())
 
 
 def dead_letter_record(

@@ -18,6 +18,7 @@ from click.core import ParameterSource
 
 from common.cli.options import option
 from common.errors import ConfigError
+from common.status import PROCESSING_FAILURE_ATTEMPTS
 from import_adapter.commitment.report import ReportSettings
 from import_adapter.commitment.service import CommitmentSettings
 from import_adapter.routing.config import load_destination_config
@@ -59,7 +60,9 @@ def _upload_options() -> list[Callable[[Any], Any]]:
         option("persistent_file_upload_retry_amount", type=click.IntRange(0), default=5,
                show_default=True,
                help="Retries of an instance the destination refused with a retryable status "
-                    "before it goes to dead-letter (unreachable destinations do not use them)."),
+                    "before it goes to dead-letter (unreachable destinations do not use them; a "
+                    f"0x0110 Processing Failure gets at most {PROCESSING_FAILURE_ATTEMPTS} "
+                    "attempts in all: the README's peer failure table)."),
         option("min_upload_delay", type=click.IntRange(0), default=100, show_default=True,
                help="Milliseconds before the first retry of an upload (doubling each time)."),
         option("max_waiting_time_between_uploads", type=click.IntRange(1), default=5000,

@@ -1,8 +1,10 @@
 """What one upload attempt came to, and what the queue does next.
 
-What a DICOMweb outcome means is not decided here: the failure table
+What an outcome means is not decided here: the failure table
 (:data:`common.status.FAILURE_TABLE`, the README's "How DICOMweb outcomes become C-STORE
-statuses") has a column for the spool, which this module turns into a :class:`Kind`:
+statuses") and the peer failure table (:data:`common.status.PEER_FAILURE_TABLE`: a store's or
+DIMSE peer's answer about the instance, and the failures of a DIMSE destination) have a column
+for the spool, which this module turns into a :class:`Kind`:
 
 =====================  ===========  =========================================================
 table's spool action   kind         next
@@ -15,16 +17,16 @@ pause the destination  RETRY        destination paused (its Retry-After), concur
                                     :data:`common.status.OVERLOAD_HTTP_STATUSES`); entry kept,
                                     does not use up its retries
 retry with backoff     RETRY        entry retried with capped backoff, up to
-                                    ``--persistent_file_upload_retry_amount`` times
+                                    ``--persistent_file_upload_retry_amount`` times (fewer
+                                    when the row bounds its attempts: 0x0110)
 dead-letter            DEAD         dead-letter (or, when the SCU waits, its answer); an HTTP
                                     status listed in ``--http_error_codes_to_retry`` is RETRY
 =====================  ===========  =========================================================
 
-Outcomes of no DICOMweb kind are the spool's own: an unreadable or vanished spool file and a
-dataset that cannot be sent are DEAD; a DIMSE destination that cannot be reached (refused,
-aborted, timed out) is UNREACHABLE; one that rejects the association or accepts no context is
-RETRY. A 409 / 0x0111 for an instance whose previous upload ended unanswered is first looked
-up in the store (:class:`~import_adapter.spool.uploaders.StowUploader`): present counts as DONE.
+The spool's own outcomes are not in the tables: an unreadable or vanished spool file and a
+dataset that cannot be sent (or converted for a DIMSE destination) are DEAD. A 409 / 0x0111
+for an instance whose previous upload ended unanswered is first looked up in the store
+(:class:`~import_adapter.spool.uploaders.StowUploader`): present counts as DONE.
 """
 
 from __future__ import annotations
@@ -32,12 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from common.errors import (
-    DatasetError,
-    DicomwebHttpError,
-    DimseError,
-    PeerUnavailableError,
-)
+from common.errors import DatasetError, DicomwebHttpError
 from common.status import (
     DimseStatus,
     SpoolAction,
@@ -79,9 +76,12 @@ class UploadResult:
         http_status: the HTTP status, when there was one.
         retry_after: seconds the server asked us to wait (``Retry-After``).
         answer_waiting_scu: an UNREACHABLE outcome a C-STORE would not retry (the failure
-            table's *retried at once* is off: credentials, the store known down): an SCU
-            waiting for this upload is answered with ``status`` now, as without a spool,
-            while an entry nobody waits for stays queued.
+            table's *retried at once* is off: credentials, the store known down, a DIMSE
+            destination that rejected the association for good): an SCU waiting for this
+            upload is answered with ``status`` now, as without a spool, while an entry nobody
+            waits for stays queued.
+        max_attempts: a RETRY outcome's bound on attempts in all (the table's row), besides
+            ``--persistent_file_upload_retry_amount``; None: that flag alone.
     """
 
     kind: Kind
@@ -90,6 +90,7 @@ class UploadResult:
     http_status: int | None = None
     retry_after: float | None = None
     answer_waiting_scu: bool = False
+    max_attempts: int | None = None
 
 
 def kind_for_http(status: int, retry_codes: frozenset[int]) -> Kind:
@@ -106,10 +107,14 @@ def kind_for_http(status: int, retry_codes: frozenset[int]) -> Kind:
 
 def result_for_status(status: DimseStatus, http_status: int | None = None) -> UploadResult:
     """The outcome of an attempt the destination answered with a DIMSE-style status."""
-    kind = _KINDS[rule_for_store_status(status).spool]
+    rule = rule_for_store_status(status)
+    kind = _KINDS[rule.spool]
     if kind is Kind.DONE:
         return UploadResult(kind, status, http_status=http_status)
-    return UploadResult(kind, status, f"destination refused the instance: {status}", http_status)
+    return UploadResult(
+        kind, status, f"destination refused the instance: {status}", http_status,
+        max_attempts=rule.attempts,
+    )  # fmt: skip
 
 
 def result_for_error(error: BaseException, retry_codes: frozenset[int]) -> UploadResult:
@@ -124,12 +129,9 @@ def result_for_error(error: BaseException, retry_codes: frozenset[int]) -> Uploa
         )  # fmt: skip
     if isinstance(error, DatasetError | FileNotFoundError):
         return UploadResult(Kind.DEAD, status, reason)
-    if isinstance(error, PeerUnavailableError):
-        return UploadResult(Kind.UNREACHABLE, status, reason)
-    if isinstance(error, DimseError):  # association rejected, no acceptable context
-        return UploadResult(Kind.RETRY, status, reason)
-    rule = rule_for_error(error)
+    rule = rule_for_error(error)  # a DICOMweb or DIMSE peer failure (or a bug)
     kind = _KINDS[rule.spool]
     return UploadResult(
-        kind, status, reason, answer_waiting_scu=kind is Kind.UNREACHABLE and not rule.retried
-    )
+        kind, status, reason, answer_waiting_scu=kind is Kind.UNREACHABLE and not rule.retried,
+        max_attempts=rule.attempts,
+    )  # fmt: skip

@@ -420,7 +420,7 @@ class DestinationQueue:
                     # About the destination, not the instance: no retry used up.
                     heapq.heappush(self._ready, entry)
                     kept.append((entry, result))
-                elif result.kind is Kind.RETRY and entry.attempts < settings.retry_amount:
+                elif result.kind is Kind.RETRY and entry.attempts < _retries(settings, result):
                     entry.attempts += 1
                     if result.retry_after is not None:
                         self._paused_until = max(self._paused_until, now + retry_delay)
@@ -541,6 +541,13 @@ class DestinationQueue:
         with self._cond:
             self._known.discard(entry.name)
         self._on_settled(entry)
+
+
+def _retries(settings: UploadSettings, result: UploadResult) -> int:
+    """How many retries (attempts after the first) a RETRY outcome allows an entry."""
+    if result.max_attempts is None:
+        return settings.retry_amount
+    return min(settings.retry_amount, result.max_attempts - 1)
 
 
 def _is_overload(result: UploadResult) -> bool:

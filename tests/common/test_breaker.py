@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
@@ -62,12 +61,20 @@ class _Observer:
 class _Probe:
     """A probe that fails with the scripted errors, then answers."""
 
-    def __init__(self, *errors: Exception, forever: Exception | None = None) -> None:
+    def __init__(
+        self,
+        *errors: Exception,
+        forever: Exception | None = None,
+        gate: threading.Event | None = None,
+    ) -> None:
         self.errors = list(errors)
         self.forever = forever
+        self.gate = gate  # set: probes may run (a test's own steps come first, under load too)
         self.calls = 0
 
     def __call__(self) -> None:
+        if self.gate is not None:
+            self.gate.wait(10)
         self.calls += 1
         if self.errors:
             raise self.errors.pop(0)
@@ -145,7 +152,8 @@ def test_one_breaker_per_root_in_a_registry() -> None:
 
 def test_probe_closes_it_once_the_store_answers(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="common.breaker")
-    probe = _Probe(REFUSED, DicomwebTimeoutError("timed out"))
+    gate = threading.Event()
+    probe = _Probe(REFUSED, DicomwebTimeoutError("timed out"), gate=gate)
     observer = _Observer()
     breaker = _breaker(probe, observer)
     try:
@@ -154,6 +162,7 @@ def test_probe_closes_it_once_the_store_answers(caplog: pytest.LogCaptureFixture
         for _ in range(4):
             with pytest.raises(StoreUnavailableError):
                 breaker.check()
+        gate.set()
         _wait_for(lambda: not breaker.is_open)
         assert probe.calls == 3
         breaker.check()
@@ -208,18 +217,26 @@ def test_what_the_probe_takes_as_reachable(answer: Exception, closes: bool) -> N
 
 
 def test_probe_backoff_doubles_and_is_capped() -> None:
-    times: list[float] = []
+    waits: list[float] = []
+    done = threading.Event()
+
+    def wait(shutdown: threading.Event, seconds: float) -> bool:
+        waits.append(seconds)
+        if len(waits) >= 6:
+            done.set()
+            return True  # as if shut down: the probe thread ends
+        return False
+
     settings = BreakerSettings(probe_initial_delay=0.05, probe_max_delay=0.2)
-    breaker = _breaker(lambda: (times.append(time.monotonic()), _raise(REFUSED))[1], None, settings)
+    breaker = CircuitBreaker(ROOT, settings, _Probe(forever=REFUSED), _Observer(), wait=wait)
     try:
         for _ in range(3):
             breaker.record_failure(REFUSED)
-        _wait_for(lambda: len(times) >= 6)
+        assert done.wait(5)
     finally:
         breaker.close()
-    gaps = [b - a for a, b in itertools.pairwise(times)]  # 0.1, 0.2, 0.2, 0.2, ... (+-10 %)
-    assert 0.08 < gaps[0] < 0.17
-    assert all(0.17 < gap < 0.5 for gap in gaps[1:])  # the cap, plus scheduling slack
+    nominal = [0.05, 0.1, 0.2, 0.2, 0.2, 0.2]  # doubling, capped; each within +-10 % jitter
+    assert all(0.9 * n <= w <= 1.1 * n for w, n in zip(waits, nominal, strict=True))
 
 
 def _raise(error: Exception) -> None:

@@ -20,6 +20,7 @@ from common.logs import (
     escape,
     escape_block,
     is_repeat_of_reported_error,
+    peer_label,
 )
 
 
@@ -118,6 +119,12 @@ def _record(msg: str, *args: object, **fields: object) -> logging.LogRecord:
 def test_escape(raw: str, escaped: str) -> None:
     assert escape(raw) == escaped
     assert escape(escaped) == escaped  # nothing left to escape
+
+
+def test_peer_label() -> None:
+    assert peer_label("STORESCU", "10.0.0.7", 104) == "STORESCU@10.0.0.7:104"
+    assert peer_label("", "10.0.0.7", 104) == "-@10.0.0.7:104"  # before the request is read
+    assert peer_label("EVIL\nAE", "::1", 11112) == "EVIL\\nAE@::1:11112"
 
 
 def test_escape_block_keeps_only_the_line_feeds() -> None:

@@ -101,3 +101,11 @@ def test_stop_event_ends_waiting() -> None:
 def test_delay_schedule_is_capped() -> None:
     delays = RetryPolicy(initial_delay=1, max_delay=4, budget=20).delays()
     assert delays == [1, 2, 4, 4, 4, 4]
+
+
+def test_backoff_is_the_same_schedule_without_a_budget() -> None:
+    policy = RetryPolicy(initial_delay=1, max_delay=4, budget=20)
+    backoff = policy.backoff()
+    assert [next(backoff) for _ in range(9)] == [1, 2, 4, 4, 4, 4, 4, 4, 4]
+    assert RetryPolicy(initial_delay=1, budget=0.5).delays() == []
+    assert RetryPolicy(initial_delay=1, max_delay=4, budget=3).delays() == [1, 2]

@@ -11,7 +11,7 @@ from common.dicom.part10 import Part10Instance
 from common.errors import DicomwebHttpError, PeerUnavailableError
 from common.lifecycle import Lifecycle
 from common.sinks import Origin
-from common.status import SUCCESS, DimseStatus
+from common.status import PROCESSING_FAILURE_ATTEMPTS, SUCCESS, DimseStatus, Status
 from export_adapter.counters import CountersSnapshot, ExportCounters
 from export_adapter.deadletter import DeadLetterError, NoDeadLetter
 from export_adapter.errors import InstanceNotFoundError
@@ -37,7 +37,7 @@ class Fetcher:
             destination, sop_class_uid="1.2.840.10008.5.1.4.1.1.7", sop_instance_uid="1.4",
             transfer_syntax_uid="1.2.840.10008.1.2.1", offset=0,
         )
-        return FetchedInstance(destination, 10, part10)
+        return FetchedInstance(part10)
 
 
 class Sink:
@@ -167,6 +167,30 @@ def test_transient_failures_are_nacked(tmp_path: Path, fetcher: Fetcher, sink: S
     assert dead.published == []
     assert counters.snapshot() == CountersSnapshot(received=1, transient_failures=1)
     assert not any(path.exists() for path in fetcher.paths)
+
+
+def test_processing_failure_is_nacked_until_the_rows_last_attempt(tmp_path: Path) -> None:
+    """0x0110 from the peer: nacked, then dead-lettered on its last attempt (counted here)."""
+    dead = DeadLetters()
+    exporter, counters = make(tmp_path, sink=Sink(DimseStatus(Status.PROCESSING_FAILURE)), dead=dead)
+    answers = [
+        exporter.handle(ReceivedMessage("m", PATH)) for _ in range(PROCESSING_FAILURE_ATTEMPTS)
+    ]
+    assert answers == [Disposition.NACK] * (PROCESSING_FAILURE_ATTEMPTS - 1) + [Disposition.ACK]
+    assert [entry[3] for entry in dead.published] == ["peer-processing-failure"]
+    # Another message has its own count; a message's count ends with its outcome.
+    assert exporter.handle(ReceivedMessage("other", PATH)) is Disposition.NACK
+    assert exporter.handle(ReceivedMessage("m", PATH)) is Disposition.NACK
+    assert counters.snapshot().permanent_failures == 1
+
+
+def test_processing_failure_counts_pubsubs_delivery_attempts(tmp_path: Path) -> None:
+    """A subscription with a dead-letter policy counts deliveries across replicas: it wins."""
+    exporter, _ = make(tmp_path, sink=Sink(DimseStatus(Status.PROCESSING_FAILURE)))
+    first = ReceivedMessage("m", PATH, delivery_attempt=1)
+    last = ReceivedMessage("m2", PATH, delivery_attempt=PROCESSING_FAILURE_ATTEMPTS)
+    assert exporter.handle(first) is Disposition.NACK
+    assert exporter.handle(last) is Disposition.ACK
 
 
 def test_draining_nacks_new_messages(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@
 - :class:`Pair`: two Orthancs loaded with the same files: ``backend`` (the adapter's DICOMweb
   store) and ``oracle`` (queried directly over DIMSE).
 - :func:`find_matches`: run ``findscu -X`` and return the response identifiers.
+- :func:`c_move`: a C-MOVE with pynetdicom, every response status dataset.
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelMove,
+)
 
 from common.auth import AuthConfig, AuthKind
 from common.dicomweb.address import parse_dicomweb_address
@@ -97,42 +103,34 @@ def find_matches(
     return dcmtk.read_responses(out), result
 
 
-class ScriptedStoreSCP:
-    """A pynetdicom C-STORE SCP answering each instance with a scripted status (default 0).
+def c_move(port: int, keys: Dataset, destination: str, *,
+          model: str = StudyRootQueryRetrieveInformationModelMove,
+          cancel_after: int | None = None) -> list[Dataset]:
+    """C-MOVE with pynetdicom; returns every response status dataset."""
+    ae = AE(ae_title="MOVESCU")
+    ae.add_requested_context(model)
+    assoc = ae.associate(LOCALHOST, port, ae_title=ADAPTER_AET)
+    assert assoc.is_established
+    statuses = []
+    try:
+        for index, (status, identifier) in enumerate(
+            assoc.send_c_move(keys, destination, model, msg_id=7)
+        ):
+            if status is None:
+                break
+            if identifier is not None:
+                status.update(identifier)
+            statuses.append(status)
+            if cancel_after is not None and index + 1 == cancel_after:
+                assoc.send_c_cancel(7, query_model=model)
+    finally:
+        assoc.release()
+    return statuses
 
-    ``statuses`` maps SOP Instance UIDs to the status to answer; received UIDs are recorded,
-    with the calling AE title of the association each came on (``callers``) and the Move
-    Originator AE title and message ID of its C-STORE-RQ (``originators``).
-    """
 
-    def __init__(self, aet: str = "SCRIPTED", statuses: dict[str, int] | None = None) -> None:
-        from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
-
-        self.aet = aet
-        self.port = free_port()
-        self.statuses = dict(statuses or {})
-        self.received: list[str] = []
-        self.callers: list[str] = []
-        self.originators: list[tuple[str | None, int | None]] = []
-        self._ae = AE(ae_title=aet)
-        for cx in AllStoragePresentationContexts:
-            self._ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-
-        def on_store(event: Any) -> int:
-            uid = str(event.request.AffectedSOPInstanceUID)
-            self.received.append(uid)
-            self.callers.append(str(event.assoc.requestor.ae_title).strip())
-            request = event.request
-            originator = request.MoveOriginatorApplicationEntityTitle
-            self.originators.append(
-                (str(originator).strip() if originator else None, request.MoveOriginatorMessageID)
-            )
-            return self.statuses.get(uid, 0x0000)
-
-        self._server = self._ae.start_server(
-            (LOCALHOST, self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
-        )
-
-    def stop(self) -> None:
-        """Stop listening."""
-        self._server.shutdown()
+def study_keys(uid: str) -> Dataset:
+    """C-MOVE/C-GET keys of one study."""
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    ds.StudyInstanceUID = uid
+    return ds

@@ -15,18 +15,17 @@ import numpy
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
-from pynetdicom import AE
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelMove,
-    StudyRootQueryRetrieveInformationModelMove,
 )
 
 from import_adapter.app import ImportAdapter
 from tests.integration.qr_support import (
     ADAPTER_AET,
     LOCALHOST,
-    ScriptedStoreSCP,
+    c_move,
     start_adapter,
+    study_keys,
 )
 from tests.support import dcmtk
 from tests.support.dcmtk import StoreSCP
@@ -34,6 +33,7 @@ from tests.support.http_fault_server import HttpFaultServer
 from tests.support.orthanc import OrthancServer
 from tests.support.ports import free_port
 from tests.support.samples import SampleInstance, make_corpus, make_samples
+from tests.support.scripted_pacs import ScriptedPacs
 
 
 @pytest.fixture(scope="module")
@@ -68,15 +68,15 @@ def backend(data: dict[str, list[SampleInstance]],
 
 
 @pytest.fixture(scope="module")
-def scripted() -> Iterator[ScriptedStoreSCP]:
-    server = ScriptedStoreSCP()
+def scripted() -> Iterator[ScriptedPacs]:
+    server = ScriptedPacs()
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
 def adapter(backend: OrthancServer, scps: dict[str, StoreSCP],
-            scripted: ScriptedStoreSCP) -> Iterator[ImportAdapter]:
+            scripted: ScriptedPacs) -> Iterator[ImportAdapter]:
     destinations = [
         ("ALLSCP", LOCALHOST, scps["ALL"].port),
         ("PLAINSCP", LOCALHOST, scps["PLAIN"].port),
@@ -110,38 +110,6 @@ def _assert_identical(received: pydicom.Dataset, source_path: Path) -> None:
     for element in source:
         assert element.tag in received, element
         assert received[element.tag].value == element.value, element
-
-
-def _move(port: int, keys: Dataset, destination: str, *,
-          model: str = StudyRootQueryRetrieveInformationModelMove,
-          cancel_after: int | None = None) -> list[Dataset]:
-    """C-MOVE with pynetdicom; returns every response status dataset."""
-    ae = AE(ae_title="MOVESCU")
-    ae.add_requested_context(model)
-    assoc = ae.associate(LOCALHOST, port, ae_title=ADAPTER_AET)
-    assert assoc.is_established
-    statuses = []
-    try:
-        for index, (status, identifier) in enumerate(
-            assoc.send_c_move(keys, destination, model, msg_id=7)
-        ):
-            if status is None:
-                break
-            if identifier is not None:
-                status.update(identifier)
-            statuses.append(status)
-            if cancel_after is not None and index + 1 == cancel_after:
-                assoc.send_c_cancel(7, query_model=model)
-    finally:
-        assoc.release()
-    return statuses
-
-
-def _study(uid: str) -> Dataset:
-    ds = Dataset()
-    ds.QueryRetrieveLevel = "STUDY"
-    ds.StudyInstanceUID = uid
-    return ds
 
 
 def test_movescu_delivers_identical_instances_in_every_syntax(
@@ -210,7 +178,7 @@ def test_levels_and_counts(adapter: ImportAdapter, data: dict[str, list[SampleIn
     keys.QueryRetrieveLevel = "SERIES"
     keys.StudyInstanceUID = corpus[0].study_uid
     keys.SeriesInstanceUID = series
-    statuses = _move(adapter.server.port, keys, "ALLSCP")
+    statuses = c_move(adapter.server.port, keys, "ALLSCP")
     assert [s.Status for s in statuses] == [0xFF00] * len(in_series) + [0x0000]
     assert [s.NumberOfRemainingSuboperations for s in statuses[:-1]] == list(
         range(len(in_series) - 1, -1, -1)
@@ -222,14 +190,14 @@ def test_levels_and_counts(adapter: ImportAdapter, data: dict[str, list[SampleIn
     keys.StudyInstanceUID = corpus[0].study_uid
     keys.SeriesInstanceUID = series
     keys.SOPInstanceUID = [s.sop_instance_uid for s in in_series[:2]]
-    statuses = _move(adapter.server.port, keys, "ALLSCP")
+    statuses = c_move(adapter.server.port, keys, "ALLSCP")
     assert statuses[-1].Status == 0 and statuses[-1].NumberOfCompletedSuboperations == 2
 
     patient = pydicom.dcmread(corpus[0].path, stop_before_pixels=True).PatientID
     keys = Dataset()
     keys.QueryRetrieveLevel = "PATIENT"
     keys.PatientID = patient
-    statuses = _move(adapter.server.port, keys, "ALLSCP",
+    statuses = c_move(adapter.server.port, keys, "ALLSCP",
                      model=PatientRootQueryRetrieveInformationModelMove)
     assert statuses[-1].Status == 0
     assert statuses[-1].NumberOfCompletedSuboperations == len(corpus)
@@ -245,7 +213,7 @@ def test_destination_refusing_compressed_syntaxes_gets_decompressed_pixels(
                   and s.kind in ("jpeg_lossless", "jpeg2000_lossless", "rle", "jpegls_lossless")]
     assert compressed
     for sample in compressed:
-        statuses = _move(adapter.server.port, _study(sample.study_uid), "PLAINSCP")
+        statuses = c_move(adapter.server.port, study_keys(sample.study_uid), "PLAINSCP")
         assert statuses[-1].Status == 0x0000, sample.kind
     received = _by_uid(scp.wait_for_files(len(compressed)))
     for sample in compressed:
@@ -259,14 +227,14 @@ def test_destination_refusing_compressed_syntaxes_gets_decompressed_pixels(
 
 
 def test_destination_warnings_and_failures(
-    adapter: ImportAdapter, scripted: ScriptedStoreSCP, data: dict[str, list[SampleInstance]]
+    adapter: ImportAdapter, scripted: ScriptedPacs, data: dict[str, list[SampleInstance]]
 ) -> None:
     """One instance answered 0xA700, one 0xB000: the move goes on; final 0xB000 with the
     failed UID, Completed/Failed/Warning counted."""
     corpus = data["corpus"]
     failed, warned = corpus[0].sop_instance_uid, corpus[2].sop_instance_uid
     scripted.statuses.update({failed: 0xA700, warned: 0xB000})
-    statuses = _move(adapter.server.port, _study(corpus[0].study_uid), "SCRIPTED")
+    statuses = c_move(adapter.server.port, study_keys(corpus[0].study_uid), "SCRIPTED")
     final = statuses[-1]
     assert final.Status == 0xB000
     assert final.NumberOfFailedSuboperations == 1
@@ -276,42 +244,42 @@ def test_destination_warnings_and_failures(
 
 
 def test_every_sub_operation_failing_is_a702(
-    adapter: ImportAdapter, scripted: ScriptedStoreSCP, data: dict[str, list[SampleInstance]]
+    adapter: ImportAdapter, scripted: ScriptedPacs, data: dict[str, list[SampleInstance]]
 ) -> None:
     sample = data["samples"][0]
     scripted.statuses[sample.sop_instance_uid] = 0xA700
-    statuses = _move(adapter.server.port, _study(sample.study_uid), "SCRIPTED")
+    statuses = c_move(adapter.server.port, study_keys(sample.study_uid), "SCRIPTED")
     assert statuses[-1].Status == 0xA702
 
 
 def test_unknown_destination_is_a801(adapter: ImportAdapter,
                                      data: dict[str, list[SampleInstance]]) -> None:
-    statuses = _move(adapter.server.port, _study(data["corpus"][0].study_uid), "NOBODY")
+    statuses = c_move(adapter.server.port, study_keys(data["corpus"][0].study_uid), "NOBODY")
     assert [s.Status for s in statuses] == [0xA801]
 
 
 def test_destination_down_fails(adapter: ImportAdapter,
                                 data: dict[str, list[SampleInstance]]) -> None:
-    statuses = _move(adapter.server.port, _study(data["corpus"][0].study_uid), "DOWNSCP")
+    statuses = c_move(adapter.server.port, study_keys(data["corpus"][0].study_uid), "DOWNSCP")
     assert len(statuses) == 1
     assert statuses[0].Status == 0xA801  # pynetdicom: cannot associate with the destination
 
 
-def test_keyless_move_is_refused(adapter: ImportAdapter, scripted: ScriptedStoreSCP) -> None:
+def test_keyless_move_is_refused(adapter: ImportAdapter, scripted: ScriptedPacs) -> None:
     keys = Dataset()
     keys.QueryRetrieveLevel = "STUDY"
     keys.StudyInstanceUID = ""
     before = len(scripted.received)
-    statuses = _move(adapter.server.port, keys, "SCRIPTED")
+    statuses = c_move(adapter.server.port, keys, "SCRIPTED")
     assert statuses[-1].Status == 0xA900
     assert len(scripted.received) == before
 
 
-def test_cancel_stops_the_move(adapter: ImportAdapter, scripted: ScriptedStoreSCP,
+def test_cancel_stops_the_move(adapter: ImportAdapter, scripted: ScriptedPacs,
                                data: dict[str, list[SampleInstance]]) -> None:
     corpus = data["corpus"]
     before = len(scripted.received)
-    statuses = _move(adapter.server.port, _study(corpus[0].study_uid), "SCRIPTED",
+    statuses = c_move(adapter.server.port, study_keys(corpus[0].study_uid), "SCRIPTED",
                      cancel_after=3)
     final = statuses[-1]
     assert final.Status == 0xFE00
@@ -332,7 +300,7 @@ def test_wado_failure_counts_failed_sub_operations(
     adapter = start_adapter(f"{proxy.url}/dicom-web",
                             destinations=[("ALLSCP", LOCALHOST, scps["ALL"].port)])
     try:
-        statuses = _move(adapter.server.port, _study(corpus[0].study_uid), "ALLSCP")
+        statuses = c_move(adapter.server.port, study_keys(corpus[0].study_uid), "ALLSCP")
     finally:
         adapter.stop()
     final = statuses[-1]

@@ -20,10 +20,11 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from common.dimse.fast.scp import AcceptorAssociation
 from import_adapter.app import ImportAdapter
-from tests.integration.qr_support import ADAPTER_AET, LOCALHOST, ScriptedStoreSCP, start_adapter
+from tests.integration.qr_support import ADAPTER_AET, LOCALHOST, start_adapter
 from tests.support import dcmtk
 from tests.support.orthanc import OrthancServer
 from tests.support.samples import SampleInstance, make_corpus
+from tests.support.scripted_pacs import ScriptedPacs
 
 CMOVE_AET = "MOVEAET"
 MOVE = StudyRootQueryRetrieveInformationModelMove
@@ -43,14 +44,14 @@ def backend(corpus: list[SampleInstance],
 
 
 @pytest.fixture
-def recorder() -> Iterator[ScriptedStoreSCP]:
-    server = ScriptedStoreSCP(aet="RECORDER")
+def recorder() -> Iterator[ScriptedPacs]:
+    server = ScriptedPacs(aet="RECORDER")
     yield server
     server.stop()
 
 
 @pytest.fixture
-def adapter(backend: OrthancServer, recorder: ScriptedStoreSCP) -> Iterator[ImportAdapter]:
+def adapter(backend: OrthancServer, recorder: ScriptedPacs) -> Iterator[ImportAdapter]:
     server = start_adapter(backend.dicomweb_url,
                            destinations=[("RECORDER", LOCALHOST, recorder.port)],
                            cmove_aet=CMOVE_AET)
@@ -66,7 +67,7 @@ def _study(uid: str) -> Dataset:
 
 
 def test_movescu_is_served_by_the_fast_engine_with_the_cmove_aet(
-    adapter: ImportAdapter, recorder: ScriptedStoreSCP, corpus: list[SampleInstance]
+    adapter: ImportAdapter, recorder: ScriptedPacs, corpus: list[SampleInstance]
 ) -> None:
     # movescu proposes C-FIND and C-MOVE contexts on its association.
     result = dcmtk.movescu(LOCALHOST, adapter.server.port,
@@ -80,7 +81,7 @@ def test_movescu_is_served_by_the_fast_engine_with_the_cmove_aet(
 
 
 def test_find_and_move_on_one_fast_association(
-    adapter: ImportAdapter, recorder: ScriptedStoreSCP, corpus: list[SampleInstance]
+    adapter: ImportAdapter, recorder: ScriptedPacs, corpus: list[SampleInstance]
 ) -> None:
     ae = AE(ae_title="QRSCU")
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
@@ -113,7 +114,7 @@ def test_find_and_move_on_one_fast_association(
 
 
 def test_move_beside_get_calls_as_the_cmove_aet(
-    adapter: ImportAdapter, recorder: ScriptedStoreSCP, corpus: list[SampleInstance]
+    adapter: ImportAdapter, recorder: ScriptedPacs, corpus: list[SampleInstance]
 ) -> None:
     """Whatever else the association proposed, the destination is called as --dimse_cmove_aet."""
     ae = AE(ae_title="QRSCU")

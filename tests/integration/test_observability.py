@@ -179,7 +179,7 @@ def test_cfind_cmove_and_cget_are_counted(
 ) -> None:
     """findscu, movescu and getscu through a running adapter: the C-FIND and C-MOVE/C-GET
     counters match the responses the SCUs got and the bytes storescp received."""
-    from tests.integration.qr_support import ScriptedStoreSCP
+    from tests.support.scripted_pacs import ScriptedPacs
 
     store = fresh_orthanc()
     corpus = make_corpus(tmp_path / "corpus", 6, studies=1)
@@ -187,7 +187,7 @@ def test_cfind_cmove_and_cget_are_counted(
     study = corpus[0].study_uid
     scp = store_scp(aet="MOVEDEST", syntaxes="all")
     refuse = corpus[2].sop_instance_uid
-    scripted = ScriptedStoreSCP(aet="PICKY", statuses={refuse: 0xA700})
+    scripted = ScriptedPacs({refuse: 0xA700}, aet="PICKY")
     try:
         adapter, metrics_port = adapter_process(
             store.dicomweb_url, "--aet_dictionary_inline",

@@ -19,6 +19,7 @@ One layer per module, bottom up::
     acse         association PDUs through pynetdicom.pdu: request, accept, reject, abort
     negotiation  what an acceptor answers: contexts, roles, user identity, async window
     receive      a C-STORE's dataset into memory, or a file as it arrives
+    responses    reading the response to a request we sent (either end of an association)
     scu          an association we request (with role selection): C-STORE a file, C-ECHO,
                  N-EVENT-REPORT, release, abort
     scp          an association we accept: negotiate, then serve every request

@@ -569,7 +569,7 @@ class NActionRsp:
             (Tag.STATUS, _us(self.status)),
         ]
         if self.error_comment:
-            elements.append((Tag.ERROR_COMMENT, _text(self.error_comment)))
+            elements.append((Tag.ERROR_COMMENT, _text(safe_error_comment(self.error_comment))))
         elements += [
             (Tag.AFFECTED_SOP_INSTANCE_UID, _uid(self.sop_instance_uid)),
             (Tag.ACTION_TYPE_ID, _us(self.action_type_id)),

@@ -56,7 +56,6 @@ from common.dimse.fast.constants import (
     RejectReason,
     RejectResult,
     RejectSource,
-    Tag,
 )
 from common.dimse.fast.limits import (
     DEFAULT_MIN_RECEIVE_RATE,
@@ -67,6 +66,7 @@ from common.dimse.fast.limits import (
 from common.dimse.fast.meta import FileMeta
 from common.dimse.fast.negotiation import negotiate
 from common.dimse.fast.receive import receive_dataset, remove_quietly
+from common.dimse.fast.responses import OnCancel, read_response
 from common.dimse.fast.transport import (
     ConnectionClosedError,
     DimseProtocolError,
@@ -75,9 +75,10 @@ from common.dimse.fast.transport import (
     ReleaseRequestedError,
     acceptor_abort_pdu,
     max_pdv_data,
-    pdata_pdus,
+    message_pdus,
     release_pdu,
 )
+from common.logs import peer_label
 from common.status import DimseStatus, instance_too_large_status
 
 LOG = logging.getLogger(__name__)
@@ -144,6 +145,11 @@ class PeerInfo:
     ae_title: str
     address: str
     port: int
+
+    @property
+    def label(self) -> str:
+        """``AE@address:port`` for logs, escaped (:func:`common.logs.peer_label`)."""
+        return peer_label(self.ae_title, self.address, self.port)
 
 
 class AssociationEvent(enum.Enum):
@@ -296,8 +302,7 @@ class AcceptorAssociation:
         return self._sock
 
     def __repr__(self) -> str:
-        r = self.requestor
-        return f"AcceptorAssociation({r.ae_title or '-'}@{r.address}:{r.port})"
+        return f"AcceptorAssociation({self.requestor.label})"
 
     # -- thread-safe controls -----------------------------------------------------------------
 
@@ -363,12 +368,21 @@ class AcceptorAssociation:
         with contextlib.suppress(OSError):  # already disconnected
             self._sock.shutdown(socket.SHUT_RDWR)
 
-    def _send(self, data: bytes) -> None:
+    @contextlib.contextmanager
+    def _sending(self) -> Iterator[PduStream]:
+        """The stream, to write one whole message or PDU (no abort gets into its middle)."""
         with self._send_lock:
             if self._closed:
                 raise ConnectionClosedError("association already closed")
             self._sock.settimeout(self._policy.network_timeout)
-            self._stream.send(data)
+            yield self._stream
+
+    def _send(self, data: bytes) -> None:
+        with self._sending() as stream:
+            stream.send(data)
+
+    def _send_message(self, context_id: int, command: bytes, dataset: bytes | None = None) -> None:
+        self._send(message_pdus(context_id, command, dataset, self._fragment))
 
     # -- serving ------------------------------------------------------------------------------
 
@@ -563,7 +577,7 @@ class AcceptorAssociation:
         status = self._handlers.c_echo(self, request)
         response = CEchoRsp(request.message_id, status.code, context.abstract_syntax,
                             status.comment)
-        self._send_command(context.context_id, response.encode())
+        self._send_message(context.context_id, response.encode())
 
     def _c_store(self, request: CStoreRq, context: AcceptedContext, has_dataset: bool) -> None:
         if not has_dataset:
@@ -581,7 +595,7 @@ class AcceptorAssociation:
             status = instance_too_large_status(limit)
             response = CStoreRsp(request.message_id, request.sop_class_uid,
                                  request.sop_instance_uid, status.code, status.comment)
-            self._send_command(context.context_id, response.encode())
+            self._send_message(context.context_id, response.encode())
             return
         path, content = spooled
         # The handler's bookkeeping (log line, metrics) waits until the response is out.
@@ -597,7 +611,7 @@ class AcceptorAssociation:
                 status.code,
                 status.comment,
             )
-            self._send_command(context.context_id, response.encode())
+            self._send_message(context.context_id, response.encode())
 
     def _read_identifier(self, context: AcceptedContext, what: str) -> bytes:
         """The dataset that follows a request, up to :data:`MAX_REQUEST_DATASET_LENGTH` bytes."""
@@ -629,7 +643,7 @@ class AcceptorAssociation:
             status.code,
             status.comment,
         )
-        self._send_command(context.context_id, response.encode())
+        self._send_message(context.context_id, response.encode())
 
     def _query_retrieve(
         self, request: CMoveRq | CFindRq, context: AcceptedContext, has_dataset: bool
@@ -675,7 +689,9 @@ class AcceptorAssociation:
 
         handlers = self._handlers
         if isinstance(request, CGetRq):
-            sub_operations = GetSubOperations(self, cancel_seen, interrupted)
+            sub_operations = GetSubOperations(
+                self, partial(self._store_sub_operation, on_cancel=cancel_seen), interrupted
+            )
             responses = handlers.c_get(
                 self, request, context, identifier, is_cancelled, sub_operations
             )
@@ -716,31 +732,31 @@ class AcceptorAssociation:
                 has_identifier=has_identifier,
             ).encode()
         )
-        pdus = pdata_pdus(context.context_id, command, True, self._fragment)
-        if response.identifier is not None:
-            pdus += pdata_pdus(context.context_id, response.identifier, False, self._fragment)
-        self._send(b"".join(pdus))
+        self._send_message(context.context_id, command, response.identifier)
 
-    def _send_c_store(
+    def _store_sub_operation(
         self,
         path: Path,
         meta: FileMeta,
         context: AcceptedContext,
         message_id: int,
         move_originator: tuple[str, int] | None,
-    ) -> None:
-        """Send a C-STORE-RQ with the dataset of a Part 10 file (a C-GET sub-operation)."""
+        on_cancel: OnCancel,
+    ) -> CStoreRsp:
+        """C-STORE a Part 10 file's dataset to the requestor (a C-GET sub-operation).
+
+        A C-CANCEL-RQ that arrives before the C-STORE-RSP goes to ``on_cancel``.
+        """
         command = CStoreRq.for_file(meta, message_id, move_originator).encode()
-        with self._send_lock:
-            if self._closed:
-                raise ConnectionClosedError("association already closed")
-            self._sock.settimeout(self._policy.network_timeout)
-            self._stream.send_file_dataset(
+        with self._sending() as stream:
+            stream.send_file_dataset(
                 context.context_id, command, path, meta.dataset_offset, self._fragment
             )
-
-    def _send_command(self, context_id: int, command: bytes) -> None:
-        self._send(b"".join(pdata_pdus(context_id, command, True, self._fragment)))
+        response = read_response(
+            self._stream, CommandField.C_STORE_RSP, message_id, self._policy.dimse_timeout,
+            on_cancel,
+        )
+        return CStoreRsp.from_command(response)
 
 
 #: The Q/R requests the SCP serves, by Command Field.
@@ -764,23 +780,21 @@ class GetSubOperations:
     def __init__(
         self,
         assoc: AcceptorAssociation,
-        cancel_seen: Callable[[CCancelRq, int], bool],
+        store: Callable[
+            [Path, FileMeta, AcceptedContext, int, tuple[str, int] | None], CStoreRsp
+        ],
         interrupted: list[BaseException],
     ) -> None:
-        self._assoc = assoc
-        self._cancel_seen = cancel_seen
+        """``store`` sends one C-STORE-RQ on ``assoc`` and reads its response."""
+        self._store = store
         self._interrupted = interrupted
+        #: The requestor, for logs.
+        self.peer = assoc.requestor.label
         #: The contexts the requestor accepted the SCP role on, by (SOP class, syntax).
         self.contexts: dict[tuple[str, str], AcceptedContext] = {}
         for cx in assoc.contexts.values():
             if cx.abstract_syntax in assoc.requestor_scp:
                 self.contexts.setdefault((cx.abstract_syntax, cx.transfer_syntax), cx)
-
-    @property
-    def peer(self) -> str:
-        """The requestor, for logs."""
-        requestor = self._assoc.requestor
-        return f"{requestor.ae_title or '-'}@{requestor.address}:{requestor.port}"
 
     def send_c_store(
         self,
@@ -797,36 +811,7 @@ class GetSubOperations:
             CommandSetError: the association failed (recorded: the C-GET ends).
         """
         try:
-            self._assoc._send_c_store(path, meta, context, message_id, move_originator)
-            return self._read_response(message_id)
+            return self._store(path, meta, context, message_id, move_originator)
         except (OSError, DimseProtocolError, ReleaseRequestedError, CommandSetError) as exc:
             self._interrupted.append(exc)
             raise
-
-    def _read_response(self, message_id: int) -> CStoreRsp:
-        assoc = self._assoc
-        stream = assoc._stream
-        while True:
-            assoc._sock.settimeout(assoc._policy.dimse_timeout)
-            context_id, raw = stream.read_command()
-            command = decode_command_set(raw)
-            if command.has_dataset:
-                stream.read_dataset(context_id, lambda _data: None)  # not expected; dropped
-            else:
-                stream.end_message()
-            field = command.command_field
-            if field == CommandField.C_CANCEL_RQ:
-                self._cancel_seen(CCancelRq.from_command(command), context_id)
-                continue
-            if field != CommandField.C_STORE_RSP:
-                raise DimseProtocolError(
-                    f"expected a C-STORE-RSP, got command 0x{field:04X}",
-                    AbortReason.UNEXPECTED_PDU,
-                )
-            responded_to = command.us(Tag.MESSAGE_ID_BEING_RESPONDED_TO)
-            if responded_to != message_id:
-                raise DimseProtocolError(
-                    f"C-STORE-RSP to message {responded_to}, expected {message_id}",
-                    AbortReason.INVALID_PDU_PARAMETER_VALUE,
-                )
-            return CStoreRsp.from_command(command)

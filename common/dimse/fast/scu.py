@@ -11,7 +11,7 @@ import contextlib
 import logging
 import select
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,28 +32,28 @@ from common.dimse.fast.commands import (
     CommandSetError,
     CStoreRq,
     CStoreRsp,
-    decode_command_set,
 )
 from common.dimse.fast.constants import (
     AbortReason,
     AbortSource,
     CommandField,
     PduType,
-    Tag,
 )
 from common.dimse.fast.meta import FileMeta
 from common.dimse.fast.notify import NEventReportRq, NEventReportRsp
+from common.dimse.fast.responses import read_response
 from common.dimse.fast.transport import (
     DimseProtocolError,
     PduStream,
     abort_pdu,
     max_pdv_data,
-    pdata_pdus,
+    message_pdus,
     pending_bytes,
     raise_for_control_pdu,
     release_pdu,
 )
 from common.dimse.tls import TlsSettings, client_context
+from common.logs import peer_label
 
 LOG = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class RequestorAssociation:
                 malformed one (we abort the connection first).
             TimeoutError: no answer within the ACSE timeout.
         """
-        peer = f"{called_ae_title}@{host}:{port}"
+        peer = peer_label(called_ae_title, host, port)
         sock = _connect(host, port, timeouts.connect, tls)
         stream = PduStream(sock, max_length)
         try:
@@ -217,19 +217,13 @@ class RequestorAssociation:
                 protocol or ended the association (aborted).
         """
         command = CStoreRq.for_file(meta, message_id, move_originator).encode()
-        try:
+        with self._aborting_on_failure():
             self._stream.sock.settimeout(self._timeouts.network)
             self._stream.send_file_dataset(
                 context.context_id, command, path, meta.dataset_offset, self._fragment
             )
             rsp = self._read_response(CommandField.C_STORE_RSP, message_id)
             return CStoreRsp.from_command(rsp)
-        except CommandSetError as exc:
-            self.abort(AbortReason.INVALID_PDU_PARAMETER_VALUE)
-            raise DimseProtocolError(str(exc), AbortReason.INVALID_PDU_PARAMETER_VALUE) from exc
-        except BaseException:
-            self.abort()
-            raise
 
     def c_echo(self, message_id: int, context: AcceptedContext) -> CEchoRsp:
         """C-ECHO on ``context`` (a Verification context).
@@ -237,19 +231,10 @@ class RequestorAssociation:
         Raises:
             as :meth:`send_c_store`.
         """
-        try:
-            self._stream.sock.settimeout(self._timeouts.network)
-            self._stream.send_command(
-                context.context_id, CEchoRq(message_id).encode(), self._fragment
-            )
+        with self._aborting_on_failure():
+            self._send_message(context, CEchoRq(message_id).encode(), None)
             return CEchoRsp.from_command(self._read_response(CommandField.C_ECHO_RSP,
                                                              message_id))
-        except CommandSetError as exc:
-            self.abort(AbortReason.INVALID_PDU_PARAMETER_VALUE)
-            raise DimseProtocolError(str(exc), AbortReason.INVALID_PDU_PARAMETER_VALUE) from exc
-        except BaseException:
-            self.abort()
-            raise
 
     def n_event_report(
         self,
@@ -280,15 +265,20 @@ class RequestorAssociation:
             event_type_id=event_type_id,
             has_event_information=event_information is not None,
         ).encode()
-        try:
-            pdus = pdata_pdus(context.context_id, command, True, self._fragment)
-            if event_information is not None:
-                pdus += pdata_pdus(context.context_id, event_information, False, self._fragment)
-            self._stream.sock.settimeout(self._timeouts.network)
-            self._stream.send(b"".join(pdus))
+        with self._aborting_on_failure():
+            self._send_message(context, command, event_information)
             return NEventReportRsp.from_command(
                 self._read_response(CommandField.N_EVENT_REPORT_RSP, message_id)
             )
+
+    @contextlib.contextmanager
+    def _aborting_on_failure(self) -> Iterator[None]:
+        """Abort the association when an exchange fails; the failure goes on to the caller.
+
+        A malformed command set from the peer is raised as the protocol error it is.
+        """
+        try:
+            yield
         except CommandSetError as exc:
             self.abort(AbortReason.INVALID_PDU_PARAMETER_VALUE)
             raise DimseProtocolError(str(exc), AbortReason.INVALID_PDU_PARAMETER_VALUE) from exc
@@ -296,25 +286,15 @@ class RequestorAssociation:
             self.abort()
             raise
 
+    def _send_message(
+        self, context: AcceptedContext, command: bytes, dataset: bytes | None
+    ) -> None:
+        message = message_pdus(context.context_id, command, dataset, self._fragment)
+        self._stream.sock.settimeout(self._timeouts.network)
+        self._stream.send(message)
+
     def _read_response(self, field: CommandField, message_id: int) -> CommandSet:
-        self._stream.sock.settimeout(self._timeouts.dimse)
-        context_id, raw = self._stream.read_command()
-        command = decode_command_set(raw)
-        if command.command_field != field:
-            raise DimseProtocolError(
-                f"expected command 0x{field:04X}, got 0x{command.command_field:04X}",
-                AbortReason.UNEXPECTED_PDU,
-            )
-        if command.has_dataset:
-            # Not expected for C-STORE/C-ECHO responses; read and drop it to stay in step.
-            self._stream.read_dataset(context_id, lambda _data: None)
-        responded_to = command.us(Tag.MESSAGE_ID_BEING_RESPONDED_TO)
-        if responded_to != message_id:
-            raise DimseProtocolError(
-                f"response to message {responded_to}, expected {message_id}",
-                AbortReason.INVALID_PDU_PARAMETER_VALUE,
-            )
-        return command
+        return read_response(self._stream, field, message_id, self._timeouts.dimse)
 
     def release(self) -> None:
         """Release the association (A-RELEASE-RQ, wait for A-RELEASE-RP), then close.

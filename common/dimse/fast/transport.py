@@ -144,6 +144,18 @@ def pdata_pdus(context_id: int, data: bytes, command: bool, fragment: int) -> li
         start = end
 
 
+def message_pdus(context_id: int, command: bytes, dataset: bytes | None, fragment: int) -> bytes:
+    """A whole DIMSE message as P-DATA-TF PDUs: the command set, then the dataset if any.
+
+    Each is cut into fragments of at most ``fragment`` bytes (:func:`max_pdv_data`), its last
+    fragment flagged. The one way a message held in memory is framed, whichever end sends it.
+    """
+    pdus = pdata_pdus(context_id, command, True, fragment)
+    if dataset is not None:
+        pdus += pdata_pdus(context_id, dataset, False, fragment)
+    return b"".join(pdus)
+
+
 class PduStream:
     """Reads and writes PDUs on one connected, blocking socket (one thread only).
 
@@ -390,10 +402,6 @@ class PduStream:
         """Write bytes (whole PDUs) to the socket."""
         self.sock.sendall(data)
 
-    def send_command(self, context_id: int, command: bytes, fragment: int) -> None:
-        """Send a command set with no dataset."""
-        self.send(b"".join(pdata_pdus(context_id, command, True, fragment)))
-
     def send_file_dataset(
         self, context_id: int, command: bytes, path: Path, dataset_offset: int, fragment: int
     ) -> None:
@@ -426,7 +434,7 @@ class PduStream:
             ConnectionClosedError: the file ended early (it changed under us).
             OSError: the socket failed.
         """
-        head = b"".join(pdata_pdus(context_id, command, True, fragment))
+        head = message_pdus(context_id, command, None, fragment)
         per_batch = max(1, _SEND_BATCH // fragment)
         remaining = length
         first = True

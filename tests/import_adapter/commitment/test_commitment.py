@@ -23,7 +23,6 @@ from import_adapter.commitment.service import (
     CommitmentSettings,
     PendingInstances,
     build_report,
-    lookup_delays,
     parse_request,
 )
 
@@ -124,7 +123,7 @@ def test_service_checks_and_reports_with_retries() -> None:
         AetDictionary([peer]),
         CommitmentSettings(report_retry=RetryPolicy(initial_delay=0.01, max_delay=0.02,
                                                     budget=5),
-                           wait=0.3, lookup_initial_delay=0.05),
+                           wait=0.3, lookup_backoff=RetryPolicy(initial_delay=0.05)),
         pending,
         sender,
         observer=observer,
@@ -225,11 +224,10 @@ def _timed_service(
 
 
 def test_lookup_schedule_doubles_from_half_a_second_to_ten() -> None:
-    delays = lookup_delays(0.5, 10.0)
-    assert [next(delays) for _ in range(8)] == [0.5, 1, 2, 4, 8, 10, 10, 10]
     settings = CommitmentSettings()
-    assert (settings.wait, settings.lookup_initial_delay, settings.lookup_max_delay) == (
-        120.0, 0.5, 10.0)
+    delays = settings.lookup_backoff.backoff()
+    assert [next(delays) for _ in range(8)] == [0.5, 1, 2, 4, 8, 10, 10, 10]
+    assert settings.wait == 120.0
 
 
 def test_missing_instance_is_looked_up_again_until_the_deadline() -> None:

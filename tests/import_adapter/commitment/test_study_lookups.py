@@ -12,6 +12,7 @@ from common.dicom.reference import InstanceReference
 from common.dimse.aet_dictionary import AetDictionary
 from common.dimse.sender import PeerAddress
 from common.errors import DicomwebConnectionError, DicomwebHttpError
+from common.retry import RetryPolicy
 from common.status import Status
 from import_adapter.commitment.known_studies import KnownStudies
 from import_adapter.commitment.service import (
@@ -133,7 +134,9 @@ def _service(store: CountingStore, known: KnownStudies | None, wait: float = 0.3
     return CommitmentService(
         store,  # type: ignore[arg-type]
         AetDictionary([PeerAddress("SCU", "127.0.0.1", 11112)]),
-        CommitmentSettings(wait=wait, lookup_initial_delay=0.05, lookup_max_delay=0.1),
+        CommitmentSettings(
+            wait=wait, lookup_backoff=RetryPolicy(initial_delay=0.05, max_delay=0.1)
+        ),
         known_studies=known,
     )
 

@@ -20,6 +20,8 @@ from common.errors import (
 from common.status import (
     FAILURE_TABLE,
     OVERLOAD_HTTP_STATUSES,
+    PEER_FAILURE_TABLE,
+    PROCESSING_FAILURE_ATTEMPTS,
     DimseStatus,
     FailureRule,
     SpoolAction,
@@ -101,8 +103,11 @@ def test_http_error_codes_to_retry_turn_dead_letters_into_retries() -> None:
         (MalformedDatasetError("cut"), Kind.DEAD),
         (FileNotFoundError("gone"), Kind.DEAD),
         (PeerUnavailableError("PACS down"), Kind.UNREACHABLE),
-        (AssociationRejectedError("rj", permanent=True, source=1, reason=7), Kind.RETRY),
-        (NoAcceptableContextError("none", sop_class_uid="1.2"), Kind.RETRY),
+        # A rejected association keeps the work (it used to be retried a few times, then
+        # dead-lettered); no presentation context is final (it used to be retried).
+        (AssociationRejectedError("rj", permanent=True, source=1, reason=7), Kind.UNREACHABLE),
+        (AssociationRejectedError("rj", permanent=False, source=3, reason=1), Kind.UNREACHABLE),
+        (NoAcceptableContextError("none", sop_class_uid="1.2"), Kind.DEAD),
     ],
 )
 def test_other_errors(error: BaseException, kind: Kind) -> None:
@@ -118,8 +123,9 @@ def test_other_errors(error: BaseException, kind: Kind) -> None:
         (0xB000, Kind.DONE),
         (0xA700, Kind.RETRY),
         (0xA7FF, Kind.RETRY),
-        (0x0110, Kind.DEAD),
+        (0x0110, Kind.RETRY),
         (0x0111, Kind.DEAD),
+        (0xA900, Kind.DEAD),
         (0xC000, Kind.DEAD),
     ],
 )
@@ -127,6 +133,48 @@ def test_store_answers(code: int, kind: Kind) -> None:
     result = result_for_status(DimseStatus(code), 200)
     assert result.kind is kind and result.status.code == code and result.http_status == 200
     assert (result.reason == "") == (kind is Kind.DONE)
+    assert result.max_attempts == rule_for_store_status(DimseStatus(code)).attempts
+
+
+def test_processing_failure_is_retried_a_bounded_number_of_times() -> None:
+    result = result_for_status(DimseStatus(Status.PROCESSING_FAILURE))
+    assert result.kind is Kind.RETRY and result.max_attempts == PROCESSING_FAILURE_ATTEMPTS
+
+
+@pytest.mark.parametrize(
+    ("error", "answered"),
+    [
+        (PeerUnavailableError("PACS down"), False),
+        (AssociationRejectedError("rj", permanent=False, source=3, reason=1), False),
+        (AssociationRejectedError("rj", permanent=True, source=1, reason=3), True),
+    ],
+)
+def test_a_waiting_scu_is_answered_at_once_only_after_a_permanent_rejection(
+    error: BaseException, answered: bool
+) -> None:
+    assert result_for_error(error, NONE).answer_waiting_scu is answered
+
+
+@pytest.mark.parametrize("rule", PEER_FAILURE_TABLE, ids=lambda rule: rule.outcome[:40])
+def test_every_peer_row_gives_its_spool_action(rule: FailureRule) -> None:
+    """The peer failure table's spool column, for peer statuses and DIMSE failures alike."""
+    kinds = [
+        result_for_status(DimseStatus(code)).kind
+        for code in (0x0000, 0xB000, 0xB006, 0xB007, 0xA700, 0xA702, 0x0110, 0xA900, 0xC000)
+        if rule_for_store_status(DimseStatus(code)) is rule
+    ]
+    kinds += [
+        result_for_error(error, NONE).kind
+        for error in (
+            PeerUnavailableError("x"),
+            AssociationRejectedError("rj", permanent=False, source=3, reason=1),
+            AssociationRejectedError("rj", permanent=True, source=1, reason=7),
+            NoAcceptableContextError("none", sop_class_uid="1.2"),
+        )
+        if rule_for_error(error) is rule
+    ]
+    assert kinds, rule.outcome
+    assert set(kinds) == {_KIND[rule.spool]}
 
 
 @pytest.mark.parametrize("rule", FAILURE_TABLE, ids=lambda rule: rule.outcome[:40])

@@ -4,7 +4,6 @@ happens to each instance of a batch."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,8 +46,10 @@ class BatchStore:
         self.whole = list(whole)
         self.gate = threading.Event()
         self.gate.set()
+        self.arrived = threading.Semaphore(0)  # one release per request, before the gate
 
     def _record(self, paths: Sequence[Path]) -> UploadResult | None:
+        self.arrived.release()
         self.gate.wait(5)
         with self.lock:
             self.requests.append([_uid(path) for path in paths])
@@ -84,16 +85,21 @@ def _manager(root: Path, store: BatchStore, **upload: object) -> SpoolManager:
 def _queue_while_held(
     manager: SpoolManager, store: BatchStore, studies: Sequence[str], receipt: bool = False
 ) -> list[str]:
-    """Submit one instance per study given, while the store holds its first request."""
+    """Submit one instance per study given, while the store holds its first request.
+
+    The first one alone is the held request: the others are submitted once the store has it (a
+    loaded machine may start the worker late), so they make the backlog that batches form from.
+    """
     store.gate.clear()
     uids = []
-    for study in studies:
+    for index, study in enumerate(studies):
         request = received(manager.layout.incoming, study=study)
         manager.submit(
             check_instance(request), request.origin, [DEST_A], Receipt(1) if receipt else None
         )
         uids.append(request.sop_instance_uid)
-    time.sleep(0.05)
+        if index == 0:
+            assert store.arrived.acquire(timeout=5), "the first upload never started"
     store.gate.set()
     return uids
 
@@ -155,6 +161,7 @@ def test_one_refused_in_a_batch_is_sent_again_alone_and_only_it_is_dead_lettered
         store.gate.clear()
         first = received(manager.layout.incoming, study=study)
         manager.submit(check_instance(first), first.origin, [DEST_A], None)
+        assert store.arrived.acquire(timeout=5)  # held by the store: the next ten are a backlog
         requests = [received(manager.layout.incoming, study=study) for _ in range(10)]
         store.refuse.add(requests[3].sop_instance_uid)
         for request in requests:
@@ -200,6 +207,8 @@ def test_waiting_scus_get_their_own_answers_from_a_batch(tmp_path: Path) -> None
             receipt = Receipt(1)
             manager.submit(check_instance(request), request.origin, [DEST_A], receipt)
             receipts.append(receipt)
+            if index == 0:  # held by the store: the next five make the backlog
+                assert store.arrived.acquire(timeout=5)
         store.gate.set()
         statuses = [receipt.wait(5) for receipt in receipts]
     finally:

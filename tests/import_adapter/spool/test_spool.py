@@ -23,14 +23,14 @@ from common.errors import (
     SpoolFullError,
 )
 from common.sinks import Origin
-from common.status import SUCCESS, DimseStatus, Status
+from common.status import PROCESSING_FAILURE_ATTEMPTS, SUCCESS, DimseStatus, Status
 from import_adapter.config import ImportConfig
 from import_adapter.routing.destinations import DicomwebDestination
 from import_adapter.spool.concurrency import ConcurrencySettings
 from import_adapter.spool.disk import DurableSpool, SpoolLimits
 from import_adapter.spool.layout import SpoolLayout, entry_calling_aet, new_entry_name
 from import_adapter.spool.manager import SpoolManager, SpoolSettings
-from import_adapter.spool.outcome import Kind, UploadResult, result_for_error
+from import_adapter.spool.outcome import Kind, UploadResult, result_for_error, result_for_status
 from import_adapter.spool.queue import BatchSettings, Receipt, UploadSettings
 from import_adapter.store import StoreRequest, check_instance
 
@@ -138,6 +138,17 @@ def test_instance_without_a_file_to_take_over_is_copied_with_its_own_meta(
     assert other.spool_path.exists()  # not taken from its owner
     copy = spool.layout.queue(DEST_A.key) / name
     assert copy.read_bytes()[: len(instance.meta)] == instance.meta
+
+
+def test_instance_without_a_file_is_written_once_for_several_queues(tmp_path: Path) -> None:
+    spool = spool_at(tmp_path / "s")
+    instance = check_instance(received(tmp_path / "elsewhere"))
+    name = spool.commit(instance, Origin("SCU1"), [DEST_A.key, DEST_B.key])
+    whole = b"".join(instance.iter_chunks())
+    first, second = (spool.layout.queue(key) / name for key in (DEST_A.key, DEST_B.key))
+    assert first.read_bytes() == whole and first.samefile(second)
+    assert list(spool.layout.staging.iterdir()) == []  # committed
+    assert spool.queued_bytes == len(whole)
 
 
 def test_no_destination_is_refused(tmp_path: Path) -> None:
@@ -302,6 +313,26 @@ def test_refused_credentials_answer_a_waiting_scu_at_once_and_keep_the_others(
     assert not manager.is_pending(queued.sop_instance_uid)
     assert not list(manager.layout.dead_letter.rglob("*.dcm"))
     assert len(seen) == 3
+
+
+def test_processing_failure_is_tried_the_rows_attempts_then_dead_lettered(
+    tmp_path: Path,
+) -> None:
+    """A peer's 0x0110 gets PROCESSING_FAILURE_ATTEMPTS tries in all, fewer than the flag."""
+    failing = result_for_status(DimseStatus(Status.PROCESSING_FAILURE))
+    seen: list[str] = []
+    manager = _manager(tmp_path / "s", [failing] * 10, seen, retry_amount=5)
+    manager.start()
+    try:
+        _submit(manager)
+        _drained(manager)
+    finally:
+        manager.stop()
+    dead = list(manager.layout.dead_letter.rglob("*.dcm"))
+    assert len(dead) == 1 and len(seen) == PROCESSING_FAILURE_ATTEMPTS < 5 + 1
+    sidecar = json.loads(dead[0].with_name(dead[0].name + ".json").read_text())
+    assert sidecar["attempts"] == PROCESSING_FAILURE_ATTEMPTS
+    assert sidecar["dimse_status"] == f"0x{Status.PROCESSING_FAILURE:04X}"
 
 
 def test_retries_exhausted_goes_to_dead_letter_then_requeue(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -35,7 +35,7 @@ from common.dimse.fast.commands import (
     SubOperationCounts,
     decode_command_set,
 )
-from common.dimse.fast.constants import CommandField
+from common.dimse.fast.constants import CommandField, Tag
 from common.status import Status
 
 MOVE = str(StudyRootQueryRetrieveInformationModelMove)
@@ -191,3 +191,9 @@ def test_n_action_rq_and_rsp_match_pynetdicom() -> None:
     setattr(response, "ErrorComment", "odd")  # noqa: B010 (typed None in pynetdicom)
     rsp = NActionRsp(9, COMMIT, COMMIT_INSTANCE, 1, 0x0119, "odd")
     assert rsp.encode() == _pynetdicom(N_ACTION_RSP(), response)
+
+
+def test_n_action_rsp_error_comment_is_made_lo_safe_like_the_others() -> None:
+    rsp = NActionRsp(9, COMMIT, COMMIT_INSTANCE, 1, 0x0110, "bad\\value\n" + "x" * 80)
+    comment = decode_command_set(rsp.encode()).text(Tag.ERROR_COMMENT)
+    assert len(comment) <= 64 and "\\" not in comment and "\n" not in comment

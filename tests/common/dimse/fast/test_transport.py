@@ -6,7 +6,6 @@ import io
 import socket
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 from pynetdicom.dimse_messages import C_STORE_RQ
@@ -24,19 +23,12 @@ from common.dimse.fast.transport import (
     ReleaseRequestedError,
     abort_pdu,
     max_pdv_data,
+    message_pdus,
     pdata_pdus,
     release_pdu,
 )
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
-
-
-@pytest.fixture
-def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    a, b = socket.socketpair()
-    yield a, b
-    a.close()
-    b.close()
 
 
 def _pynetdicom_pdus(dataset: bytes, max_pdu: int) -> list[bytes]:
@@ -83,6 +75,20 @@ def test_file_stream_matches_pynetdicom(
     # pynetdicom needs a finite PDU size; 0 means "ours", i.e. 1 MiB fragments.
     expected = b"".join(_pynetdicom_pdus(dataset, max_pdu or (1 << 20)))
     assert bytes(received) == expected
+
+
+@pytest.mark.parametrize("max_pdu", [16384, 1000])
+@pytest.mark.parametrize("size", [1, 999, 40000])
+def test_message_matches_pynetdicom(max_pdu: int, size: int) -> None:
+    dataset = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    command = CStoreRq(1, CT, "1.2.3").encode()
+    message = message_pdus(3, command, dataset, max_pdv_data(max_pdu))
+    assert message == b"".join(_pynetdicom_pdus(dataset, max_pdu))
+
+
+def test_message_without_dataset_is_its_command_alone() -> None:
+    command = CEchoRq(4).encode()
+    assert message_pdus(1, command, None, 10) == b"".join(pdata_pdus(1, command, True, 10))
 
 
 def test_reader_reassembles_fragments_across_pdus(
