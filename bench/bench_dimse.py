@@ -47,7 +47,7 @@ def send_pynetdicom(scp: StoreSCP, files: list[Path]) -> None:
     """A plain pynetdicom SCU: one association, chunked sends of the files as they are."""
     _config.STORE_SEND_CHUNKED_DATASET = True
     ae = AE(ae_title="BENCH")
-    pairs = {}
+    pairs: dict[str, set[str]] = {}
     for path in files:
         meta = read_file_meta_info(path)
         pairs.setdefault(str(meta.MediaStorageSOPClassUID), set()).add(

@@ -198,7 +198,10 @@ def make_sample(path: Path) -> str:
     from pydicom.data import get_testdata_file
     from pydicom.uid import generate_uid
 
-    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    source = get_testdata_file("CT_small.dcm")
+    if not isinstance(source, str):  # None: this pydicom lacks its own test file
+        raise RuntimeError("pydicom's test data has no CT_small.dcm")
+    ds = pydicom.dcmread(source)
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     ds.save_as(path, enforce_file_format=True)

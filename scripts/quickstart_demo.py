@@ -105,7 +105,10 @@ def main() -> int:
         wait_port(dimse_port)
         say(f"Import adapter IMPORTADAPTER listening on port {dimse_port}")
 
-        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        source = get_testdata_file("CT_small.dcm")
+        if not isinstance(source, str):  # None: this pydicom lacks its own test file
+            raise RuntimeError("pydicom's test data has no CT_small.dcm")
+        ds = pydicom.dcmread(source)
         ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         sample = work / "sample.dcm"

@@ -506,7 +506,7 @@ def test_readiness_reports_the_breaker_open_without_a_request() -> None:
 def test_statuses_of_a_store_known_down() -> None:
     error = StoreUnavailableError("DICOMweb store http://x unreachable for 3 s, not tried")
     store = store_status_for_error(error)
-    assert store.code == Status.OUT_OF_RESOURCES == 0xA700
+    assert store.code == Status.OUT_OF_RESOURCES and store.code == 0xA700
     assert "unreachable" in store.comment and len(store.comment) <= 64
     find = find_status_for_error(error)
     assert find.code == Status.OUT_OF_RESOURCES and len(find.comment) <= 64

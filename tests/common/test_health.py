@@ -197,6 +197,9 @@ class FakeClient:
     def store(self, instance: Any) -> Any:
         raise NotImplementedError
 
+    def store_batch(self, instances: Sequence[Any]) -> list[Any]:
+        raise NotImplementedError
+
     def retrieve(self, resource: Sequence[str], *, accept: str = "") -> Any:
         raise NotImplementedError
 

@@ -12,6 +12,7 @@ import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO, cast
 
 import pytest
 
@@ -26,6 +27,7 @@ from common.errors import (
 )
 from common.http import (
     USER_AGENT,
+    Body,
     FileRange,
     HttpSettings,
     HttpTransport,
@@ -325,11 +327,12 @@ def test_streamed_request_bodies(
     path, expected = _file_body(tmp_path, size)
     with RawHttpServer(echo) as server:
         for _ in range(2):  # and the connection serves the next request
-            body: object
+            body: Body
             if kind == "bytesio":
                 body = io.BytesIO(data)
             elif kind == "read-only-file":
-                body = _ReadOnly(data)
+                # Duck-typed on purpose: a file-like object that has read() and nothing else.
+                body = cast(IO[bytes], _ReadOnly(data))
             elif kind == "disk-file":
                 body = path.open("rb")
             elif kind == "generator":
@@ -338,11 +341,12 @@ def test_streamed_request_bodies(
                 body = [b"", data[:10], b"", data[10:]]
             headers = {"Content-Length": str(size)} if declare_length else {}
             response = transport.request(
-                "POST", f"{server.url}/up", headers=headers, body=body  # type: ignore[arg-type]
+                "POST", f"{server.url}/up", headers=headers, body=body
             )
             assert response.data == f"POST /up {size}".encode()
             if kind == "disk-file":
-                body.close()  # type: ignore[attr-defined]
+                assert isinstance(body, io.BufferedReader)
+                body.close()
         for request in server.requests:
             assert request.body_sha256 == expected
             assert ("transfer-encoding" in request.headers) is not declare_length
@@ -630,7 +634,7 @@ def test_a_request_failing_on_a_kept_connection_is_sent_again_once(
         with RawHttpServer(_closes_kept_connections, tls=context) as server:
             for round_ in range(1, 4):
                 if body_kind == "none":
-                    body: object = None
+                    body: Body = None
                 elif body_kind in ("bytes", "large-bytes"):
                     body = payload
                 elif body_kind == "bytesio":
@@ -642,12 +646,12 @@ def test_a_request_failing_on_a_kept_connection_is_sent_again_once(
                     "POST",
                     server.url,
                     headers={"Content-Length": str(expected)} if body is not None else {},
-                    body=body,  # type: ignore[arg-type]
+                    body=body,
                 )
                 assert response.data == f"POST {expected}".encode()
                 assert server.connections == round_  # sent again on a new connection
-                if hasattr(body, "close"):
-                    body.close()  # type: ignore[union-attr]
+                if isinstance(body, io.IOBase):
+                    body.close()
             answered = [r for r in server.requests if r.number == 1]
             assert len(answered) == 3
             assert all(r.body_size == expected for r in answered)

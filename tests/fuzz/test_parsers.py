@@ -86,7 +86,7 @@ _CMD = CStoreRq(message_id=7, sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
 def test_associate_rq_decoding(data: st.DataObject) -> None:
     raw = data.draw(st.one_of(st.binary(max_size=512), st.just(_RQ)))
     raw = _mutate(raw, data) if data.draw(st.booleans()) else raw
-    with contextlib.suppress(ENGINE_ERRORS):
+    with contextlib.suppress(*ENGINE_ERRORS):
         decode_associate_rq(raw)
 
 
@@ -106,9 +106,9 @@ def test_associate_rq_made_canonical(data: st.DataObject) -> None:
 def test_associate_ac_rj_decoding(data: st.DataObject) -> None:
     raw = _mutate(_RQ.replace(b"\x01", b"\x02", 1), data)
     contexts = [ProposedContext(1, "1.2.840.10008.1.1", ("1.2.840.10008.1.2",))]
-    with contextlib.suppress(ENGINE_ERRORS):
+    with contextlib.suppress(*ENGINE_ERRORS):
         decode_associate_ac(raw, contexts)
-    with contextlib.suppress(ENGINE_ERRORS):
+    with contextlib.suppress(*ENGINE_ERRORS):
         decode_associate_rj(data.draw(st.binary(max_size=16)))
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from common.dicom.part10 import Part10Instance
 from common.dimse.fast.scp import AssociationEvent
@@ -61,7 +61,7 @@ def spooled(tmp_path: Path) -> StoreRequest:
     ds.PatientName = "Secret^Patient"
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = CT
+    ds.file_meta.MediaStorageSOPClassUID = UID(CT)
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     path = tmp_path / "spooled.dcm"
     ds.save_as(path, enforce_file_format=True)

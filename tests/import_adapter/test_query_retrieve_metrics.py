@@ -5,7 +5,7 @@ the C-STORE sub-operation tally that learns outcomes from pynetdicom's DIMSE eve
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -107,6 +107,7 @@ def test_an_abandoned_cfind_is_reported_when_closed() -> None:
     """The association went away mid-stream: pynetdicom drops the generator."""
     observer = Recorder()
     answers = service(Client(studies=5), observer).find(request(), lambda: False)
+    assert isinstance(answers, Generator)  # typed as an Iterator; closing is what is tested
     next(answers)
     assert observer.finds == []
     answers.close()

@@ -175,7 +175,8 @@ def test_synchronous_spool_refuses_at_once_and_spools_nothing(
         assert status == REFUSED and seconds < 1.0, seconds
     # At most the first one (answered, withdrawn once a worker takes it) is in the spool.
     assert len(queued_files(spool)) <= 1
-    assert gauge(metrics, REFUSED_TOTAL, **destination) >= 4
+    refused = gauge(metrics, REFUSED_TOTAL, **destination)
+    assert refused is not None and refused >= 4
 
     store.start()
     wait_until(lambda: gauge(metrics, UP, **destination) == 1, timeout=PROBE_CAP + 5,

@@ -255,10 +255,12 @@ def test_find_beside_get_answers_as_find_alone(
     query.Modality = ""
     query.NumberOfSeriesRelatedInstances = ""
     try:
-        answers = [identifier for status, identifier in assoc.send_c_find(
+        pending = [identifier for status, identifier in assoc.send_c_find(
             query, StudyRootQueryRetrieveInformationModelFind) if status.Status == 0xFF00]
     finally:
         assoc.release()
+    answers = [identifier for identifier in pending if identifier is not None]
+    assert len(answers) == len(pending)  # each pending response carries its match
 
     def by_series(found: list[pydicom.Dataset]) -> dict[str, tuple[str, int]]:
         return {str(r.SeriesInstanceUID): (str(r.Modality), int(r.NumberOfSeriesRelatedInstances))

@@ -11,6 +11,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom import AE, build_role, evt
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
     MRImageStorage,
@@ -43,7 +44,7 @@ def adapter(data: dict[str, list[SampleInstance]],
 
 
 def _received(folder: Path) -> dict[str, pydicom.Dataset]:
-    out = {}
+    out: dict[str, pydicom.Dataset] = {}
     for path in folder.iterdir():
         ds = pydicom.dcmread(path)
         out[str(ds.SOPInstanceUID)] = ds
@@ -91,6 +92,7 @@ def _get(port: int, keys: Dataset, *, cancel_after: int | None = None) -> tuple[
     received: list[str] = []
 
     def on_store(event: evt.Event) -> int:
+        assert isinstance(event.request, C_STORE)  # EVT_C_STORE's request
         received.append(str(event.request.AffectedSOPInstanceUID))
         return 0x0000
 
@@ -98,9 +100,11 @@ def _get(port: int, keys: Dataset, *, cancel_after: int | None = None) -> tuple[
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
     for sop_class in (CTImageStorage, MRImageStorage):
         ae.add_requested_context(sop_class)
-    roles = [build_role(c, scp_role=True) for c in (CTImageStorage, MRImageStorage)]
-    assoc = ae.associate(LOCALHOST, port, ae_title=ADAPTER_AET, ext_neg=roles,
-                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assoc = ae.associate(
+        LOCALHOST, port, ae_title=ADAPTER_AET,
+        ext_neg=[build_role(c, scp_role=True) for c in (CTImageStorage, MRImageStorage)],
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )
     assert assoc.is_established
     statuses: list[Dataset] = []
     try:

@@ -95,7 +95,7 @@ def _clear(scp: StoreSCP) -> None:
 
 
 def _by_uid(paths: list[Path]) -> dict[str, pydicom.Dataset]:
-    out = {}
+    out: dict[str, pydicom.Dataset] = {}
     for path in paths:
         ds = pydicom.dcmread(path)
         out[str(ds.SOPInstanceUID)] = ds

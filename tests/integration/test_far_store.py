@@ -48,6 +48,7 @@ def test_429_with_retry_after_pauses_the_whole_destination(
     with running_import_adapter(
         f"{proxy.url}/dicom-web", spool=spool_settings(spool, min_delay=0.05, max_delay=0.2)
     ) as adapter:
+        assert adapter.spooling is not None
         queue = adapter.spooling.manager.queue(adapter.spooling.router.destinations[0].key)
         send_files(adapter.server.port, [s.path for s in corpus[:20]], results=acked)
         wait_until(lambda: len(stored_uids(store)) == 20, timeout=30, message="20 stored")
@@ -115,6 +116,7 @@ def test_auto_ack_uploads_to_a_far_store_overlap(
         with running_import_adapter(
             far.url("/dicom-web"), http=http, spool=spool_settings(spool)
         ) as adapter:
+            assert adapter.spooling is not None
             queue = adapter.spooling.manager.queue(adapter.spooling.router.destinations[0].key)
             initial = queue.concurrency
             # dcmsend (DCMTK) answers at its own pace, faster than uploads 50 ms away.

@@ -26,7 +26,10 @@ from pathlib import Path
 import pydicom
 import pytest
 from pynetdicom import AE
-from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated at import
+    StorageCommitmentPushModel,
+    Verification,
+)
 
 from common.dicom.part10 import IMPLEMENTATION_CLASS_UID
 from common.dimse.fast.acse import ProposedContext, encode_associate_rq

@@ -51,7 +51,7 @@ def test_first_match_by_modality_calling_ae_tags_and_wildcards(
         f"{default.url}/dicom-web", spool=spool_settings(spool), routing=routing
     ) as adapter:
         port = adapter.server.port
-        sent = {}
+        sent: dict[str, int] = {}
         sent |= send_files(port, [ct[0].path, mr[0].path], calling_aet="MODALITY1")
         sent |= send_files(port, [ct[1].path, mr[1].path], calling_aet="OTHER")
         sent |= send_files(port, [ct[2].path, mr[2].path], calling_aet="DIMSEAE")

@@ -75,9 +75,9 @@ def fetch(orthanc: OrthancServer, study: str, series: str, instance: str) -> byt
 
 
 def jpeg_baseline_possible(ds: Dataset) -> bool:
-    return ds.BitsAllocated == 8 and ds.PixelRepresentation == 0 and (
+    return bool(ds.BitsAllocated == 8 and ds.PixelRepresentation == 0 and (
         ds.PhotometricInterpretation != "PALETTE COLOR"
-    )
+    ))
 
 
 def expected_photometric(source: Dataset, target: str) -> str:

@@ -27,6 +27,7 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
+    UID,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEGBaseline8Bit,
@@ -190,7 +191,7 @@ def _sc_dataset(syntax: str | None = None, *, private: bool = True) -> Dataset:
     ds = Dataset()
     if syntax is not None:
         ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = syntax
+        ds.file_meta.TransferSyntaxUID = UID(syntax)
     ds.SOPClassUID = SECONDARY_CAPTURE
     ds.SOPInstanceUID = generate_uid()
     ds.StudyInstanceUID = generate_uid()

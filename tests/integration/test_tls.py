@@ -192,6 +192,7 @@ def test_storage_commitment_report_over_tls(pki: Pki) -> None:
         ssl_context=server_context(TlsSettings(cert=pki.server_cert, key=pki.server_key,
                                                ca=pki.ca)),
     )
+    assert server is not None
     try:
         report = Dataset()
         report.TransactionUID = "1.2.3.4"

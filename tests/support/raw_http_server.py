@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import socket
 import ssl
 import threading
@@ -184,10 +185,10 @@ class RawHttpServer:
 
     @staticmethod
     def _read_request(
-        request_line: bytes, reader: socket.SocketIO | object, connection: int, number: int
+        request_line: bytes, reader: io.BufferedIOBase, connection: int, number: int
     ) -> ReceivedRequest:
-        read_line = reader.readline  # type: ignore[attr-defined]
-        read = reader.read  # type: ignore[attr-defined]
+        read_line = reader.readline
+        read = reader.read
         method, target, version = request_line.decode("latin-1").split()
         headers: dict[str, str] = {}
         while (line := read_line(65536)) not in (b"\r\n", b"\n", b""):

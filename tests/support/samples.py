@@ -91,6 +91,17 @@ class SampleInstance:
         return self.path.stat().st_size
 
 
+def pydicom_test_file(name: str) -> Path:
+    """Return the path of one of pydicom's test files (fetched as pydicom does when missing).
+
+    Raises ``FileNotFoundError`` when pydicom has no file of that name.
+    """
+    found = get_testdata_file(name)
+    if not isinstance(found, str):  # None when unknown; a Dataset only when asked to read it
+        raise FileNotFoundError(f"pydicom's test data has no {name}")
+    return Path(found)
+
+
 def _find_source(name: str) -> Path | None:
     found = get_testdata_file(name, download=False)
     return Path(found) if isinstance(found, str) else None

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -29,7 +28,12 @@ from common.dicom.deidentify import (
 )
 from common.dicom.part10 import Part10Instance, build_file_meta, meta_end
 from common.errors import ConfigError, MalformedDatasetError
-from tests.support.samples import make_large_instance, make_samples, pixel_data_bytes
+from tests.support.samples import (
+    make_large_instance,
+    make_samples,
+    pixel_data_bytes,
+    pydicom_test_file,
+)
 
 CHC = RedactionConfig(profile=FilterProfile.CHC_BASIC)
 PS315 = RedactionConfig(profile=FilterProfile.ATTRIBUTE_CONFIDENTIALITY_BASIC_PROFILE)
@@ -224,7 +228,7 @@ def test_redacted_instance_keeps_pixel_bytes(
 
 
 def test_elements_after_pixel_data_are_redacted(tmp_path: Path) -> None:
-    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds = pydicom.dcmread(pydicom_test_file("CT_small.dcm"))
     ds.DataSetTrailingPadding = b"\x00" * 8
     ds.add_new(0xFFFAFFFA, "SQ", [])
     source = tmp_path / "padded.dcm"
@@ -249,7 +253,7 @@ def test_removing_compressed_pixel_data_relabels_the_syntax(tmp_path: Path) -> N
 
 
 def test_deflated_instances_are_redacted_in_memory(tmp_path: Path) -> None:
-    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds = pydicom.dcmread(pydicom_test_file("CT_small.dcm"))
     plain = io.BytesIO()
     pydicom.dcmwrite(plain, ds, implicit_vr=False, little_endian=True)
     body = plain.getvalue()[meta_end(plain.getvalue()) :]

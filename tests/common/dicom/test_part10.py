@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
 
 from common.dicom.part10 import (
     IMPLEMENTATION_CLASS_UID,
@@ -16,10 +15,11 @@ from common.dicom.part10 import (
     meta_end,
 )
 from common.errors import MalformedDatasetError
+from tests.support.samples import pydicom_test_file
 
 
 def test_meta_and_dataset_make_a_readable_file(tmp_path: Path) -> None:
-    source = Path(get_testdata_file("CT_small.dcm"))
+    source = pydicom_test_file("CT_small.dcm")
     ds = pydicom.dcmread(source)
     instance = Part10Instance.from_spooled(
         source,
@@ -78,7 +78,7 @@ def test_hand_encoded_meta_matches_pydicom(aet: str, tmp_path: Path) -> None:
 def test_an_instance_held_in_memory_reads_as_its_file_would(tmp_path: Path) -> None:
     """``loaded`` bytes need no file: every reader gives what the file would, at the file's
     positions (code that records and revisits positions works on either)."""
-    source = Path(get_testdata_file("CT_small.dcm"))
+    source = pydicom_test_file("CT_small.dcm")
     ds = pydicom.dcmread(source)
     offset = dataset_offset(source)
     data = source.read_bytes()

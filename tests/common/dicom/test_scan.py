@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import io
 import struct
-from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
@@ -16,8 +14,9 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from common.dicom.part10 import dataset_offset
-from common.dicom.scan import scan_dataset
+from common.dicom.scan import DatasetSummary, scan_dataset
 from common.errors import MalformedDatasetError
+from tests.support.samples import pydicom_test_file
 
 
 def _encode(ds: Dataset, implicit: bool, little: bool = True) -> bytes:
@@ -28,7 +27,7 @@ def _encode(ds: Dataset, implicit: bool, little: bool = True) -> bytes:
     return fp.getvalue()
 
 
-def _scan(raw: bytes, ts: str):
+def _scan(raw: bytes, ts: str) -> DatasetSummary:
     return scan_dataset(io.BytesIO(raw), len(raw), ts)
 
 
@@ -75,7 +74,7 @@ def test_any_truncation_is_detected(cut: int) -> None:
 
 
 def test_every_shipped_sample_scans_and_truncated_ones_fail() -> None:
-    folder = Path(get_testdata_file("CT_small.dcm")).parent
+    folder = pydicom_test_file("CT_small.dcm").parent
     checked = 0
     for path in sorted(folder.glob("*.dcm")):
         try:
@@ -97,7 +96,7 @@ def test_every_shipped_sample_scans_and_truncated_ones_fail() -> None:
 
 
 def test_encapsulated_pixel_data_is_walked() -> None:
-    path = Path(get_testdata_file("JPEG2000.dcm"))
+    path = pydicom_test_file("JPEG2000.dcm")
     offset = dataset_offset(path)
     raw = path.read_bytes()[offset:]
     ts = str(pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID)
@@ -133,7 +132,7 @@ def test_deeply_nested_sequences_are_refused() -> None:
 
 
 def test_deflated_dataset() -> None:
-    path = Path(get_testdata_file("image_dfl.dcm"))
+    path = pydicom_test_file("image_dfl.dcm")
     offset = dataset_offset(path)
     ts = str(pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID)
     with path.open("rb") as fp:

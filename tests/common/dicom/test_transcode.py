@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     JPEG2000,
@@ -30,7 +29,7 @@ from common.dicom.transcode import (
     transcode_instance,
 )
 from common.errors import ConfigError, TranscodeError
-from tests.support.samples import make_samples
+from tests.support.samples import make_samples, pydicom_test_file
 
 LOSSY = {JPEGBaseline8Bit, JPEG2000}
 KINDS = ["explicit_le", "implicit_le", "big_endian", "jpeg_baseline", "jpeg_extended",
@@ -55,7 +54,7 @@ def instance_of(path: Path) -> Part10Instance:
 
 
 def jpeg_baseline_possible(ds: Dataset) -> bool:
-    return (
+    return bool(
         ds.BitsAllocated == 8
         and ds.PixelRepresentation == 0
         and ds.PhotometricInterpretation != "PALETTE COLOR"
@@ -115,20 +114,20 @@ def test_unsupported_target_is_a_config_error() -> None:
 
 
 def test_lossy_palette_colour_is_refused() -> None:
-    ds = pydicom.dcmread(get_testdata_file("OBXXXX1A.dcm"))
+    ds = pydicom.dcmread(pydicom_test_file("OBXXXX1A.dcm"))
     assert ds.PhotometricInterpretation == "PALETTE COLOR"
     with pytest.raises(TranscodeError, match="palette"):
         convert_dataset(ds, JPEG2000)
 
 
 def test_sixteen_bit_to_jpeg_baseline_is_refused() -> None:
-    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds = pydicom.dcmread(pydicom_test_file("CT_small.dcm"))
     with pytest.raises(TranscodeError, match="8-bit"):
         convert_dataset(ds, JPEGBaseline8Bit)
 
 
 def test_lossy_ratio_and_method_are_recorded_and_accumulate() -> None:
-    ds = pydicom.dcmread(get_testdata_file("SC_rgb.dcm"))
+    ds = pydicom.dcmread(pydicom_test_file("SC_rgb.dcm"))
     convert_dataset(ds, JPEGBaseline8Bit)
     assert ds.LossyImageCompressionMethod == "ISO_10918_1"
     convert_dataset(ds, JPEG2000)
@@ -149,7 +148,7 @@ def test_dataset_without_pixels_is_relabelled() -> None:
 
 def test_convert_file_keeps_the_sop_instance_uid(tmp_path: Path) -> None:
     # pydicom's decompress() makes a new SOP Instance UID unless told not to.
-    source = Path(get_testdata_file("MR_small_RLE.dcm"))
+    source = pydicom_test_file("MR_small_RLE.dcm")
     original = pydicom.dcmread(source)
     for target in (ExplicitVRLittleEndian, JPEGLSLossless, RLELossless):
         convert_file(source, target, tmp_path / "out.dcm")

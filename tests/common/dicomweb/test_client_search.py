@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -93,6 +93,7 @@ def test_pages_after_the_first_are_requested_ahead_in_parallel() -> None:
 def test_closing_the_search_early_stops_asking_for_pages() -> None:
     store = _Store(1000, delay=0.01)
     results = _client(store).search(["studies"], [], page_size=10, parallel=2)
+    assert isinstance(results, Generator)  # typed as an Iterator; closing is what is tested
     assert len([next(results) for _ in range(15)]) == 15
     results.close()
     time.sleep(0.1)

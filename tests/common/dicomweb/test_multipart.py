@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
+import email.message
 import email.parser
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from pydicom.data import get_testdata_file
 
 from common.dicom.part10 import Part10Instance
 from common.dicomweb import multipart
 from common.dicomweb.multipart import MultipartBody, boundary_of, iter_parts, stow_body
 from common.errors import DicomwebError, DicomwebResponseError
 from common.http import FileRange
+from tests.support.samples import pydicom_test_file
 
 
 def _instance() -> Part10Instance:
-    path = Path(get_testdata_file("CT_small.dcm"))
+    path = pydicom_test_file("CT_small.dcm")
     return Part10Instance.from_spooled(
         path, sop_class_uid="1.2.3", sop_instance_uid="1.2.3.4",
         transfer_syntax_uid="1.2.840.10008.1.2.1",
@@ -34,8 +35,10 @@ def test_stow_body_is_valid_multipart_related() -> None:
     )
     parts = message.get_payload()
     assert isinstance(parts, list) and len(parts) == 1
-    assert parts[0].get_content_type() == "application/dicom"
-    assert parts[0].get_payload(decode=True) == b"".join(instance.iter_chunks())
+    part = parts[0]
+    assert isinstance(part, email.message.Message)
+    assert part.get_content_type() == "application/dicom"
+    assert part.get_payload(decode=True) == b"".join(instance.iter_chunks())
 
 
 def test_large_bodies_stream_with_the_same_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -111,7 +114,7 @@ def test_a_spool_file_that_shrank_fails_the_read_as_the_sendfile_path_does(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "spooled.dcm"
-    path.write_bytes(Path(get_testdata_file("CT_small.dcm")).read_bytes())
+    path.write_bytes(pydicom_test_file("CT_small.dcm").read_bytes())
     instance = Part10Instance.from_spooled(
         path, sop_class_uid="1.2.3", sop_instance_uid="1.2.3.4",
         transfer_syntax_uid="1.2.840.10008.1.2.1",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -12,16 +14,19 @@ from common.status import Status
 
 UID = "1.2.3.4"
 
+#: A DICOM JSON object: tag -> {"vr": ..., "Value": [...]}.
+JsonDataset = dict[str, dict[str, Any]]
 
-def _ref(uid: str = UID, warning: int | None = None) -> dict:
-    item = {"00081155": {"vr": "UI", "Value": [uid]}, "00081150": {"vr": "UI", "Value": ["1.2"]}}
+
+def _ref(uid: str = UID, warning: int | None = None) -> JsonDataset:
+    item: JsonDataset = {"00081155": {"vr": "UI", "Value": [uid]}, "00081150": {"vr": "UI", "Value": ["1.2"]}}
     if warning is not None:
         item["00081196"] = {"vr": "US", "Value": [warning]}
     return item
 
 
-def _body(referenced=(), failed=()) -> bytes:
-    data: dict = {"00081190": {"vr": "UR", "Value": ["http://x/studies/1"]}}
+def _body(referenced: Sequence[JsonDataset] = (), failed: Sequence[JsonDataset] = ()) -> bytes:
+    data: JsonDataset = {"00081190": {"vr": "UR", "Value": ["http://x/studies/1"]}}
     if referenced:
         data["00081199"] = {"vr": "SQ", "Value": list(referenced)}
     if failed:
@@ -39,13 +44,17 @@ def test_warning_reason_becomes_warning() -> None:
 
 
 def test_failure_reason_passes_through() -> None:
-    failed = {"00081155": {"vr": "UI", "Value": [UID]}, "00081197": {"vr": "US", "Value": [0xA900]}}
+    failed: JsonDataset = {
+        "00081155": {"vr": "UI", "Value": [UID]}, "00081197": {"vr": "US", "Value": [0xA900]}
+    }
     status = stow_status(_body(failed=[failed]), "application/dicom+json", UID)
     assert status.code == 0xA900 and status.is_failure
 
 
 def test_unknown_failure_reason_is_processing_failure() -> None:
-    failed = {"00081155": {"vr": "UI", "Value": [UID]}, "00081197": {"vr": "US", "Value": [42]}}
+    failed: JsonDataset = {
+        "00081155": {"vr": "UI", "Value": [UID]}, "00081197": {"vr": "US", "Value": [42]}
+    }
     status = stow_status(_body(failed=[failed]), "application/dicom+json", UID)
     assert status.code == Status.PROCESSING_FAILURE
 

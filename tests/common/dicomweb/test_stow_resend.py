@@ -17,7 +17,6 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from pydicom.data import get_testdata_file
 from pydicom.filereader import read_file_meta_info
 
 from common.auth import NoAuth
@@ -31,6 +30,7 @@ from common.retry import RetryPolicy
 from common.status import Status, store_status_for_error
 from tests.support.ports import free_port
 from tests.support.raw_http_server import RawHttpServer, ReceivedRequest, answer
+from tests.support.samples import pydicom_test_file
 
 _FAST_RETRY = RetryPolicy(initial_delay=0.01, max_delay=0.05, budget=5.0)
 _DICOM_JSON = {"Content-Type": "application/dicom+json"}
@@ -39,7 +39,7 @@ _DICOM_JSON = {"Content-Type": "application/dicom+json"}
 @pytest.fixture
 def instance(tmp_path: Path) -> Part10Instance:
     path = tmp_path / "ct.dcm"
-    shutil.copy(get_testdata_file("CT_small.dcm"), path)
+    shutil.copy(pydicom_test_file("CT_small.dcm"), path)
     meta = read_file_meta_info(path)
     return Part10Instance.from_spooled(
         path,

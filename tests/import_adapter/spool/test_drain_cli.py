@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,9 @@ class Refusing:
 
     def upload(self, path: Path, *, maybe_stored: bool = False) -> UploadResult:
         return UploadResult(Kind.UNREACHABLE, DimseStatus(Status.PROCESSING_FAILURE), "down")
+
+    def upload_batch(self, paths: Sequence[Path]) -> list[UploadResult | None]:
+        return [self.upload(path) for path in paths]
 
     def close(self) -> None:
         pass

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
+from common.metrics import NullImportObserver
 from common.status import SUCCESS, DimseStatus, Status
 from import_adapter.spool.concurrency import ConcurrencySettings
 from import_adapter.spool.disk import SpoolLimits
@@ -18,8 +20,8 @@ from import_adapter.spool.queue import BatchSettings, UploadSettings
 from tests.import_adapter.spool.test_spool import DEST_A, _drained, _submit
 
 
-class Recorder:
-    """What the queue reports to metrics."""
+class Recorder(NullImportObserver):
+    """What the queue reports to metrics (every other observer call is ignored)."""
 
     def __init__(self) -> None:
         self.limits: list[int] = []
@@ -30,9 +32,6 @@ class Recorder:
 
     def upload_paused(self, destination: str, seconds: float) -> None:
         self.pauses.append(seconds)
-
-    def __getattr__(self, name: str) -> object:  # every other observer call is ignored
-        return lambda *args, **kwargs: None
 
 
 class FarStore:
@@ -68,6 +67,10 @@ class FarStore:
             self.in_flight -= 1
         return answer
 
+    def upload_batch(self, paths: Sequence[Path]) -> list[UploadResult | None]:
+        """Batches are off in these tests; were one sent, each file is answered in turn."""
+        return [self.upload(path) for path in paths]
+
     def close(self) -> None:
         pass
 
@@ -78,7 +81,7 @@ def _manager(root: Path, store: FarStore, observer: Recorder, **upload: object) 
         upload=UploadSettings(min_delay=0.05, max_delay=0.2, rescan_interval=0.05,
                               batch=BatchSettings.off(), **upload),  # type: ignore[arg-type]
     )
-    return SpoolManager(settings, [DEST_A], lambda _d: lambda: store, observer)  # type: ignore[arg-type]
+    return SpoolManager(settings, [DEST_A], lambda _d: lambda: store, observer)
 
 
 def test_uploads_to_a_far_store_overlap_beyond_the_initial_limit(tmp_path: Path) -> None:

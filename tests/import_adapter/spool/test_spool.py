@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -213,6 +214,10 @@ class ScriptedUploader:
             self.maybe_stored.append(maybe_stored)
             return self.script.pop(0) if self.script else UploadResult(Kind.DONE, SUCCESS)
 
+    def upload_batch(self, paths: Sequence[Path]) -> list[UploadResult | None]:
+        """Batches are off in these tests; were one sent, each file is answered in turn."""
+        return [self.upload(path) for path in paths]
+
     def close(self) -> None:
         pass
 
@@ -398,7 +403,12 @@ def test_restart_uploads_what_was_left(tmp_path: Path) -> None:
 @pytest.fixture
 def captured(monkeypatch: pytest.MonkeyPatch) -> list[ImportConfig]:
     configs: list[ImportConfig] = []
-    monkeypatch.setattr(import_adapter.app, "run", lambda config: configs.append(config) or 0)
+
+    def run(config: ImportConfig) -> int:
+        configs.append(config)
+        return 0
+
+    monkeypatch.setattr(import_adapter.app, "run", run)
     return configs
 
 

@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from pydicom.data import get_testdata_file
 from pydicom.filereader import read_file_meta_info
 
 from common.auth import NoAuth
@@ -29,6 +28,7 @@ from import_adapter.spool.layout import new_entry_name
 from import_adapter.spool.outcome import Kind, UploadResult
 from import_adapter.spool.uploaders import StowUploader, UnconfirmedStores
 from tests.support.raw_http_server import RawHttpServer, ReceivedRequest, answer
+from tests.support.samples import pydicom_test_file
 
 _DICOM_JSON = {"Content-Type": "application/dicom+json"}
 
@@ -37,7 +37,7 @@ _DICOM_JSON = {"Content-Type": "application/dicom+json"}
 def entry(tmp_path: Path) -> Path:
     """A spooled file (CT_small with its own UIDs) under a queue entry name."""
     path = tmp_path / new_entry_name("MODALITY")
-    shutil.copy(get_testdata_file("CT_small.dcm"), path)
+    shutil.copy(pydicom_test_file("CT_small.dcm"), path)
     return path
 
 

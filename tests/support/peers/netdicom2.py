@@ -148,7 +148,7 @@ class PyNetDicom2:
 
         outcome = Outcome(log="pynetdicom2 move")
 
-        class Destination(applicationentity.AE):  # type: ignore[misc]
+        class Destination(applicationentity.AE):
             def on_receive_store(self, context: Any, ds: Any) -> Any:
                 ds.seek(0)  # a temporary file: preamble, file meta, then the dataset
                 outcome.received.append(
@@ -208,7 +208,7 @@ class PyNetDicom2:
         reports: queue.Queue[Report] = queue.Queue()
         event_types: list[int] = []
 
-        class Commitment(sopclass.StorageCommitment):  # type: ignore[misc]
+        class Commitment(sopclass.StorageCommitment):
             """pynetdicom2's own N-EVENT-REPORT handling, noting the Event Type ID first.
 
             pynetdicom2 0.9.8 leaves Message ID Being Responded To out of its
@@ -231,7 +231,7 @@ class PyNetDicom2:
                 finally:
                     asce.send = send
 
-        class Requester(applicationentity.AE):  # type: ignore[misc]
+        class Requester(applicationentity.AE):
             def on_commitment_response(self, transaction: Any, success: Any,
                                        failure: Any) -> None:
                 reports.put(Report(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
@@ -51,9 +51,9 @@ def _write_ct(path: Path, syntax: str = ExplicitVRLittleEndian) -> Path:
     ds.SOPInstanceUID = generate_uid()
     ds.PatientID = "FAST"
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = CT
+    ds.file_meta.MediaStorageSOPClassUID = UID(CT)
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.file_meta.TransferSyntaxUID = syntax
+    ds.file_meta.TransferSyntaxUID = UID(syntax)
     ds.save_as(path, enforce_file_format=True)
     return path
 
@@ -78,6 +78,7 @@ def pynetdicom_scp() -> Iterator[tuple[int, list[Dataset]]]:
     server = ae.start_server(
         ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
     )
+    assert server is not None
     yield server.server_address[1], received
     server.shutdown()
 

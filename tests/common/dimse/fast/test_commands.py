@@ -28,7 +28,9 @@ CT = "1.2.840.10008.5.1.4.1.1.2"
 def _pynetdicom_bytes(message_class: type, primitive: object) -> bytes:
     message = message_class()
     message.primitive_to_message(primitive)
-    return bytes(encode(message.command_set, True, True))
+    encoded = encode(message.command_set, True, True)
+    assert encoded is not None  # None only when pydicom cannot encode it
+    return bytes(encoded)
 
 
 @pytest.mark.parametrize("instance", ["1.2.3.4", "1.2.3.45", "1.2.826.0.1.3680043.8.498.1"])
@@ -69,7 +71,8 @@ def test_c_store_rsp_matches_pynetdicom(status: int, comment: str) -> None:
     primitive.AffectedSOPInstanceUID = "1.2.3.45"
     primitive.Status = status
     if comment:
-        primitive.ErrorComment = comment
+        # pynetdicom initialises the attribute to None without an annotation: str is right.
+        primitive.ErrorComment = comment  # type: ignore[assignment]
     ours = CStoreRsp(9, CT, "1.2.3.45", status, comment)
     assert ours.encode() == _pynetdicom_bytes(C_STORE_RSP, primitive)
     assert CStoreRsp.from_command(decode_command_set(ours.encode())) == ours

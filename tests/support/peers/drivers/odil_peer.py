@@ -11,22 +11,39 @@ The User Identity sub-item is odil's (username, or username and passcode; odil a
 response).
 """
 
+from __future__ import annotations
+
 import json
 import sys
 import traceback
+from collections.abc import Callable
+from typing import Any, TypedDict
 
 import odil
+
+#: The job the test process passes: host, port, AE titles, op and its arguments (JSON).
+Job = dict[str, Any]
+
+
+class Result(TypedDict):
+    """The JSON line printed back (the same fields as dcmjs_peer.js)."""
+
+    op: str
+    statuses: list[dict[str, int]]
+    datasets: list[dict[str, str]]
+    received: list[str]
+    errors: list[str]
 
 PC = odil.AssociationParameters.PresentationContext
 UNCOMPRESSED = [odil.registry.ExplicitVRLittleEndian, odil.registry.ImplicitVRLittleEndian]
 STORAGE = [odil.registry.CTImageStorage, odil.registry.MRImageStorage]
 
 
-def text(value):
+def text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def associate(job, contexts):
+def associate(job: Job, contexts: list[Any]) -> Any:
     association = odil.Association()
     association.set_peer_host(job["host"])
     association.set_peer_port(job["port"])
@@ -44,7 +61,7 @@ def associate(job, contexts):
     return association
 
 
-def echo(job, result):
+def echo(job: Job, result: Result) -> None:
     association = associate(job, [PC(1, odil.registry.Verification, UNCOMPRESSED, PC.Role.SCU)])
     association.send_message(
         odil.messages.CEchoRequest(association.next_message_id(), odil.registry.Verification),
@@ -54,7 +71,7 @@ def echo(job, result):
     association.release()
 
 
-def store(job, result):
+def store(job: Job, result: Result) -> None:
     data_sets = []
     for path in job["files"]:
         with odil.open(path) as stream:
@@ -74,7 +91,7 @@ def store(job, result):
     association.release()
 
 
-def find(job, result):
+def find(job: Job, result: Result) -> None:
     model = odil.registry.StudyRootQueryRetrieveInformationModelFind
     association = associate(job, [PC(1, model, UNCOMPRESSED, PC.Role.SCU)])
     query = odil.DataSet()
@@ -100,24 +117,24 @@ def find(job, result):
     association.release()
 
 
-def study_query(study):
+def study_query(study: str) -> Any:
     query = odil.DataSet()
     query.add("QueryRetrieveLevel", [b"STUDY"])
     query.add("StudyInstanceUID", [study.encode()])
     return query
 
 
-def received(data_set):
+def received(data_set: Any) -> str:
     return text(data_set.as_string("SOPInstanceUID")[0])
 
 
-def record_response(result):
-    def callback(response):
+def record_response(result: Result) -> Callable[[Any], None]:
+    def callback(response: Any) -> None:
         result["statuses"].append({"status": response.get_status()})
     return callback
 
 
-def get(job, result):
+def get(job: Job, result: Result) -> None:
     model = odil.registry.StudyRootQueryRetrieveInformationModelGet
     contexts = [PC(1, model, UNCOMPRESSED, PC.Role.SCU)]
     contexts += [PC(3 + 2 * i, uid, UNCOMPRESSED, PC.Role.SCP) for i, uid in enumerate(STORAGE)]
@@ -130,9 +147,10 @@ def get(job, result):
     association.release()
 
 
-def main():
+def main() -> None:
     job = json.loads(sys.argv[1])
-    result = {"op": job["op"], "statuses": [], "datasets": [], "received": [], "errors": []}
+    result: Result = {"op": job["op"], "statuses": [], "datasets": [], "received": [],
+                      "errors": []}
     try:
         {"echo": echo, "store": store, "find": find, "get": get}[job["op"]](
             job, result)
