@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 from pynetdicom import AE
+from pynetdicom.association import Association
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelMove,
 )
@@ -111,20 +112,34 @@ def c_move(port: int, keys: Dataset, destination: str, *,
     ae.add_requested_context(model)
     assoc = ae.associate(LOCALHOST, port, ae_title=ADAPTER_AET)
     assert assoc.is_established
-    statuses = []
     try:
-        for index, (status, identifier) in enumerate(
-            assoc.send_c_move(keys, destination, model, msg_id=7)
-        ):
-            if status is None:
-                break
-            if identifier is not None:
-                status.update(identifier)
-            statuses.append(status)
-            if cancel_after is not None and index + 1 == cancel_after:
-                assoc.send_c_cancel(7, query_model=model)
+        return retrieve_statuses(
+            assoc, assoc.send_c_move(keys, destination, model, msg_id=7), 7, model, cancel_after
+        )
     finally:
         assoc.release()
+
+
+def retrieve_statuses(
+    assoc: Association,
+    responses: Iterator[tuple[Dataset | None, Dataset | None]],
+    message_id: int,
+    model: str,
+    cancel_after: int | None = None,
+) -> list[Dataset]:
+    """Every C-MOVE/C-GET response status (with its identifier merged in), in order.
+
+    ``cancel_after``: send a C-CANCEL once that many responses have come.
+    """
+    statuses = []
+    for index, (status, identifier) in enumerate(responses):
+        if status is None:
+            break
+        if identifier is not None:
+            status.update(identifier)
+        statuses.append(status)
+        if cancel_after is not None and index + 1 == cancel_after:
+            assoc.send_c_cancel(message_id, query_model=model)
     return statuses
 
 

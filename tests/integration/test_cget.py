@@ -19,7 +19,12 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from import_adapter.app import ImportAdapter
-from tests.integration.qr_support import ADAPTER_AET, LOCALHOST, start_adapter
+from tests.integration.qr_support import (
+    ADAPTER_AET,
+    LOCALHOST,
+    retrieve_statuses,
+    start_adapter,
+)
 from tests.support import dcmtk
 from tests.support.orthanc import OrthancServer
 from tests.support.samples import SampleInstance, make_corpus, make_samples
@@ -106,21 +111,12 @@ def _get(port: int, keys: Dataset, *, cancel_after: int | None = None) -> tuple[
         evt_handlers=[(evt.EVT_C_STORE, on_store)],
     )
     assert assoc.is_established
-    statuses: list[Dataset] = []
+    model = StudyRootQueryRetrieveInformationModelGet
     try:
-        for index, (status, identifier) in enumerate(
-            assoc.send_c_get(keys, StudyRootQueryRetrieveInformationModelGet, msg_id=9)
-        ):
-            if status is None:
-                break
-            if identifier is not None:
-                status.update(identifier)
-            statuses.append(status)
-            if cancel_after is not None and index + 1 == cancel_after:
-                assoc.send_c_cancel(9, query_model=StudyRootQueryRetrieveInformationModelGet)
+        responses = assoc.send_c_get(keys, model, msg_id=9)
+        return retrieve_statuses(assoc, responses, 9, model, cancel_after), received
     finally:
         assoc.release()
-    return statuses, received
 
 
 def _study(uid: str) -> Dataset:
