@@ -6,7 +6,12 @@ from collections.abc import Callable
 
 import pytest
 
-from import_adapter.spool.concurrency import AdaptiveLimit, ConcurrencySettings, size_bucket
+from import_adapter.spool.concurrency import (
+    WINDOW,
+    AdaptiveLimit,
+    ConcurrencySettings,
+    size_bucket,
+)
 
 SMALL = 500_000
 
@@ -154,3 +159,20 @@ def test_an_overload_ends_slow_start() -> None:
     assert limit.overload() == 4
     run(limit, clock, lambda _n: 0.1, 4)
     assert limit.limit < 8  # growing by the gradient rule's square root, not by one each
+
+
+def test_in_slow_start_a_large_upload_counts_one_completion_per_window() -> None:
+    """A 50 MB upload 100 ms away takes about a round trip per window: the limit still doubles
+    about every round trip, not once per upload."""
+    clock = Clock()
+    limit = AdaptiveLimit(ConcurrencySettings(cap=64), clock)
+    assert run(limit, clock, lambda _n: 1.5, 1, size=50 * 2**20) == 8  # at most doubled
+    assert run(limit, clock, lambda _n: 1.5, 1, size=50 * 2**20) == 16
+    # Up to a window, one completion each, as for small ones.
+    small = AdaptiveLimit(ConcurrencySettings(cap=64), Clock())
+    assert run(small, Clock(), lambda _n: 0.1, 1, size=WINDOW) == 5
+    # A store next door that queues large uploads ends it at its first sign of queueing (else
+    # it would double on to the cap of 64); the gradient rule then holds it where counting
+    # one per upload does (12 here).
+    near = AdaptiveLimit(ConcurrencySettings(cap=64), clock := Clock())
+    assert run(near, clock, serial_store(rtt=0.0002, service=0.25), 200, size=50 * 2**20) <= 16
