@@ -18,8 +18,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 
-from pydicom.dataset import Dataset
-
 from common.errors import (
     AssociationRejectedError,
     AuthError,
@@ -145,14 +143,6 @@ class DimseStatus:
             or self.is_warning
             or self.code in (Status.PENDING, Status.PENDING_WITH_WARNINGS, Status.CANCEL)
         )
-
-    def as_dataset(self) -> Dataset:
-        """The status as a status dataset (Status plus Error Comment), for a DICOM toolkit."""
-        ds = Dataset()
-        ds.Status = self.code
-        if self.comment:
-            ds.ErrorComment = safe_error_comment(self.comment)
-        return ds
 
     def __str__(self) -> str:
         label = f"0x{self.code:04X}"

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from common.dimse.fast.commands import CStoreRsp, decode_command_set
+from common.dimse.fast.constants import Tag
 from common.errors import (
     AuthError,
     DicomwebConnectionError,
@@ -105,9 +107,17 @@ def test_other_errors(error: Exception, expected: Status) -> None:
     assert store_status_for_error(error).code == expected
 
 
+def _sent(status: DimseStatus) -> tuple[int, str]:
+    """The Status and Error Comment a C-STORE-RSP carries for ``status`` on the wire."""
+    command = decode_command_set(
+        CStoreRsp(1, "1.2.3", "1.2.3.4", status.code, status.comment).encode()
+    )
+    return command.us(Tag.STATUS), command.text(Tag.ERROR_COMMENT)
+
+
 def test_status_dataset_comment_is_bounded() -> None:
-    ds = DimseStatus(Status.PROCESSING_FAILURE, "x" * 200 + "\\").as_dataset()
-    assert ds.Status == 0x0110 and len(ds.ErrorComment) == 64
+    code, comment = _sent(DimseStatus(Status.PROCESSING_FAILURE, "x" * 200 + "\\"))
+    assert code == 0x0110 and len(comment) == 64
 
 
 @pytest.mark.parametrize(
@@ -122,7 +132,7 @@ def test_status_dataset_comment_is_bounded() -> None:
 )
 def test_error_comments_never_carry_peer_bytes_raw(comment: str, sent: str) -> None:
     assert safe_error_comment(comment) == sent
-    assert DimseStatus(Status.PROCESSING_FAILURE, comment).as_dataset().ErrorComment == sent
+    assert _sent(DimseStatus(Status.PROCESSING_FAILURE, comment))[1] == sent
 
 
 def test_classification() -> None:

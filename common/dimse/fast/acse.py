@@ -3,11 +3,11 @@
 These happen once per association, so pynetdicom's general encoders cost nothing that matters
 and handle every variable item correctly; A-ASSOCIATE-RJ is ten fixed bytes and is done here.
 
-An A-ASSOCIATE-RQ is first made canonical (:func:`canonical_associate_rq`, same length, read
-by both engines): AE titles padded with NUL bytes are read as the titles they spell, and where
-a requestor's first choice for a context is implicit VR little endian while it also offers
-explicit VR little endian, explicit comes first (:func:`prefer_explicit_vr`), so that the first
-proposed syntax, which the acceptors take, keeps the VRs of private elements.
+An A-ASSOCIATE-RQ's AE titles padded with NUL bytes are read as the titles they spell
+(:func:`canonical_associate_rq`), and where a requestor's first choice for a context is
+implicit VR little endian while it also offers explicit VR little endian, explicit comes first
+(:func:`prefer_explicit_vr`), so that the first proposed syntax, which the acceptor takes,
+keeps the VRs of private elements.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from pynetdicom.pdu_primitives import (
     ImplementationVersionNameNotification,
     MaximumLengthNotification,
     SCP_SCU_RoleSelectionNegotiation,
-    SOPClassExtendedNegotiation,
     UserIdentityNegotiation,
 )
 from pynetdicom.presentation import PresentationContext
@@ -36,7 +35,6 @@ from common.dimse.fast.constants import (
     APPLICATION_CONTEXT_NAME,
     AbortReason,
     ContextResult,
-    ItemType,
     PduType,
     RejectResult,
     RejectSource,
@@ -46,13 +44,8 @@ from common.dimse.fast.transport import DimseProtocolError
 _REJECT = struct.Struct(">BBIBBBB")
 #: PS3.8 9.3.2: bit 0 of the Protocol Version field is version 1, the only one there is.
 _PROTOCOL_VERSION_1 = 0x0001
-#: PS3.8 table 9-11: where the Called and Calling AE Title fields of an A-ASSOCIATE-RQ are,
-#: and where its variable items start.
+#: PS3.8 table 9-11: where the Called and Calling AE Title fields of an A-ASSOCIATE-RQ are.
 _AE_TITLE_FIELDS = (("called", 10, 26), ("calling", 26, 42))
-_VARIABLE_ITEMS = 74
-#: Item header (type, reserved, 2-byte length), and a presentation context item's fixed part.
-_ITEM_HEADER = 4
-_CONTEXT_FIXED = 8
 
 
 @dataclass(frozen=True)
@@ -93,11 +86,9 @@ class AssociateRequest:
     """What an A-ASSOCIATE-RQ asks for.
 
     Attributes:
-        user_item_types: the item types of every User Information sub-item.
         roles: the SCP/SCU Role Selection sub-items, by SOP class.
         user_identity: the User Identity sub-item, if any.
         async_window: the Asynchronous Operations Window sub-item (invoked, performed), if any.
-        extended_negotiation: the SOP classes with a SOP Class Extended Negotiation sub-item.
     """
 
     calling_ae_title: str
@@ -106,11 +97,9 @@ class AssociateRequest:
     protocol_version: int
     contexts: tuple[ProposedContext, ...]
     max_length: int
-    user_item_types: frozenset[int]
     roles: Mapping[str, RoleProposal] = field(default_factory=dict)
     user_identity: UserIdentityProposal | None = None
     async_window: tuple[int, int] | None = None
-    extended_negotiation: frozenset[str] = frozenset()
 
     @property
     def supports_protocol_version(self) -> bool:
@@ -208,56 +197,16 @@ def prefer_explicit_vr(proposed: Sequence[str]) -> tuple[str, ...]:
     return tuple(proposed)
 
 
-def _sub_items(data: bytes) -> list[bytes] | None:
-    """The sub-items of a presentation context item, or None when they do not add up."""
-    items = []
-    offset = 0
-    while offset < len(data):
-        end = offset + _ITEM_HEADER + int.from_bytes(data[offset + 2 : offset + 4], "big")
-        if offset + _ITEM_HEADER > len(data) or end > len(data):
-            return None
-        items.append(data[offset:end])
-        offset = end
-    return items
-
-
-def _preferred_sub_items(data: bytes) -> bytes:
-    """A presentation context's sub-items with its transfer syntaxes in preferred order."""
-    items = _sub_items(data)
-    if items is None:
-        return data
-    syntaxes = [item for item in items if item[0] == ItemType.TRANSFER_SYNTAX]
-    names = [item[_ITEM_HEADER:].rstrip(b"\0 ").decode("ascii", "replace") for item in syntaxes]
-    preferred = prefer_explicit_vr(names)
-    if list(preferred) == names:
-        return data
-    first = names.index(preferred[0])
-    ordered = iter([syntaxes[first], *syntaxes[:first], *syntaxes[first + 1 :]])
-    return b"".join(next(ordered) if item[0] == ItemType.TRANSFER_SYNTAX else item
-                    for item in items)
-
-
 def canonical_associate_rq(pdu_bytes: bytes) -> bytes:
-    """An A-ASSOCIATE-RQ PDU as the engines read it; the same length as ``pdu_bytes``.
+    """An A-ASSOCIATE-RQ PDU with spaces for trailing NUL padding in its AE title fields.
 
-    The Called and Calling AE Title fields get spaces for trailing NUL padding
-    (:func:`~common.dimse.ae_title.space_padded`), and each presentation context lists its
-    transfer syntaxes in :func:`prefer_explicit_vr` order. Whatever does not parse is left as
-    it came, for :func:`decode_associate_rq` to refuse.
+    The same length as ``pdu_bytes`` (:func:`~common.dimse.ae_title.space_padded`); whatever
+    else it holds is left as it came, for :func:`decode_associate_rq` to read or refuse.
     """
     data = bytearray(pdu_bytes)
     for _, start, end in _AE_TITLE_FIELDS:
         if len(data) >= end:
             data[start:end] = space_padded(bytes(data[start:end]))
-    offset = _VARIABLE_ITEMS
-    while offset + _ITEM_HEADER <= len(data):
-        end = offset + _ITEM_HEADER + int.from_bytes(data[offset + 2 : offset + 4], "big")
-        if end > len(data):
-            break
-        if data[offset] == ItemType.PRESENTATION_CONTEXT_RQ and end >= offset + _CONTEXT_FIXED:
-            start = offset + _CONTEXT_FIXED
-            data[start:end] = _preferred_sub_items(bytes(data[start:end]))
-        offset = end
     return bytes(data)
 
 
@@ -277,7 +226,10 @@ def _check_ae_titles(pdu_bytes: bytes) -> None:
 
 
 def decode_associate_rq(pdu_bytes: bytes) -> AssociateRequest:
-    """Read a whole A-ASSOCIATE-RQ PDU (header included), made canonical first.
+    """Read a whole A-ASSOCIATE-RQ PDU (header included).
+
+    AE titles padded with NULs read as the titles they spell (:func:`canonical_associate_rq`);
+    each context's transfer syntaxes come in :func:`prefer_explicit_vr` order.
 
     Raises:
         DimseProtocolError: the PDU cannot be decoded, or an AE title field holds no AE title.
@@ -292,20 +244,14 @@ def decode_associate_rq(pdu_bytes: bytes) -> AssociateRequest:
             ProposedContext(
                 context_id=int(cx.context_id or 0),
                 abstract_syntax=str(cx.abstract_syntax or ""),
-                transfer_syntaxes=tuple(str(ts) for ts in cx.transfer_syntax),
+                transfer_syntaxes=prefer_explicit_vr([str(ts) for ts in cx.transfer_syntax]),
             )
             for cx in primitive.presentation_context_definition_list
         )
-        user_items = frozenset(
-            int(item_type)
-            for item in pdu.user_information.user_data
-            if (item_type := getattr(item, "item_type", None)) is not None
-        ) if pdu.user_information is not None else frozenset()
         max_length = primitive.maximum_length_received
         roles: dict[str, RoleProposal] = {}
         identity: UserIdentityProposal | None = None
         window: tuple[int, int] | None = None
-        extended: set[str] = set()
         for item in primitive.user_information:
             if isinstance(item, SCP_SCU_RoleSelectionNegotiation):
                 roles[str(item.sop_class_uid or "")] = RoleProposal(
@@ -320,8 +266,6 @@ def decode_associate_rq(pdu_bytes: bytes) -> AssociateRequest:
                     int(item.maximum_number_operations_invoked),
                     int(item.maximum_number_operations_performed),
                 )
-            elif isinstance(item, SOPClassExtendedNegotiation):
-                extended.add(str(item.sop_class_uid or ""))
         return AssociateRequest(
             calling_ae_title=str(primitive.calling_ae_title or "").strip(),
             called_ae_title=str(primitive.called_ae_title or "").strip(),
@@ -329,11 +273,9 @@ def decode_associate_rq(pdu_bytes: bytes) -> AssociateRequest:
             protocol_version=int(pdu.protocol_version),
             contexts=contexts,
             max_length=int(max_length) if max_length is not None else 0,
-            user_item_types=user_items,
             roles=roles,
             user_identity=identity,
             async_window=window,
-            extended_negotiation=frozenset(extended),
         )
     except DimseProtocolError:
         raise

@@ -27,26 +27,6 @@ class PduType(IntEnum):
     ABORT = 0x07
 
 
-class ItemType(IntEnum):
-    """Variable items of A-ASSOCIATE PDUs (PS3.8 9.3.2, PS3.7 D.3.3)."""
-
-    APPLICATION_CONTEXT = 0x10
-    PRESENTATION_CONTEXT_RQ = 0x20
-    PRESENTATION_CONTEXT_AC = 0x21
-    ABSTRACT_SYNTAX = 0x30
-    TRANSFER_SYNTAX = 0x40
-    USER_INFORMATION = 0x50
-    MAXIMUM_LENGTH = 0x51
-    IMPLEMENTATION_CLASS_UID = 0x52
-    ASYNCHRONOUS_OPERATIONS_WINDOW = 0x53
-    ROLE_SELECTION = 0x54
-    IMPLEMENTATION_VERSION_NAME = 0x55
-    SOP_CLASS_EXTENDED = 0x56
-    SOP_CLASS_COMMON_EXTENDED = 0x57
-    USER_IDENTITY_RQ = 0x58
-    USER_IDENTITY_AC = 0x59
-
-
 #: Bytes of a PDU header: type (1), reserved (1), length (4, big endian).
 PDU_HEADER_LENGTH = 6
 #: Bytes of a PDV item header: item length (4), presentation context ID (1), control header (1).

@@ -294,7 +294,6 @@ class AcceptorAssociation:
         #: SOP classes for which the requestor took the SCP role (C-GET sub-operations).
         self.requestor_scp: frozenset[str] = frozenset()
         self._fragment = max_pdv_data(0)
-        self._sub_message_id = 0
 
     @property
     def socket(self) -> socket.socket:

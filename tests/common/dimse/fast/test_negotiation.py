@@ -37,7 +37,6 @@ def _request(*contexts: ProposedContext, **kwargs: object) -> AssociateRequest:
         protocol_version=1,
         contexts=contexts,
         max_length=16384,
-        user_item_types=frozenset(),
         **kwargs,  # type: ignore[arg-type]
     )
 
