@@ -96,9 +96,11 @@ class ImportAdapter:
             sink = TransformingSink(sink, config.transform)
         # The study of each instance received, for Storage Commitment's lookups; not kept when
         # de-identifying: the store then holds other UIDs than those received and committed.
-        self.known_studies = None if config.transform.redaction is not None else KnownStudies()
-        store = StoreService(sink, self.lifecycle, self.metrics, known_studies=self.known_studies)
+        # Kept only where the commitment service is offered.
         access = config.access
+        remember = access.enabled(Service.COMMIT) and config.transform.redaction is None
+        self.known_studies = KnownStudies() if remember else None
+        store = StoreService(sink, self.lifecycle, self.metrics, known_studies=self.known_studies)
         services = [
             storage_service(store),
             DimseService("log", notify=log_association),

@@ -43,15 +43,8 @@ class Fetched:
     ref: InstanceReference
     path: Path
     meta: FileMeta
-
-    @property
-    def dataset_size(self) -> int:
-        """The dataset's bytes, as a C-STORE carries them (the file meta is not sent).
-
-        Raises:
-            OSError: the spool file is gone.
-        """
-        return self.path.stat().st_size - self.meta.dataset_offset
+    #: The dataset's bytes, as a C-STORE carries them (the file meta is not sent).
+    dataset_size: int
 
     def release(self) -> None:
         """Delete the spool file (after the instance has been sent)."""
@@ -177,8 +170,7 @@ class Prefetcher:
         if self._whole_series:
             resource: tuple[str, ...] = ("studies", first.study_uid, "series", first.series_uid)
         else:
-            resource = ("studies", first.study_uid, "series", first.series_uid, "instances",
-                        first.sop_instance_uid)
+            resource = first.dicomweb_segments
         reason = "not in the WADO-RS response"
         try:
             for part in self._client.retrieve(resource):
@@ -187,8 +179,8 @@ class Prefetcher:
                 fd, name = tempfile.mkstemp(suffix=".dcm", dir=self._folder)
                 os.close(fd)
                 path = Path(name)
-                part.write_to(path)
-                outcome = self._read(path, pending)
+                size = part.write_to(path)
+                outcome = self._read(path, size, pending)
                 if outcome is None:
                     path.unlink(missing_ok=True)
                     continue
@@ -203,7 +195,7 @@ class Prefetcher:
                 return
 
     @staticmethod
-    def _read(path: Path, pending: dict[str, InstanceReference]) -> Fetched | None:
+    def _read(path: Path, size: int, pending: dict[str, InstanceReference]) -> Fetched | None:
         try:
             meta = read_file_meta(path)
         except MalformedDatasetError as exc:
@@ -212,4 +204,4 @@ class Prefetcher:
         ref = pending.get(meta.sop_instance_uid)
         if ref is None:
             return None  # stored after the listing, or not asked for
-        return Fetched(ref, path, meta)
+        return Fetched(ref, path, meta, size - meta.dataset_offset)

@@ -72,11 +72,8 @@ def spooled_instance(path: Path) -> Part10Instance:
     UIDs); the source AE title comes from the entry name (:func:`entry_calling_aet`).
 
     Raises:
-        FileNotFoundError: the file is gone.
-        MalformedDatasetError: the file has no usable file meta.
+        MalformedDatasetError: the file is gone, or has no usable file meta.
     """
-    if not path.exists():
-        raise FileNotFoundError(path)
     meta = read_file_meta(path)
     return Part10Instance.from_spooled(
         path,
@@ -121,6 +118,17 @@ class UnconfirmedStores:
     def __len__(self) -> int:
         with self._lock:
             return len(self._uids)
+
+
+def _may_have_stored(error: BaseException) -> bool:
+    """Whether the store may hold what a failed STOW-RS carried.
+
+    Unanswered (a try that failed before sending counts too), a 2xx we cannot read, or an HTTP
+    error to a request the transport had sent again: the store may have acted on it.
+    """
+    return isinstance(
+        error, DicomwebConnectionError | DicomwebTimeoutError | DicomwebResponseError
+    ) or (isinstance(error, DicomwebHttpError) and error.resent)
 
 
 class StowUploader:
@@ -181,17 +189,12 @@ class StowUploader:
         instances = [instance for _, instance in batch]
         try:
             stored = self._client.store_batch(instances)
-        except (DicomwebConnectionError, DicomwebTimeoutError) as exc:
-            for instance in instances:  # unanswered: the store may have any of them
-                self._unconfirmed.add(instance.sop_instance_uid)
-            whole = result_for_error(exc, self._retry_codes)
-            return _apply(results, batch, whole)
         except (AdapterError, OSError) as exc:
-            if isinstance(exc, DicomwebResponseError) or (
-                isinstance(exc, DicomwebHttpError) and exc.resent
-            ):  # the store may have acted on the request: a 409 alone is looked up
+            if _may_have_stored(exc):  # then a 409 for any of them is looked up
                 for instance in instances:
                     self._unconfirmed.add(instance.sop_instance_uid)
+            if isinstance(exc, DicomwebConnectionError | DicomwebTimeoutError):
+                return _apply(results, batch, result_for_error(exc, self._retry_codes))
             if rule_for_error(exc).transient:
                 # The store's state (5xx, 429/503, credentials, an answer we cannot read):
                 # the same for every instance, retried as a batch.
@@ -231,12 +234,9 @@ class StowUploader:
     def _store(self, instance: Part10Instance) -> UploadResult:
         try:
             stored = self._client.store(instance)
-        except (DicomwebConnectionError, DicomwebTimeoutError, DicomwebResponseError) as exc:
-            # Unanswered, or a 2xx we cannot read: the store may have it (a try that failed
-            # before sending counts too).
-            self._unconfirmed.add(instance.sop_instance_uid)
-            return result_for_error(exc, self._retry_codes)
         except (AdapterError, OSError) as exc:
+            if _may_have_stored(exc):
+                self._unconfirmed.add(instance.sop_instance_uid)
             return result_for_error(exc, self._retry_codes)
         return result_for_status(stored.status, stored.http_status)
 
