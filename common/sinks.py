@@ -31,6 +31,7 @@ from typing import Protocol
 
 from common.dicom.part10 import Part10Instance
 from common.dicomweb.client import DicomwebApi
+from common.dimse.fast.meta import FileMeta
 from common.dimse.sender import PeerAddress, SenderSettings, StoreSender
 from common.status import DimseStatus
 
@@ -141,8 +142,15 @@ class DimseSink:
         The file of ``origin`` is sent as it is; an instance without one (held in memory) is
         first written to a scratch file next to where it was received.
         """
+        meta = None
+        if origin.file is not None and origin.file == instance.dataset_path:
+            # The instance was described from this very file: its meta is read already.
+            meta = FileMeta(
+                instance.sop_class_uid, instance.sop_instance_uid,
+                instance.transfer_syntax_uid, instance.dataset_offset,
+            )  # fmt: skip
         with _part10_file(instance, origin) as path, self._sender() as sender:
-            return sender.send(path)
+            return sender.send(path, meta=meta)
 
     def close(self) -> None:
         """Release every association."""

@@ -137,15 +137,11 @@ class MultipartBody(io.RawIOBase):
         super().close()
 
 
-def stow_body(
-    instances: Part10Instance | Sequence[Part10Instance],
-) -> tuple[bytes | MultipartBody, str]:
+def stow_body(instances: Sequence[Part10Instance]) -> tuple[bytes | MultipartBody, str]:
     """A STOW-RS request body for one or more instances, and its Content-Type header value.
 
     Small bodies are read into one buffer (one syscall, one send); large ones stream.
     """
-    if isinstance(instances, Part10Instance):
-        instances = (instances,)
     boundary = new_boundary()
     content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
     body = MultipartBody(instances, boundary)

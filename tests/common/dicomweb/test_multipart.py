@@ -28,7 +28,7 @@ def _instance() -> Part10Instance:
 
 def test_stow_body_is_valid_multipart_related() -> None:
     instance = _instance()
-    body, content_type = stow_body(instance)
+    body, content_type = stow_body([instance])
     assert isinstance(body, bytes)
     message = email.parser.BytesParser().parsebytes(
         f"Content-Type: {content_type}\r\n\r\n".encode() + body
@@ -44,7 +44,7 @@ def test_stow_body_is_valid_multipart_related() -> None:
 def test_large_bodies_stream_with_the_same_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
     instance = _instance()
     monkeypatch.setattr(multipart, "INLINE_LIMIT", 10)
-    body, _ = stow_body(instance)
+    body, _ = stow_body([instance])
     assert isinstance(body, MultipartBody)
     streamed = b""
     while chunk := body.read(777):
