@@ -87,6 +87,32 @@ class SenderSettings:
     network_timeout: float = 120.0
 
 
+def _next_message_id(current: int) -> int:
+    """The Message ID after ``current`` (1 to 65535, then 1 again)."""
+    return current % 0xFFFF + 1
+
+
+def _c_store(
+    channel: StoreChannel,
+    path: Path,
+    meta: FileMeta,
+    context: AcceptedContext,
+    message_id: int,
+    move_originator: tuple[str, int] | None,
+    peer: str,
+) -> DimseStatus:
+    """One C-STORE on ``channel``; the peer's status.
+
+    Raises:
+        PeerUnavailableError: the association failed during it (it has been aborted).
+    """
+    try:
+        response = channel.send_c_store(path, meta, context, message_id, move_originator)
+    except (OSError, DimseProtocolError, ReleaseRequestedError, CommandSetError) as exc:
+        raise PeerUnavailableError(f"C-STORE to {peer} failed: {exc}") from exc
+    return DimseStatus(response.status, response.error_comment)
+
+
 class StoreChannel(Protocol):
     """An association C-STOREs can be sent on (requested by us, or a C-GET's requestor)."""
 
@@ -174,14 +200,11 @@ class ChannelSender:
         """C-STORE one Part 10 file and return the peer's status (as :meth:`StoreSender.send`)."""
 
         def on_context(source: Path, meta: FileMeta, context: AcceptedContext) -> DimseStatus:
-            self._message_id = self._message_id % 0xFFFF + 1
-            try:
-                response = self._channel.send_c_store(
-                    source, meta, context, self._message_id, move_originator
-                )
-            except (OSError, DimseProtocolError, ReleaseRequestedError, CommandSetError) as exc:
-                raise PeerUnavailableError(f"C-STORE to {self._peer} failed: {exc}") from exc
-            return DimseStatus(response.status, response.error_comment)
+            self._message_id = _next_message_id(self._message_id)
+            return _c_store(
+                self._channel, source, meta, context, self._message_id, move_originator,
+                self._peer,
+            )  # fmt: skip
 
         return store_file(
             self._channel.contexts,
@@ -385,16 +408,14 @@ class StoreSender:
         context: AcceptedContext,
         move_originator: tuple[str, int] | None,
     ) -> DimseStatus:
-        self._message_id = self._message_id % 0xFFFF + 1
+        self._message_id = _next_message_id(self._message_id)
         try:
-            response = assoc.send_c_store(
-                path, meta, context, self._message_id, move_originator
+            return _c_store(
+                assoc, path, meta, context, self._message_id, move_originator, str(self.peer)
             )
-        except (OSError, DimseProtocolError, ReleaseRequestedError) as exc:
-            # The association has been aborted; the next send opens a new one.
-            self._forget()
-            raise PeerUnavailableError(f"C-STORE to {self.peer} failed: {exc}") from exc
-        return DimseStatus(response.status, response.error_comment)
+        except PeerUnavailableError:
+            self._forget()  # the association has been aborted; the next send opens a new one
+            raise
 
     def _forget(self) -> None:
         if self._assoc is not None:
