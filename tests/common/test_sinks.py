@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydicom.dataset import Dataset
-from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from common.dicom.part10 import Part10Instance, meta_end
@@ -19,6 +17,7 @@ from common.sinks import DimseSink, InstanceSink, Origin, StowSink
 from common.status import SUCCESS, DimseStatus
 from tests.support.ports import free_port
 from tests.support.samples import SampleInstance, make_samples
+from tests.support.scripted_pacs import ScriptedPacs
 
 
 @pytest.fixture
@@ -66,30 +65,17 @@ def test_stow_sink_stores_the_instance_and_answers_the_store_status(ct: SampleIn
 
 
 @pytest.fixture
-def storescp() -> Iterator[tuple[int, list[Dataset]]]:
+def storescp() -> Iterator[ScriptedPacs]:
     """pynetdicom's C-STORE SCP (an independent implementation) on a free loopback port."""
-    received: list[Dataset] = []
-
-    def on_store(event: evt.Event) -> int:
-        received.append(event.dataset)
-        return 0
-
-    ae = AE(ae_title="STORESCP")
-    ae.add_supported_context(CTImageStorage)
-    port = free_port()
-    server = ae.start_server(
-        ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
-    )
-    assert server is not None
-    yield port, received
-    server.shutdown()
+    with ScriptedPacs(aet="STORESCP", sop_classes=[CTImageStorage]) as pacs:
+        yield pacs
 
 
 @pytest.mark.parametrize("in_memory", [False, True], ids=["file", "memory"])
 def test_dimse_sink_stores_across_the_wire(
-    storescp: tuple[int, list[Dataset]], ct: SampleInstance, in_memory: bool
+    storescp: ScriptedPacs, ct: SampleInstance, in_memory: bool
 ) -> None:
-    port, received = storescp
+    port = storescp.port
     sink = DimseSink(PeerAddress("STORESCP", "127.0.0.1", port), SenderSettings("EXPORTER"))
     instance = described(ct, in_memory=in_memory)
     # An instance held in memory has no file of its own: the sink writes a scratch copy.
@@ -99,7 +85,7 @@ def test_dimse_sink_stores_across_the_wire(
         assert sink.deliver(instance, origin) == SUCCESS  # the same association, reused
     finally:
         sink.close()
-    assert [str(ds.SOPInstanceUID) for ds in received] == [ct.sop_instance_uid] * 2
+    assert storescp.received == [ct.sop_instance_uid] * 2
     assert sink.describe() == f"STORESCP@127.0.0.1:{port}"
     assert sorted(p.name for p in ct.path.parent.iterdir()) == [ct.path.name]  # no scratch left
 

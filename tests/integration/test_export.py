@@ -13,16 +13,15 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pydicom
 import pytest
-from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from common.dicomweb.address import parse_dicomweb_address
 from common.dimse.sender import PeerAddress, SenderSettings
 from common.retry import RetryPolicy
+from common.status import Status
 from export_adapter.app import ExportAdapter
 from export_adapter.config import DimsePeerConfig, ExportConfig, StowPeerConfig
 from export_adapter.counters import CountersSnapshot
@@ -34,6 +33,7 @@ from tests.support.orthanc import OrthancServer
 from tests.support.ports import free_port, wait_until
 from tests.support.pubsub_emulator import PubSubEmulator
 from tests.support.samples import SampleInstance, make_corpus
+from tests.support.scripted_pacs import ScriptedPacs
 
 # Google's Pub/Sub emulator occasionally stalls a fresh streaming pull for tens of seconds
 # under load (seen about once per full CI-sized run on 2 cores, never with the same test); a
@@ -331,34 +331,6 @@ def test_duplicate_deliveries_are_harmless(
         assert dataset_bytes(path) == dataset_bytes(sample.path)
 
 
-class RefusingPeer:
-    """A pynetdicom SCP accepting only CT Image Storage and refusing one instance with 0xC000."""
-
-    def __init__(self, refuse_uid: str) -> None:
-        self.refuse_uid = refuse_uid
-        self.stored: list[str] = []
-        self.port = free_port()
-        self.ae = AE(ae_title="REFUSER")
-        self.ae.add_supported_context(CTImageStorage, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
-        self._server: Any = None
-
-    def _on_store(self, event: Any) -> int:
-        uid = str(event.request.AffectedSOPInstanceUID)
-        if uid == self.refuse_uid:
-            return 0xC000
-        self.stored.append(uid)
-        return 0x0000
-
-    def __enter__(self) -> RefusingPeer:
-        self._server = self.ae.start_server(
-            ("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._on_store)]
-        )
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-
-
 def test_peer_refusals_are_permanent(
     pubsub_emulator: PubSubEmulator, orthanc: OrthancServer, corpus: list[SampleInstance]
 ) -> None:
@@ -367,7 +339,11 @@ def test_peer_refusals_are_permanent(
     cts = [s for s in corpus[100:110] if s.kind == "CT"]
     mr = next(s for s in corpus[100:110] if s.kind == "MR")
     refused, accepted = cts[0], cts[1:]
-    with RefusingPeer(refused.sop_instance_uid) as peer, running_adapter(
+    refuser = ScriptedPacs(
+        {refused.sop_instance_uid: Status.CANNOT_UNDERSTAND}, aet="REFUSER",
+        sop_classes=[CTImageStorage],
+    )  # fmt: skip
+    with refuser as peer, running_adapter(
         subscription, orthanc, dimse_peer("REFUSER", peer.port), dead_letter_topic=dlq_topic
     ) as adapter:
         publish_all(
