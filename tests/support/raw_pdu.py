@@ -32,8 +32,9 @@ def association_answer(
     """
     # Imported here: this module is also used by tests that never build a request.
     from common.dimse.fast.acse import ProposedContext, encode_associate_rq
+    from common.dimse.fast.constants import IMPLICIT_VR_LITTLE_ENDIAN, VERIFICATION_SOP_CLASS
 
-    verification = ProposedContext(1, "1.2.840.10008.1.1", ("1.2.840.10008.1.2",))
+    verification = ProposedContext(1, VERIFICATION_SOP_CLASS, (IMPLICIT_VR_LITTLE_ENDIAN,))
     with socket.create_connection((host, port), timeout=10) as sock:
         sock.sendall(encode_associate_rq(calling_ae_title, called_ae_title, [verification], 16384))
         return read_pdu(sock)

@@ -11,7 +11,6 @@ from typing import Any
 from tests.support.peers import Outcome, Report
 
 STORAGE_COMMITMENT_PUSH_MODEL = "1.2.840.10008.1.20.1"
-STORAGE_COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
 
 
 def run_json(argv: Sequence[str], *, timeout: float = 60.0,

@@ -21,14 +21,11 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
+from common.dimse.fast.constants import VERIFICATION_SOP_CLASS
+from import_adapter.query.model import STUDY_ROOT
 from tests.support.components import missing
 from tests.support.peers import Outcome, Report, Target
 from tests.support.peers.common import STORAGE_COMMITMENT_PUSH_MODEL
-
-STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
-STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
-STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
-VERIFICATION = "1.2.840.10008.1.1"
 
 
 def _sop_classes(files: list[Path]) -> list[UID]:
@@ -110,7 +107,7 @@ class PyNetDicom2:
         outcome = Outcome(log="pynetdicom2 echo")
         ae = self._client(target, calling).add_scu(sopclass.verification_scu)
         with self._associate(ae, target, outcome) as assoc:
-            outcome.statuses.append(int(assoc.get_scu(VERIFICATION)(1)))
+            outcome.statuses.append(int(assoc.get_scu(VERIFICATION_SOP_CLASS)(1)))
         return outcome
 
     def store(self, target: Target, calling: str, files: list[Path]) -> Outcome:
@@ -136,7 +133,7 @@ class PyNetDicom2:
         keys.StudyDate = ""
         ae = self._client(target, calling).add_scu(sopclass.qr_find_scu)
         with self._associate(ae, target, outcome) as assoc:
-            for identifier, status in assoc.get_scu(UID(STUDY_ROOT_FIND))(keys, 1):
+            for identifier, status in assoc.get_scu(UID(STUDY_ROOT.find))(keys, 1):
                 outcome.statuses.append(int(status))
                 if identifier is not None and status.is_pending:
                     outcome.identifiers.append(
@@ -162,7 +159,7 @@ class PyNetDicom2:
         with server:
             ae = self._client(target, calling).add_scu(sopclass.qr_move_scu)
             with self._associate(ae, target, outcome) as assoc:
-                for status, _ in assoc.get_scu(UID(STUDY_ROOT_MOVE))(keys, calling, 1):
+                for status, _ in assoc.get_scu(UID(STUDY_ROOT.move))(keys, calling, 1):
                     outcome.statuses.append(int(status))
         return outcome
 
@@ -196,7 +193,7 @@ class PyNetDicom2:
                 return message, context_id
 
             assoc.receive = receive_and_record
-            for _, dataset in assoc.get_scu(UID(STUDY_ROOT_GET))(keys, 1):
+            for _, dataset in assoc.get_scu(UID(STUDY_ROOT.get))(keys, 1):
                 outcome.received.append(str(dataset.SOPInstanceUID))
         return outcome
 
