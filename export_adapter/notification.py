@@ -14,11 +14,10 @@ returns them with a ``skip_reason`` instead of an instance.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from common.dicom.reference import InstanceReference
+from common.dicom.reference import InstanceReference, is_uid
 from export_adapter.errors import NotificationError
 
 #: ``action`` values (compared case-insensitively) that announce a new instance to export.
@@ -29,8 +28,6 @@ _UID_ATTRIBUTES = {
     "seriesInstanceUID": "series_uid",
     "sopInstanceUID": "sop_instance_uid",
 }
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-_MAX_UID = 64
 #: The longest message data we read as a resource name (a real one is under 400 bytes).
 MAX_DATA_BYTES = 2048
 _PREVIEW = 80
@@ -99,7 +96,7 @@ def skip_reason_for(attributes: Mapping[str, str]) -> str:
 
 
 def _check_uid(value: str, what: str) -> str:
-    if len(value) > _MAX_UID or not _UID.match(value):
+    if not is_uid(value):
         raise NotificationError(f"{what} {value[:_PREVIEW]!r} is not a valid UID")
     return value
 

@@ -9,7 +9,17 @@ C-GET retrieves (:mod:`import_adapter.retrieve`), those a Storage Commitment req
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+#: A UID as PS3.5 9.1 has it: digits and dots, no empty component, 64 characters at most.
+_UID = re.compile(r"[0-9]+(?:\.[0-9]+)*")
+_UID_MAX = 64
+
+
+def is_uid(value: str) -> bool:
+    """Whether ``value`` is a well-formed UID (safe to put in a DICOMweb URL path)."""
+    return len(value) <= _UID_MAX and _UID.fullmatch(value) is not None
 
 
 @dataclass(frozen=True, kw_only=True)

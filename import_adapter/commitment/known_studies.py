@@ -16,22 +16,14 @@ before it counts as missing, so a wrong or stale entry costs a request, never a 
 
 from __future__ import annotations
 
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 
+from common.dicom.reference import is_uid
+
 #: Entries kept by default: about 22 MB (measured with 64-character UIDs), hours of images.
 DEFAULT_CAPACITY = 100_000
-
-#: What a UID may look like to be put in a URL path (PS3.5 9.1: digits and dots, 64 at most).
-_UID = re.compile(r"[0-9]+(?:\.[0-9]+)*")
-_UID_MAX = 64
-
-
-def _is_uid(value: str) -> bool:
-    return len(value) <= _UID_MAX and _UID.fullmatch(value) is not None
-
 
 class KnownStudies:
     """SOP Instance UID -> Study Instance UID of the instances received, the newest kept."""
@@ -51,7 +43,7 @@ class KnownStudies:
         A study UID that is not a well-formed UID (it came from a peer's dataset and would go
         into a URL path) is not recorded: that instance is looked up by itself.
         """
-        if not sop_instance_uid or not _is_uid(study_instance_uid):
+        if not sop_instance_uid or not is_uid(study_instance_uid):
             return
         with self._lock:
             # The instances of a study arrive together: they share one string for its UID.
