@@ -101,6 +101,23 @@ def _escape_value(value: Any) -> Any:
     return escape(str(value))  # what json.dumps(default=str) would write, escaped
 
 
+def _details(
+    formatter: logging.Formatter, record: logging.LogRecord
+) -> tuple[str | None, str | None]:
+    """A record's exception text and stack text (either None), not yet escaped.
+
+    The exception is formatted from ``exc_info`` when there is one, never taken from the
+    record's cache first (another handler may have put it there unescaped).
+    """
+    exception = None
+    if record.exc_info:
+        exception = formatter.formatException(record.exc_info)
+    elif record.exc_text:
+        exception = record.exc_text
+    stack = formatter.formatStack(record.stack_info) if record.stack_info else None
+    return exception, stack
+
+
 class JsonFormatter(logging.Formatter):
     """Formats records as one JSON object per line, with fields Cloud Logging understands."""
 
@@ -120,13 +137,12 @@ class JsonFormatter(logging.Formatter):
             fields = fields()
         if isinstance(fields, dict):
             payload.update(_escape_value(fields))
-        if record.exc_info:
-            payload["exception"] = escape_block(self.formatException(record.exc_info))
-        elif record.exc_text:
-            payload["exception"] = escape_block(record.exc_text)
-        if record.stack_info:
-            payload["stack"] = escape_block(self.formatStack(record.stack_info))
-        return json.dumps(payload, default=str)
+        exception, stack = _details(self, record)
+        if exception is not None:
+            payload["exception"] = escape_block(exception)
+        if stack is not None:
+            payload["stack"] = escape_block(stack)
+        return json.dumps(payload)  # every value is a JSON type by now (_escape_value)
 
 
 class TextFormatter(logging.Formatter):
@@ -151,14 +167,9 @@ class TextFormatter(logging.Formatter):
         record.message = record.getMessage()
         record.asctime = self.formatTime(record, self.datefmt)
         text = escape(self.formatMessage(record))
-        details = []
-        if record.exc_info:
-            details.append(self.formatException(record.exc_info))
-        elif record.exc_text:
-            details.append(record.exc_text)
-        if record.stack_info:
-            details.append(self.formatStack(record.stack_info))
-        for detail in details:
+        for detail in _details(self, record):
+            if detail is None:
+                continue
             text += "".join(
                 f"\n{CONTINUATION}{line}" for line in escape_block(detail).split("\n")
             )
